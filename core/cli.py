@@ -1,0 +1,204 @@
+"""`python -m core …`: the command-line face of the product (contract in docs/ARCHITECTURE.md).
+
+User mistakes exit 2 with one line on stderr; only bugs produce tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Negative Space: mine, review and clean hard negatives for dense retrievers.")
+labels_app = typer.Typer(no_args_is_help=True, help="Import and export verdicts as TSV.")
+app.add_typer(labels_app, name="labels")
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $NEGSPACE_WORKSPACE or "
+                                                            "data/workspace).")
+
+
+def _store(workspace: Optional[Path], create: bool = True):
+    from core.workspace import open_workspace
+
+    ws = open_workspace(workspace, create=create)
+    return ws, ws.store()
+
+
+def _echo_json(obj) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False, sort_keys=True))
+
+
+@app.command()
+def ingest(path: Path = typer.Argument(..., help="BEIR folder or pairs/triplets file (.jsonl/.csv/.parquet)."),
+           workspace: Optional[Path] = WorkspaceOpt,
+           name: str = typer.Option(..., "--name", help="Dataset name in the workspace."),
+           format: str = typer.Option("auto", "--format", help="auto|beir|pairs|triplets"),
+           replace: bool = typer.Option(False, "--replace", help="Overwrite a dataset of the same name whose "
+                                                                 "content differs (labels are kept).")) -> None:
+    """Validate and import a dataset; identical re-imports change nothing."""
+    from core.datasets import ingest as do_ingest
+
+    _, store = _store(workspace)
+    result = do_ingest(store, path, name, format, replace)
+    typer.echo(result.summary())
+
+
+@app.command()
+def mine(workspace: Optional[Path] = WorkspaceOpt,
+         dataset: str = typer.Option(..., "--dataset"),
+         split: str = typer.Option("train", "--split"),
+         model: Optional[str] = typer.Option(None, "--model", help="Local sentence-transformers folder "
+                                                                     "(default: bundled all-MiniLM-L6-v2)."),
+         depth: int = typer.Option(100, "--depth", help="Candidates kept per query (after removing positives)."),
+         rule: str = typer.Option("top", "--rule", help="top|range|abs|marginpos|percpos|simans"),
+         num_negatives: int = typer.Option(5, "--num-negatives"),
+         relative_margin: Optional[float] = typer.Option(
+             None, "--relative-margin", help="percpos: keep s < s_P − |s_P|·m (default 0.05 with --rule percpos)."),
+         absolute_margin: Optional[float] = typer.Option(
+             None, "--absolute-margin", help="marginpos: keep s < s_P − M (default 0.05 with --rule marginpos)."),
+         max_score: Optional[float] = typer.Option(None, "--max-score", help="abs: keep s < T."),
+         range_min: int = typer.Option(10, "--range-min"),
+         range_max: int = typer.Option(100, "--range-max"),
+         simans_a: float = typer.Option(1.0, "--simans-a"),
+         simans_b: float = typer.Option(0.0, "--simans-b"),
+         seed: int = typer.Option(0, "--seed"),
+         bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
+         precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 (auto = bf16 when it keeps "
+                                                                    "cosine ≥ 0.999 to fp32)."),
+         query_prompt: Optional[str] = typer.Option(None, "--query-prompt"),
+         document_prompt: Optional[str] = typer.Option(None, "--document-prompt"),
+         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """Mine candidates with FAISS and apply a rule; prints the new run id."""
+    from core.mining import mine as do_mine
+    from core.rules import RuleSpec
+
+    spec = RuleSpec(rule=rule, num_negatives=num_negatives, max_score=max_score, absolute_margin=absolute_margin,
+                    relative_margin=relative_margin, range_min=range_min, range_max=range_max,
+                    simans_a=simans_a, simans_b=simans_b, seed=seed)
+    ws, store = _store(workspace)
+    result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
+                     document_prompt)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    typer.echo(result.run_id)
+    typer.echo(f"{result.queries} queries, {result.candidates} candidates, {result.kept} kept "
+               f"({spec.describe()}), {result.short_queries} queries short of {spec.num_negatives}; "
+               f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s", err=True)
+
+
+@app.command()
+def runs(workspace: Optional[Path] = WorkspaceOpt, dataset: Optional[str] = typer.Option(None, "--dataset"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """List mining runs, newest first."""
+    from core.rules import RuleSpec
+
+    _, store = _store(workspace, create=False)
+    rows = store.runs(dataset)
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        s = r["stats"]
+        typer.echo(f"{r['run_id']}\t{r['dataset']}/{r['split']}\t{RuleSpec.from_dict(r['params']['rules']).describe()}"
+                   f"\t{s['queries']} q\t{s['kept']}/{s['candidates']} kept\t{r['created_at']}")
+
+
+@app.command()
+def diff(run_a: str, run_b: str, workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Negatives that appear, disappear or change rank from RUN_A to RUN_B."""
+    from core.mining import diff_runs
+
+    _, store = _store(workspace, create=False)
+    frame = diff_runs(store, run_a, run_b)
+    counts = frame["change"].value_counts().to_dict()
+    typer.echo(" ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    changed = frame[frame["change"] != "same"]
+    typer.echo(changed.to_csv(sep="\t", index=False), nl=False)
+
+
+@labels_app.command("import")
+def labels_import(file: Path, workspace: Optional[Path] = WorkspaceOpt,
+                  dataset: str = typer.Option(..., "--dataset"),
+                  annotator: Optional[str] = typer.Option(None, "--annotator",
+                                                          help="Annotator for rows that name none.")) -> None:
+    """Append verdicts from a TSV (query-id, corpus-id, label[, annotator, note])."""
+    from core.labels import import_tsv
+
+    _, store = _store(workspace)
+    count = import_tsv(store, dataset, file, annotator)
+    typer.echo(f"imported {count} verdicts into {dataset!r}")
+
+
+@labels_app.command("export")
+def labels_export(workspace: Optional[Path] = WorkspaceOpt, dataset: str = typer.Option(..., "--dataset"),
+                  out: Path = typer.Option(..., "--out"),
+                  history: bool = typer.Option(False, "--history", help="Every event, undos included.")) -> None:
+    """Write current verdicts (or the full history) as TSV."""
+    from core.labels import export_tsv
+
+    _, store = _store(workspace)
+    count = export_tsv(store, dataset, out, history)
+    typer.echo(f"wrote {count} rows to {out}")
+
+
+@app.command()
+def export(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
+           format: str = typer.Option(..., "--format",
+                                      help="st-triplet|st-ntuple|st-labeled-list|flag|tevatron|beir-qrels"),
+           out: Path = typer.Option(..., "--out", help="Folder to write (replaced atomically)."),
+           data: Optional[str] = typer.Option(None, "--data", help="raw|curated (default: curated once verdicts "
+                                                                   "or promotions exist)."),
+           unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure.")) -> None:
+    """Export a run's training data with a manifest."""
+    from core.export import export as do_export
+
+    _, store = _store(workspace, create=False)
+    manifest = do_export(store, run, format, out, data, unsure)
+    typer.echo(f"wrote {manifest['rows']} rows ({manifest['data']}) to {out}")
+
+
+@app.command()
+def backup(workspace: Optional[Path] = WorkspaceOpt, out: Path = typer.Option(..., "--out")) -> None:
+    """Copy the whole store with SQLite's online backup (safe while the app is writing)."""
+    from core.backup import backup as do_backup
+
+    ws, _ = _store(workspace, create=False)
+    do_backup(ws, out)
+    typer.echo(f"backed up {ws.db_path} to {out}")
+
+
+@app.command()
+def restore(file: Path, workspace: Optional[Path] = WorkspaceOpt,
+            force: bool = typer.Option(False, "--force", help="Overwrite a workspace that has content.")) -> None:
+    """Restore a backup into a workspace (refuses a non-empty one unless --force)."""
+    from core.backup import restore as do_restore
+
+    target = do_restore(file, workspace, force)
+    typer.echo(f"restored {file} into {target}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

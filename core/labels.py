@@ -1,0 +1,172 @@
+"""Verdicts on candidates: an append-only event log with undo, TSV import/export and the resolved verdict.
+
+Verdicts are keyed by (dataset, query, document), not by run, so they survive re-mining. An annotator's current
+verdict is their latest event that has not been undone; undo is itself an event, so history is never lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from core.errors import DatasetError, UserError
+
+LABELS = ("false_negative", "true_negative", "unsure")
+LABEL_ALIASES = {"fn": "false_negative", "false-negative": "false_negative", "tn": "true_negative",
+                 "true-negative": "true_negative", "?": "unsure"}
+TSV_COLUMNS = ["query-id", "corpus-id", "label", "annotator", "note"]
+# When annotators disagree and nobody adjudicated, the cautious label wins: dropping a negative costs little,
+# training on a false negative pushes a relevant document away.
+CAUTION_ORDER = {"false_negative": 0, "unsure": 1, "true_negative": 2}
+
+
+def check_annotator(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100 or any(ch in name for ch in "\t\n\r"):
+        raise UserError("annotator name must be 1-100 characters without tabs or newlines")
+    return name
+
+
+def normalise_label(label: str) -> str:
+    value = LABEL_ALIASES.get(label.strip().lower(), label.strip().lower())
+    if value not in LABELS:
+        raise UserError(f"unknown label {label!r} (use {', '.join(LABELS)})")
+    return value
+
+
+def record(store, dataset: str, query_id: str, doc_id: str, annotator: str, label: str, note: str = "",
+           adjudication: bool = False) -> int:
+    """Append one verdict and return its event id."""
+    event = {"dataset": dataset, "query_id": query_id, "doc_id": doc_id, "annotator": check_annotator(annotator),
+             "label": normalise_label(label), "note": note or "",
+             "kind": "adjudication" if adjudication else "verdict"}
+    return store.add_events([event])[0]
+
+
+def undo(store, dataset: str, annotator: str, query_id: str | None = None,
+         doc_id: str | None = None) -> dict | None:
+    """Undo the annotator's latest still-active verdict (optionally on one pair); returns the undone event."""
+    events = store.events(dataset, check_annotator(annotator))
+    active = _active(events)
+    if query_id is not None:
+        active = active[(active["query_id"] == query_id) & ((doc_id is None) | (active["doc_id"] == doc_id))]
+    if active.empty:
+        return None
+    target = active.sort_values("id").iloc[-1]
+    store.add_events([{"dataset": dataset, "query_id": target["query_id"], "doc_id": target["doc_id"],
+                       "annotator": annotator, "label": None, "kind": "undo", "undoes": int(target["id"])}])
+    return target.to_dict()
+
+
+def _active(events: pd.DataFrame) -> pd.DataFrame:
+    """Verdict events that no undo event points at."""
+    undone = set(events.loc[events["kind"] == "undo", "undoes"].dropna().astype(int))
+    return events[(events["kind"] != "undo") & ~events["id"].isin(undone)]
+
+
+def current(store, dataset: str, annotator: str | None = None) -> pd.DataFrame:
+    """Each annotator's current verdict per (query, doc): columns query_id, doc_id, annotator, label, note, ..."""
+    events = store.events(dataset, annotator)
+    active = _active(events).sort_values("id")
+    return active.drop_duplicates(["annotator", "query_id", "doc_id"], keep="last").reset_index(drop=True)
+
+
+def resolved(store, dataset: str) -> pd.DataFrame:
+    """One verdict per (query, doc): the latest adjudication if any, else the cautious majority.
+
+    Columns: query_id, doc_id, label, annotators (how many judged it), source ('adjudicated' | 'consensus').
+    """
+    verdicts = current(store, dataset)
+    if verdicts.empty:
+        return pd.DataFrame(columns=["query_id", "doc_id", "label", "annotators", "source"])
+    rows = []
+    for (query_id, doc_id), group in verdicts.groupby(["query_id", "doc_id"], sort=False):
+        adjudicated = group[group["kind"] == "adjudication"]
+        if not adjudicated.empty:
+            label, source = adjudicated.iloc[-1]["label"], "adjudicated"
+        else:
+            counts = group["label"].value_counts()
+            top = counts[counts == counts.max()].index
+            label, source = min(top, key=CAUTION_ORDER.__getitem__), "consensus"
+        rows.append((query_id, doc_id, label, len(group), source))
+    return pd.DataFrame(rows, columns=["query_id", "doc_id", "label", "annotators", "source"])
+
+
+def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> int:
+    """Validate a whole labels TSV, then append all its verdicts in one transaction; returns the row count."""
+    path = Path(path)
+    if store.dataset(dataset) is None:
+        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise DatasetError(path, None, None, "not valid UTF-8") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DatasetError(path, 1, None, "file is empty (expected header query-id, corpus-id, label)")
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    for needed in ("query-id", "corpus-id", "label"):
+        if needed not in header:
+            raise DatasetError(path, 1, needed, f"missing column (header is {header})")
+    col = {name: header.index(name) for name in TSV_COLUMNS if name in header}
+    known_queries = set(store.queries(dataset)["query_id"])
+    known_docs = set(store.documents(dataset)["doc_id"])
+    events = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < len(header):
+            parts += [""] * (len(header) - len(parts))
+        if len(parts) > len(header):
+            raise DatasetError(path, number, None, f"{len(parts)} columns, header has {len(header)}")
+        query_id, doc_id = parts[col["query-id"]].strip(), parts[col["corpus-id"]].strip()
+        if query_id not in known_queries:
+            raise DatasetError(path, number, "query-id", f"unknown query id {query_id!r}")
+        if doc_id not in known_docs:
+            raise DatasetError(path, number, "corpus-id", f"unknown corpus id {doc_id!r}")
+        try:
+            label = normalise_label(parts[col["label"]])
+        except UserError as exc:
+            raise DatasetError(path, number, "label", str(exc)) from None
+        who = parts[col["annotator"]].strip() if "annotator" in col else ""
+        who = who or annotator
+        if not who:
+            raise DatasetError(path, number, "annotator", "empty; pass --annotator NAME for rows without one")
+        try:
+            who = check_annotator(who)
+        except UserError as exc:
+            raise DatasetError(path, number, "annotator", str(exc)) from None
+        note = parts[col["note"]] if "note" in col else ""
+        events.append({"dataset": dataset, "query_id": query_id, "doc_id": doc_id, "annotator": who,
+                       "label": label, "note": note})
+    if not events:
+        raise DatasetError(path, None, None, "no label rows")
+    store.add_events(events)
+    return len(events)
+
+
+def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> int:
+    """Write current verdicts (or, with ``history``, every event incl. undos) as TSV; returns rows written."""
+    from core.files import atomic_write_text
+
+    if store.dataset(dataset) is None:
+        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    frame = store.events(dataset) if history else current(store, dataset)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
+    columns = TSV_COLUMNS + (["id", "kind", "undoes", "created_at"] if history else [])
+    writer.writerow(columns)
+    for row in frame.itertuples(index=False):
+        values = [row.query_id, row.doc_id, row.label or "", row.annotator,
+                  (row.note or "").replace("\t", " ").replace("\n", " ")]
+        if history:
+            values += [row.id, row.kind, "" if pd.isna(row.undoes) else int(row.undoes), row.created_at]
+        writer.writerow(values)
+    atomic_write_text(Path(out), buffer.getvalue())
+    return len(frame)

@@ -1,0 +1,211 @@
+"""Candidate retrieval, immutable mining runs, rule preview and run diffs.
+
+A run stores every candidate to ``depth`` (kept or not) with its rank, score, the query's weakest positive score,
+BM25 score and the rule's verdict, so any later rule change, review or risk score is answered from the table.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from core import rules
+from core.encoders import Encoder, document_text, load_encoder
+from core.errors import UserError
+from core.index import Bm25, build_index, search
+from core.rules import RuleSpec
+
+StageFn = Callable[[str, float], None]  # (message, fraction done) for progress displays
+
+
+@dataclass
+class MineResult:
+    run_id: str
+    queries: int
+    candidates: int
+    kept: int
+    short_queries: int
+    encoded: int
+    cached: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"run": self.run_id, **{k: v for k, v in asdict(self).items() if k != "run_id"}}
+
+
+def new_run_id(dataset: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{dataset}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def positives_by_query(store, dataset: str, split: str) -> dict[str, list[str]]:
+    qrels = store.qrels(dataset, split)
+    qrels = qrels[qrels["score"] > 0]
+    return {q: list(g["doc_id"]) for q, g in qrels.groupby("query_id", sort=False)}
+
+
+def retrieve(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
+             positives: dict[str, list[str]], depth: int, bm25_depth: int = 0,
+             stage: StageFn | None = None) -> pd.DataFrame:
+    """Top-``depth`` non-positive candidates per query by dense score, optionally unioned with BM25's top.
+
+    Columns: query_id, doc_id, rank (1 = best non-positive), score, pos_score (min over positives), bm25.
+    """
+    stage = stage or (lambda msg, frac: None)
+    doc_ids = documents["doc_id"].tolist()
+    doc_pos = {d: i for i, d in enumerate(doc_ids)}
+    doc_texts = [document_text(t, x) for t, x in zip(documents["title"], documents["text"])]
+    stage("encoding documents", 0.0)
+    doc_vecs = encoder.encode_documents(doc_texts, progress=lambda d, n: stage(f"encoding documents {d}/{n}",
+                                                                                 0.8 * d / max(n, 1)))
+    stage("encoding queries", 0.8)
+    query_vecs = encoder.encode_queries(queries["text"].tolist())
+    stage("searching", 0.85)
+    max_pos = max((len(v) for v in positives.values()), default=0)
+    scores, ids = search(build_index(doc_vecs), query_vecs, depth + max_pos)
+    stage("lexical scores", 0.9)
+    bm25 = Bm25(doc_texts)
+    if bm25_depth:
+        bm25_ids, _ = bm25.retrieve(queries["text"].tolist(), bm25_depth)
+    parts = []
+    for qi, (query_id, query_text) in enumerate(zip(queries["query_id"], queries["text"])):
+        pos_idx = [doc_pos[d] for d in positives.get(query_id, []) if d in doc_pos]
+        if not pos_idx:
+            continue
+        pos_set = set(pos_idx)
+        pool = [int(i) for i in ids[qi] if i >= 0 and int(i) not in pos_set][:depth]
+        if bm25_depth:
+            seen = set(pool)
+            pool += [int(i) for i in bm25_ids[qi] if int(i) not in pos_set and int(i) not in seen]
+        pool_arr = np.asarray(pool, dtype=np.int64)
+        cand_scores = doc_vecs[pool_arr] @ query_vecs[qi]
+        order = np.argsort(-cand_scores, kind="stable")
+        pool_arr, cand_scores = pool_arr[order], cand_scores[order]
+        pos_score = float(np.min(doc_vecs[pos_idx] @ query_vecs[qi]))
+        parts.append(pd.DataFrame({
+            "query_id": query_id,
+            "doc_id": [doc_ids[i] for i in pool_arr],
+            "rank": np.arange(1, len(pool_arr) + 1),
+            "score": cand_scores.astype(float),
+            "pos_score": pos_score,
+            "bm25": bm25.scores(query_text, pool_arr).astype(float),
+        }))
+    stage("done", 1.0)
+    if not parts:
+        return pd.DataFrame(columns=["query_id", "doc_id", "rank", "score", "pos_score", "bm25"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def mine(store, workspace, dataset: str, split: str = "train", model: str | None = None, depth: int = 100,
+         spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
+         query_prompt: str | None = None, document_prompt: str | None = None,
+         stage: StageFn | None = None) -> MineResult:
+    """Mine a dataset split into a new immutable run and return its counts."""
+    started = time.perf_counter()
+    spec = spec or RuleSpec()
+    if store.dataset(dataset) is None:
+        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    if depth < 1 or depth > 10_000:
+        raise UserError("--depth must be between 1 and 10000")
+    positives = positives_by_query(store, dataset, split)
+    if not positives:
+        splits = store.splits(dataset)
+        raise UserError(f"dataset {dataset!r} has no positive qrels in split {split!r} (splits: {splits})")
+    encoder = load_encoder(model, cache_dir=workspace.embeddings_dir, precision=precision,
+                           query_prompt=query_prompt, document_prompt=document_prompt)
+    queries = store.queries(dataset, list(positives))
+    documents = store.documents(dataset)
+    candidates = retrieve(encoder, documents, queries, positives, depth, bm25_depth, stage)
+    candidates = rules.apply(spec, candidates)
+    summary = rules.summarise(candidates, spec, queries["query_id"].tolist())
+    run_id = new_run_id(dataset)
+    seconds = time.perf_counter() - started
+    stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached,
+             "encode_seconds": round(encoder.stats.seconds, 3), "seconds": round(seconds, 3),
+             "precision": encoder.precision, "bf16_cosine": encoder.bf16_cosine}
+    params = {"depth": depth, "bm25_depth": bm25_depth, "model_path": str(encoder.path),
+              "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
+    store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
+                    "params": params, "stats": stats}, candidates)
+    return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
+                      summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
+
+
+def require_run(store, run_id: str) -> dict:
+    run = store.run(run_id)
+    if run is None:
+        raise UserError(f"no run {run_id!r} in this workspace")
+    return run
+
+
+def run_spec(run: dict) -> RuleSpec:
+    return RuleSpec.from_dict(run["params"]["rules"])
+
+
+@dataclass
+class Preview:
+    """What a rule change would do to a run, computed from its stored candidates."""
+
+    spec: RuleSpec
+    candidates: pd.DataFrame  # with the new kept/rule and the old ones as kept_before/rule_before
+    per_query: pd.DataFrame  # query_id, kept_before, kept_after
+    summary: dict
+
+    @property
+    def flips(self) -> pd.DataFrame:
+        c = self.candidates
+        return c[c["kept"] != c["kept_before"]]
+
+
+def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
+    run = require_run(store, run_id)
+    before = store.candidates(run_id) if candidates is None else candidates
+    after = rules.apply(spec, before.drop(columns=["kept", "rule"]))
+    after["kept_before"] = before["kept"].to_numpy()
+    after["rule_before"] = before["rule"].to_numpy()
+    per_query = after.groupby("query_id").agg(kept_before=("kept_before", "sum"), kept_after=("kept", "sum"))
+    per_query = per_query.reset_index()
+    summary = rules.summarise(after, spec)
+    summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
+    summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
+    summary["short_queries_before"] = int((per_query["kept_before"] < run_spec(run).num_negatives).sum())
+    return Preview(spec, after, per_query, summary)
+
+
+def derive_run(store, run_id: str, spec: RuleSpec) -> MineResult:
+    """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search."""
+    started = time.perf_counter()
+    parent = require_run(store, run_id)
+    result = preview(store, run_id, spec)
+    candidates = result.candidates.drop(columns=["kept_before", "rule_before"])
+    new_id = new_run_id(parent["dataset"])
+    params = {**parent["params"], "rules": spec.to_dict()}
+    seconds = round(time.perf_counter() - started, 3)
+    stats = {**rules.summarise(candidates, spec), "encoded": 0, "cached": 0, "seconds": seconds,
+             "precision": parent["stats"].get("precision"), "derived_from": run_id}
+    store.save_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
+                    "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
+                    "parent_run": run_id}, candidates)
+    return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
+                      0, 0, seconds)
+
+
+def diff_runs(store, run_a: str, run_b: str) -> pd.DataFrame:
+    """Kept negatives that appear, disappear or change rank between two runs, one row per (query, doc)."""
+    a = store.candidates(require_run(store, run_a)["run_id"])
+    b = store.candidates(require_run(store, run_b)["run_id"])
+    a = a[a["kept"]][["query_id", "doc_id", "rank", "score"]]
+    b = b[b["kept"]][["query_id", "doc_id", "rank", "score"]]
+    merged = a.merge(b, on=["query_id", "doc_id"], how="outer", suffixes=("_a", "_b"), indicator=True)
+    merged["change"] = merged["_merge"].map({"left_only": "disappears", "right_only": "appears",
+                                             "both": "same"}).astype(str)
+    moved = (merged["change"] == "same") & (merged["rank_a"] != merged["rank_b"])
+    merged.loc[moved, "change"] = "rank changed"
+    return merged.drop(columns="_merge").sort_values(["query_id", "change", "rank_b", "rank_a"]) \
+        .reset_index(drop=True)

@@ -1,0 +1,193 @@
+"""The published hard-negative mining rules, as pure functions over stored candidates.
+
+A rule is a filter (abs, marginpos, percpos, and optionally a cross-encoder) followed by a selector (top-k,
+rank range, SimANS). Everything here works on the candidate table alone, so changing a rule never re-encodes.
+Definitions follow PRODUCT.md: s = cosine score, s_P = the query's minimum positive score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+import pandas as pd
+
+from core.errors import UserError
+
+FILTERS = ("abs", "marginpos", "percpos")
+SELECTORS = ("top", "range", "simans")
+RULES = ("top", "range", "abs", "marginpos", "percpos", "simans")
+DEFAULT_RELATIVE_MARGIN = 0.05
+DEFAULT_ABSOLUTE_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A filter+selector. ``rule`` names the headline rule; filter thresholds left as None are off."""
+
+    rule: str = "top"
+    num_negatives: int = 5
+    max_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    range_min: int = 10
+    range_max: int = 100
+    simans_a: float = 1.0
+    simans_b: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise UserError(f"unknown rule {self.rule!r} (use one of {', '.join(RULES)})")
+        if self.num_negatives < 1:
+            raise UserError("--num-negatives must be at least 1")
+        if not 0 <= self.range_min < self.range_max:
+            raise UserError("--range-min must be ≥ 0 and below --range-max")
+        if self.simans_a <= 0:
+            raise UserError("--simans-a must be positive")
+        # A named filter rule with no threshold gets the published default.
+        if self.rule == "percpos" and self.relative_margin is None:
+            object.__setattr__(self, "relative_margin", DEFAULT_RELATIVE_MARGIN)
+        if self.rule == "marginpos" and self.absolute_margin is None:
+            object.__setattr__(self, "absolute_margin", DEFAULT_ABSOLUTE_MARGIN)
+        if self.rule == "abs" and self.max_score is None:
+            raise UserError("--rule abs needs --max-score T (keep candidates with score < T)")
+        if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
+            raise UserError("--relative-margin must be in [0, 1)")
+
+    @property
+    def selector(self) -> str:
+        return self.rule if self.rule in SELECTORS else "top"
+
+    def filters(self) -> list[str]:
+        active = []
+        if self.max_score is not None:
+            active.append("abs")
+        if self.absolute_margin is not None:
+            active.append("marginpos")
+        if self.relative_margin is not None:
+            active.append("percpos")
+        return active
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RuleSpec":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def with_(self, **changes) -> "RuleSpec":
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_score is not None:
+            parts.append(f"abs s<{self.max_score:g}")
+        if self.absolute_margin is not None:
+            parts.append(f"marginpos s<s_P−{self.absolute_margin:g}")
+        if self.relative_margin is not None:
+            parts.append(f"percpos s<s_P−|s_P|·{self.relative_margin:g}")
+        sel = {"top": f"top-{self.num_negatives}",
+               "range": f"{self.num_negatives} from ranks [{self.range_min},{self.range_max})",
+               "simans": f"SimANS {self.num_negatives} (a={self.simans_a:g}, b={self.simans_b:g})"}[self.selector]
+        if self.selector != "top":
+            sel += f" seed {self.seed}"
+        return " → ".join(parts + [sel])
+
+
+def threshold(spec: RuleSpec, pos_score: np.ndarray) -> np.ndarray:
+    """The score each query's candidates must stay below under the active filters (inf when none)."""
+    limit = np.full(len(pos_score), np.inf)
+    if spec.max_score is not None:
+        limit = np.minimum(limit, spec.max_score)
+    if spec.absolute_margin is not None:
+        limit = np.minimum(limit, pos_score - spec.absolute_margin)
+    if spec.relative_margin is not None:
+        limit = np.minimum(limit, pos_score - np.abs(pos_score) * spec.relative_margin)
+    return limit
+
+
+def _filter_reasons(spec: RuleSpec, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    reasons = np.full(len(score), "", dtype=object)
+    checks = []
+    if spec.max_score is not None:
+        checks.append(("abs", score >= spec.max_score))
+    if spec.absolute_margin is not None:
+        checks.append(("marginpos", score >= pos - spec.absolute_margin))
+    if spec.relative_margin is not None:
+        checks.append(("percpos", score >= pos - np.abs(pos) * spec.relative_margin))
+    for name, failed in checks:
+        reasons[(reasons == "") & failed] = f"filtered:{name}"
+    return reasons
+
+
+def query_rng(seed: int, query_id: str) -> np.random.Generator:
+    """One random stream per (seed, query), so a query's sample doesn't depend on which other queries exist."""
+    return np.random.default_rng([seed, int(hashlib.sha1(query_id.encode()).hexdigest()[:12], 16)])
+
+
+def simans_weights(score: np.ndarray, pos_score: float, a: float, b: float) -> np.ndarray:
+    """SimANS sampling probabilities p ∝ exp(−a·(s − s_P − b)²), computed stably in log space."""
+    logits = -a * (score - pos_score - b) ** 2
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _select(spec: RuleSpec, query_id: str, rank: np.ndarray, score: np.ndarray, pos_score: float) -> np.ndarray:
+    """Indices (into the eligible arrays) picked by the selector."""
+    k = spec.num_negatives
+    order = np.argsort(rank, kind="stable")
+    if spec.selector == "top":
+        return order[:k]
+    rng = query_rng(spec.seed, query_id)
+    if spec.selector == "range":
+        window = order[(rank[order] - 1 >= spec.range_min) & (rank[order] - 1 < spec.range_max)]
+        if len(window) <= k:
+            return window
+        return np.sort(rng.choice(window, size=k, replace=False))
+    # simans
+    if len(order) == 0:
+        return order
+    probs = simans_weights(score[order], pos_score, spec.simans_a, spec.simans_b)
+    size = min(k, int(np.count_nonzero(probs > 0)))
+    return order[rng.choice(len(order), size=size, replace=False, p=probs)]
+
+
+def apply(spec: RuleSpec, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Return ``candidates`` with ``kept`` and ``rule`` recomputed under ``spec`` (input order preserved)."""
+    out = candidates.copy()
+    score = out["score"].to_numpy(dtype=float)
+    pos = out["pos_score"].to_numpy(dtype=float)
+    reasons = _filter_reasons(spec, score, pos)
+    kept = np.zeros(len(out), dtype=bool)
+    selected_label = f"kept:{spec.selector}"
+    unselected_label = f"unselected:{spec.selector}"
+    eligible_mask = reasons == ""
+    for query_id, idx in out.groupby("query_id", sort=False).indices.items():
+        eligible = idx[eligible_mask[idx]]
+        if len(eligible) == 0:
+            continue
+        picked = _select(spec, str(query_id), out["rank"].to_numpy()[eligible], score[eligible],
+                         float(pos[eligible[0]]))
+        kept[eligible[picked]] = True
+    reasons[eligible_mask & kept] = selected_label
+    reasons[eligible_mask & ~kept] = unselected_label
+    out["kept"] = kept
+    out["rule"] = reasons
+    return out
+
+
+def summarise(candidates: pd.DataFrame, spec: RuleSpec, query_ids: list[str] | None = None) -> dict:
+    """Counts a user needs to judge a rule: kept per query and how many queries fall short of N."""
+    per_query = candidates.groupby("query_id")["kept"].sum()
+    if query_ids is not None:
+        per_query = per_query.reindex(query_ids, fill_value=0)
+    return {
+        "queries": int(len(per_query)),
+        "candidates": int(len(candidates)),
+        "kept": int(candidates["kept"].sum()),
+        "short_queries": int((per_query < spec.num_negatives).sum()),
+        "mean_kept_per_query": float(per_query.mean()) if len(per_query) else 0.0,
+    }

@@ -1,0 +1,354 @@
+"""The SQLite store: schema, migrations and every SQL statement the product runs.
+
+One file per workspace, WAL so readers never block the writer, a busy timeout plus retries so several app
+sessions and CLI processes can write at once. Other modules call these functions and never write SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import sqlite_utils
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+WRITE_RETRIES = 8
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """The data model of ARCHITECTURE.md."""
+    db.execute("""CREATE TABLE datasets (
+        name TEXT PRIMARY KEY, source TEXT NOT NULL, format TEXT NOT NULL,
+        content_sha256 TEXT NOT NULL, imported_at TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE documents (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        doc_id TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL,
+        PRIMARY KEY (dataset, doc_id))""")
+    db.execute("""CREATE TABLE queries (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        query_id TEXT NOT NULL, text TEXT NOT NULL,
+        PRIMARY KEY (dataset, query_id))""")
+    db.execute("""CREATE TABLE qrels (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        split TEXT NOT NULL, query_id TEXT NOT NULL, doc_id TEXT NOT NULL, score INTEGER NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'imported' CHECK (origin IN ('imported', 'promoted')),
+        created_at TEXT,
+        PRIMARY KEY (dataset, split, query_id, doc_id))""")
+    db.execute("""CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(name),
+        split TEXT NOT NULL, model_fingerprint TEXT NOT NULL, params_json TEXT NOT NULL,
+        created_at TEXT NOT NULL, stats_json TEXT NOT NULL, parent_run TEXT)""")
+    db.execute("""CREATE TABLE candidates (
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        query_id TEXT NOT NULL, doc_id TEXT NOT NULL, rank INTEGER NOT NULL, score REAL NOT NULL,
+        pos_score REAL NOT NULL, bm25 REAL, kept INTEGER NOT NULL, rule TEXT NOT NULL, risk REAL,
+        signals TEXT,
+        PRIMARY KEY (run_id, query_id, doc_id))""")
+    db.execute("""CREATE TABLE annotators (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE label_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL, query_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL, annotator TEXT NOT NULL REFERENCES annotators(name),
+        label TEXT CHECK (label IS NULL OR label IN ('false_negative', 'true_negative', 'unsure')),
+        note TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,
+        undoes INTEGER REFERENCES label_events(id),
+        kind TEXT NOT NULL DEFAULT 'verdict' CHECK (kind IN ('verdict', 'undo', 'adjudication')))""")
+    db.execute("""CREATE TABLE suggestions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL, query_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL, label TEXT NOT NULL, source_event INTEGER REFERENCES label_events(id),
+        reason TEXT NOT NULL, similarity REAL, created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'accepted', 'rejected')))""")
+    db.execute("""CREATE TABLE models (
+        model_id TEXT PRIMARY KEY, run_id TEXT, path TEXT NOT NULL, manifest_json TEXT NOT NULL,
+        created_at TEXT NOT NULL)""")
+    db.execute("CREATE INDEX idx_qrels_query ON qrels(dataset, query_id)")
+    db.execute("CREATE INDEX idx_runs_dataset ON runs(dataset, created_at)")
+    db.execute("CREATE INDEX idx_candidates_query ON candidates(run_id, query_id, rank)")
+    db.execute("CREATE INDEX idx_candidates_risk ON candidates(run_id, risk DESC)")
+    db.execute("CREATE INDEX idx_events_pair ON label_events(dataset, query_id, doc_id)")
+    db.execute("CREATE INDEX idx_events_annotator ON label_events(dataset, annotator, id)")
+    db.execute("CREATE INDEX idx_suggestions_pair ON suggestions(dataset, query_id, doc_id, status)")
+
+
+# Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def retrying(fn: Callable[[], T]) -> T:
+    """Run a write, retrying with jittered backoff when another process holds the lock past the busy timeout."""
+    for attempt in range(WRITE_RETRIES):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or attempt == WRITE_RETRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class Store:
+    """One connection to a workspace's SQLite file; safe to share between threads of one process."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                               isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.RLock()
+        self.migrate()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions -----------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE so a writer takes the lock up front instead of failing to upgrade mid-transaction."""
+        with self._lock:
+            retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                retrying(lambda: self.conn.execute("COMMIT"))
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one immediate transaction, retried as a whole if the database stays locked."""
+        def attempt() -> T:
+            with self.transaction() as conn:
+                return fn(conn)
+        return retrying(attempt)
+
+    def version(self) -> int:
+        if "schema_version" not in self.db.table_names():
+            return 0
+        row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            current = self.version()
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema version {current}, newer than this program "
+                                   f"({SCHEMA_VERSION}); upgrade Negative Space")
+            for version in range(current, SCHEMA_VERSION):
+                MIGRATIONS[version](self.db)
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version + 1, now()))
+        if self.version() < SCHEMA_VERSION:
+            self.write(run)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.conn, params=params)
+
+    def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def table_checksums(self) -> dict[str, str]:
+        """A content hash per table, so tests and tools can prove a rejected operation changed nothing."""
+        import hashlib
+
+        out = {}
+        for table in sorted(self.db.table_names()):
+            digest = hashlib.sha256()
+            if table == "schema_version":
+                sql = 'SELECT version FROM schema_version'
+            else:
+                sql = f'SELECT * FROM "{table}"'
+            for row in sorted(repr(r) for r in self.conn.execute(sql)):
+                digest.update(row.encode())
+            out[table] = digest.hexdigest()
+        return out
+
+    # -- datasets ---------------------------------------------------------------------------------------------
+    def dataset(self, name: str) -> dict[str, Any] | None:
+        rows = self.rows("SELECT * FROM datasets WHERE name = ?", (name,))
+        return rows[0] if rows else None
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self.rows("""SELECT d.*, (SELECT COUNT(*) FROM documents WHERE dataset = d.name) AS documents,
+                                   (SELECT COUNT(*) FROM queries WHERE dataset = d.name) AS queries,
+                                   (SELECT COUNT(*) FROM qrels WHERE dataset = d.name) AS qrels
+                            FROM datasets d ORDER BY imported_at""")
+
+    def save_dataset(self, name: str, source: str, fmt: str, sha: str, documents: Iterable[tuple],
+                     queries: Iterable[tuple], qrels: Iterable[tuple]) -> None:
+        """Replace a dataset's imported content in one transaction; promoted qrels and labels are kept."""
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("""INSERT INTO datasets VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET
+                            source = excluded.source, format = excluded.format,
+                            content_sha256 = excluded.content_sha256, imported_at = excluded.imported_at""",
+                         (name, source, fmt, sha, now()))
+            conn.execute("DELETE FROM documents WHERE dataset = ?", (name,))
+            conn.execute("DELETE FROM queries WHERE dataset = ?", (name,))
+            conn.execute("DELETE FROM qrels WHERE dataset = ? AND origin = 'imported'", (name,))
+            conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)", ((name, *d) for d in documents))
+            conn.executemany("INSERT INTO queries VALUES (?, ?, ?)", ((name, *q) for q in queries))
+            conn.executemany("""INSERT INTO qrels VALUES (?, ?, ?, ?, ?, 'imported', NULL)
+                                ON CONFLICT DO UPDATE SET score = excluded.score, origin = 'imported'""",
+                             ((name, *r) for r in qrels))
+        self.write(run)
+
+    def documents(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
+        if ids is None:
+            return self.frame("SELECT doc_id, title, text FROM documents WHERE dataset = ? ORDER BY rowid",
+                              (dataset,))
+        return self._by_ids("SELECT doc_id, title, text FROM documents WHERE dataset = ? AND doc_id IN ({})",
+                            dataset, ids)
+
+    def queries(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
+        if ids is None:
+            return self.frame("SELECT query_id, text FROM queries WHERE dataset = ? ORDER BY rowid", (dataset,))
+        return self._by_ids("SELECT query_id, text FROM queries WHERE dataset = ? AND query_id IN ({})",
+                            dataset, ids)
+
+    def _by_ids(self, sql: str, dataset: str, ids: Sequence[str]) -> pd.DataFrame:
+        ids = list(dict.fromkeys(ids))
+        parts = []
+        for start in range(0, len(ids), 900):  # stay under SQLite's parameter limit
+            chunk = ids[start:start + 900]
+            parts.append(self.frame(sql.format(",".join("?" * len(chunk))), (dataset, *chunk)))
+        return pd.concat(parts, ignore_index=True) if parts else self.frame(sql.format("NULL"), (dataset,))
+
+    def splits(self, dataset: str) -> list[str]:
+        return [r["split"] for r in self.rows("SELECT DISTINCT split FROM qrels WHERE dataset = ? ORDER BY split",
+                                                (dataset,))]
+
+    def qrels(self, dataset: str, split: str | None = None) -> pd.DataFrame:
+        sql = "SELECT split, query_id, doc_id, score, origin FROM qrels WHERE dataset = ?"
+        params: tuple = (dataset,)
+        if split is not None:
+            sql += " AND split = ?"
+            params += (split,)
+        return self.frame(sql + " ORDER BY split, query_id, doc_id", params)
+
+    def set_promoted(self, dataset: str, split: str, query_id: str, doc_id: str, score: int | None) -> None:
+        """Add (score given) or remove (None) a promoted positive; imported judgments are never touched."""
+        def run(conn: sqlite3.Connection) -> None:
+            if score is None:
+                conn.execute("""DELETE FROM qrels WHERE dataset = ? AND split = ? AND query_id = ? AND doc_id = ?
+                                AND origin = 'promoted'""", (dataset, split, query_id, doc_id))
+            else:
+                conn.execute("""INSERT INTO qrels VALUES (?, ?, ?, ?, ?, 'promoted', ?) ON CONFLICT DO UPDATE
+                                SET score = excluded.score, origin = 'promoted', created_at = excluded.created_at
+                                WHERE origin = 'promoted' OR qrels.score <= 0""",
+                             (dataset, split, query_id, doc_id, score, now()))
+        self.write(run)
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def save_run(self, run: dict[str, Any], candidates: pd.DataFrame) -> None:
+        cols = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule", "risk", "signals"]
+        frame = candidates.reindex(columns=cols)
+        records = [(run["run_id"], *row) for row in frame.astype(object).where(frame.notna(), None)
+                   .itertuples(index=False, name=None)]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run["run_id"], run["dataset"], run["split"], run["model_fingerprint"],
+                          json.dumps(run["params"], sort_keys=True), run.get("created_at") or now(),
+                          json.dumps(run["stats"], sort_keys=True), run.get("parent_run")))
+            conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+        self.write(write)
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        row["params"] = json.loads(row.pop("params_json"))
+        row["stats"] = json.loads(row.pop("stats_json"))
+        return row
+
+    def runs(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT run_id FROM runs" + (" WHERE dataset = ?" if dataset else "") + " ORDER BY created_at DESC"
+        return [self.run(r["run_id"]) for r in self.rows(sql, (dataset,) if dataset else ())]
+
+    def candidates(self, run_id: str, query_id: str | None = None) -> pd.DataFrame:
+        sql = """SELECT query_id, doc_id, rank, score, pos_score, bm25, kept, rule, risk, signals
+                 FROM candidates WHERE run_id = ?"""
+        params: tuple = (run_id,)
+        if query_id is not None:
+            sql += " AND query_id = ?"
+            params += (query_id,)
+        frame = self.frame(sql + " ORDER BY query_id, rank", params)
+        frame["kept"] = frame["kept"].astype(bool)
+        return frame
+
+    def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]]) -> None:
+        """Store (query_id, doc_id, risk, signals_json); risk is derived data, the only candidate field updated."""
+        self.write(lambda conn: conn.executemany(
+            "UPDATE candidates SET risk = ?, signals = ? WHERE run_id = ? AND query_id = ? AND doc_id = ?",
+            ((risk, signals, run_id, q, d) for q, d, risk, signals in rows)))
+
+    # -- labels -----------------------------------------------------------------------------------------------
+    def ensure_annotator(self, conn: sqlite3.Connection, name: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (name, now()))
+
+    def annotators(self) -> list[str]:
+        return [r["name"] for r in self.rows("SELECT name FROM annotators ORDER BY name")]
+
+    def add_events(self, events: Sequence[dict[str, Any]]) -> list[int]:
+        """Append label events atomically; returns their ids."""
+        def run(conn: sqlite3.Connection) -> list[int]:
+            ids = []
+            for ev in events:
+                self.ensure_annotator(conn, ev["annotator"])
+                cur = conn.execute(
+                    """INSERT INTO label_events (dataset, query_id, doc_id, annotator, label, note, created_at,
+                       undoes, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (ev["dataset"], ev["query_id"], ev["doc_id"], ev["annotator"], ev.get("label"),
+                     ev.get("note") or "", ev.get("created_at") or now(), ev.get("undoes"),
+                     ev.get("kind", "verdict")))
+                ids.append(int(cur.lastrowid))
+            return ids
+        return self.write(run)
+
+    def events(self, dataset: str, annotator: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM label_events WHERE dataset = ?"
+        params: tuple = (dataset,)
+        if annotator is not None:
+            sql += " AND annotator = ?"
+            params += (annotator,)
+        return self.frame(sql + " ORDER BY id", params)
+
+    def count(self, table: str, **where: Any) -> int:
+        if table not in self.db.table_names():
+            raise ValueError(f"unknown table {table}")
+        clause = " AND ".join(f'"{k}" = ?' for k in where)
+        sql = f'SELECT COUNT(*) FROM "{table}"' + (f" WHERE {clause}" if clause else "")
+        return int(self.scalar(sql, tuple(where.values())))

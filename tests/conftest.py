@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.fixtures import make_beir  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_shared = pytest.mark.skip(reason=f"{SHARED} not present")
+    for item in items:
+        if "shared_data" in item.keywords and not SHARED.is_dir():
+            item.add_marker(skip_shared)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    return SHARED
+
+
+@pytest.fixture
+def beir_dir(tmp_path) -> Path:
+    return make_beir(tmp_path / "tiny")
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    from core.workspace import open_workspace
+
+    return open_workspace(tmp_path / "ws")
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory) -> Path:
+    """One embedding cache for the session: the real model encodes each fixture text once."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="session")
+def mined(tmp_path_factory):
+    """A workspace with the tiny dataset imported and mined (top rule, depth 20) with the bundled model."""
+    from core.datasets import ingest
+    from core.mining import mine
+    from core.rules import RuleSpec
+    from core.workspace import open_workspace
+
+    root = tmp_path_factory.mktemp("mined")
+    ws = open_workspace(root / "ws")
+    store = ws.store()
+    ingest(store, make_beir(root / "tiny"), "tiny")
+    result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
+    return ws, store, result

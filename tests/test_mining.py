@@ -1,0 +1,122 @@
+"""Mining with the real bundled model and FAISS on the tiny fixture: rules, seeds, cache, preview, diff."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import rules
+from core.errors import UserError
+from core.mining import derive_run, diff_runs, mine, preview
+from core.rules import RuleSpec
+from tests.fixtures import PLANTED_FALSE_NEGATIVES, TRAIN
+
+
+def test_run_stores_every_candidate_with_rank_score_pos_score(mined):
+    ws, store, result = mined
+    cands = store.candidates(result.run_id)
+    assert result.queries == len(TRAIN)
+    assert len(cands) == result.candidates == len(TRAIN) * 20
+    for query_id, group in cands.groupby("query_id"):
+        assert list(group["rank"]) == list(range(1, 21))
+        assert np.all(np.diff(group["score"].to_numpy()) <= 1e-6), "ranked by descending score"
+        assert not set(group["doc_id"]) & set(TRAIN[query_id]), "positives are never candidates"
+        assert group["pos_score"].nunique() == 1
+        assert group["kept"].sum() == 3 and group.loc[group["kept"], "rank"].tolist() == [1, 2, 3]
+    # q3 has two positives: s_P is the weaker one's score
+    from core.encoders import load_encoder, document_text
+    enc = load_encoder(cache_dir=ws.embeddings_dir)
+    docs = store.documents("tiny", ["heat-1", "heat-2"])
+    dvec = enc.encode_documents([document_text(t, x) for t, x in zip(docs.title, docs.text)])
+    qvec = enc.encode_queries([store.queries("tiny", ["q3"]).text[0]])[0]
+    assert cands[cands.query_id == "q3"]["pos_score"].iloc[0] == pytest.approx(float((dvec @ qvec).min()), abs=1e-5)
+    # the planted near-duplicates of the positives are mined near the top
+    top3 = {(q, d) for q, d in zip(cands[cands.kept].query_id, cands[cands.kept].doc_id)}
+    assert len(top3 & PLANTED_FALSE_NEGATIVES) >= 4
+
+
+def test_second_mine_encodes_nothing(mined):
+    ws, store, first = mined
+    assert first.encoded > 0
+    again = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("percpos"))
+    assert again.encoded == 0 and again.cached > 0
+    assert store.run(again.run_id)["stats"]["encoded"] == 0
+
+
+@pytest.mark.parametrize("spec", [
+    RuleSpec("percpos", num_negatives=5),
+    RuleSpec("percpos", num_negatives=5, relative_margin=0.2),
+    RuleSpec("marginpos", num_negatives=5, absolute_margin=0.1),
+    RuleSpec("abs", num_negatives=5, max_score=0.3),
+])
+def test_filters_keep_only_candidates_below_threshold(mined, spec):
+    _, store, result = mined
+    out = rules.apply(spec, store.candidates(result.run_id))
+    kept = out[out.kept]
+    s, sp = kept["score"].to_numpy(), kept["pos_score"].to_numpy()
+    if spec.rule == "percpos":
+        assert np.all(s < sp - np.abs(sp) * spec.relative_margin)
+    if spec.rule == "marginpos":
+        assert np.all(s < sp - spec.absolute_margin)
+    if spec.rule == "abs":
+        assert np.all(s < spec.max_score)
+    filtered = out[out.rule.str.startswith("filtered:")]
+    assert len(filtered) > 0, "the fixture's near-duplicates must trip the filter"
+    # survivors are the best-ranked eligible candidates
+    for _, group in out.groupby("query_id"):
+        eligible = group[~group.rule.str.startswith("filtered:")]
+        assert group[group.kept]["rank"].tolist() == eligible["rank"].tolist()[:spec.num_negatives]
+
+
+def test_range_samples_inside_window(mined):
+    _, store, result = mined
+    out = rules.apply(RuleSpec("range", num_negatives=3, range_min=5, range_max=15, seed=1),
+                      store.candidates(result.run_id))
+    kept = out[out.kept]
+    assert kept.groupby("query_id").size().eq(3).all()
+    assert kept["rank"].between(6, 15).all()
+
+
+def test_simans_seeded_and_peaks_near_positive(mined):
+    _, store, result = mined
+    cands = store.candidates(result.run_id)
+    a = rules.apply(RuleSpec("simans", num_negatives=3, seed=7), cands)
+    b = rules.apply(RuleSpec("simans", num_negatives=3, seed=7), cands)
+    c = rules.apply(RuleSpec("simans", num_negatives=3, seed=8), cands)
+    assert a.kept.tolist() == b.kept.tolist()
+    assert a.kept.tolist() != c.kept.tolist()
+    probs = rules.simans_weights(np.array([0.1, 0.5, 0.9]), 0.5, 1.0, 0.0)
+    assert probs.argmax() == 1 and probs.sum() == pytest.approx(1.0)
+    # a sharp peak (large a) concentrates the sample at the positive's score
+    sharp = rules.apply(RuleSpec("simans", num_negatives=1, simans_a=500.0, seed=0), cands)
+    for _, g in sharp.groupby("query_id"):
+        chosen = g[g.kept].iloc[0]
+        assert abs(chosen.score - chosen.pos_score) <= np.abs(g.score - g.pos_score).min() + 0.1
+
+
+def test_preview_derive_and_diff_without_reencoding(mined):
+    ws, store, result = mined
+    spec = RuleSpec("percpos", num_negatives=3)
+    pv = preview(store, result.run_id, spec)
+    assert pv.summary["removed"] == len(pv.flips[pv.flips.kept_before])
+    assert pv.summary["removed"] > 0
+    derived = derive_run(store, result.run_id, spec)
+    assert derived.encoded == 0
+    assert store.run(derived.run_id)["parent_run"] == result.run_id
+    new = store.candidates(derived.run_id)
+    assert new.kept.tolist() == pv.candidates.kept.tolist()
+    diff = diff_runs(store, result.run_id, derived.run_id)
+    assert (diff.change == "disappears").sum() >= pv.summary["removed"] - pv.summary["added"]
+    assert set(diff.change) <= {"appears", "disappears", "rank changed", "same"}
+
+
+def test_bad_requests_are_user_errors(mined):
+    ws, store, _ = mined
+    with pytest.raises(UserError, match="no dataset"):
+        mine(store, ws, "nope")
+    with pytest.raises(UserError, match="split 'dev'"):
+        mine(store, ws, "tiny", "dev")
+    with pytest.raises(UserError, match="--max-score"):
+        RuleSpec("abs")
+    with pytest.raises(UserError, match="unknown rule"):
+        RuleSpec("best")

@@ -1,0 +1,49 @@
+"""Fast paths stay correct: approximate indexes keep recall, bf16 encoding agrees with fp32 or falls back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import encoders
+from core.index import build_index, search
+
+
+def _clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(50, dim))
+    pts = centres[rng.integers(0, 50, n)] + rng.normal(scale=0.15, size=(n, dim))
+    return (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_ivf_index_recall_at_100():
+    """IVF is what ``auto`` switches to above APPROX_THRESHOLD; its probe count must keep recall ≥ 0.95."""
+    points = _clustered(20_000)
+    queries = _clustered(200, seed=1)
+    _, exact = search(build_index(points, "flat"), queries, 100)
+    _, approx = search(build_index(points, "ivf"), queries, 100)
+    recall = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)])
+    assert recall >= 0.95
+
+
+def test_flat_search_is_exact_and_handles_small_corpus():
+    points = _clustered(30)
+    scores, ids = search(build_index(points, "auto"), points[:2], 100)
+    assert ids.shape == (2, 30)
+    assert list(ids[:, 0]) == [0, 1]
+    np.testing.assert_allclose(scores[0], np.sort(points @ points[0])[::-1], rtol=1e-5)
+
+
+def test_bf16_agrees_with_fp32_and_falls_back_when_it_would_not(tmp_path, monkeypatch):
+    texts = ["heat conduction in composite slabs", "os.path.join joins path components", "x" * 500]
+    auto = encoders.load_encoder(cache_dir=tmp_path / "a")
+    fp32 = encoders.load_encoder(cache_dir=tmp_path / "b", precision="fp32")
+    assert auto.precision == "bf16" and auto.bf16_cosine >= encoders.BF16_MIN_COSINE
+    a, b = auto.encode(texts), fp32.encode(texts)
+    assert np.min(np.sum(a * b, axis=1)) >= 0.999
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+    # a model whose bf16 output drifted past the bar is encoded in fp32
+    monkeypatch.setattr(encoders, "BF16_MIN_COSINE", auto.bf16_cosine + 1e-6)
+    strict = encoders.load_encoder(cache_dir=tmp_path / "c")
+    assert strict.precision == "fp32"
+    assert np.allclose(strict.encode(texts), b, atol=1e-6)

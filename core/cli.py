@@ -184,6 +184,18 @@ def restore(file: Path, workspace: Optional[Path] = WorkspaceOpt,
     typer.echo(f"restored {file} into {target}")
 
 
+@app.command()
+def risk(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
+         out: Path = typer.Option(..., "--out", help="TSV file to write.")) -> None:
+    """Re-score a run's candidates by false-negative risk and write them all, riskiest first, as TSV."""
+    from core.risk import compute_risk, write_tsv
+
+    ws, store = _store(workspace, create=False)
+    compute_risk(store, ws, run)
+    count = write_tsv(store, run, out)
+    typer.echo(f"wrote {count} candidates to {out}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -80,19 +80,19 @@ def resolved(store, dataset: str) -> pd.DataFrame:
     Columns: query_id, doc_id, label, annotators (how many judged it), source ('adjudicated' | 'consensus').
     """
     verdicts = current(store, dataset)
+    columns = ["query_id", "doc_id", "label", "annotators", "source"]
     if verdicts.empty:
-        return pd.DataFrame(columns=["query_id", "doc_id", "label", "annotators", "source"])
-    rows = []
-    for (query_id, doc_id), group in verdicts.groupby(["query_id", "doc_id"], sort=False):
-        adjudicated = group[group["kind"] == "adjudication"]
-        if not adjudicated.empty:
-            label, source = adjudicated.iloc[-1]["label"], "adjudicated"
-        else:
-            counts = group["label"].value_counts()
-            top = counts[counts == counts.max()].index
-            label, source = min(top, key=CAUTION_ORDER.__getitem__), "consensus"
-        rows.append((query_id, doc_id, label, len(group), source))
-    return pd.DataFrame(rows, columns=["query_id", "doc_id", "label", "annotators", "source"])
+        return pd.DataFrame(columns=columns)
+    pair = ["query_id", "doc_id"]
+    votes = verdicts.groupby(pair + ["label"], sort=False).size().reset_index(name="votes")
+    votes["caution"] = votes["label"].map(CAUTION_ORDER)
+    majority = votes.sort_values(["votes", "caution"], ascending=[False, True]).drop_duplicates(pair)
+    majority = majority[pair + ["label"]].assign(source="consensus")
+    adjudicated = verdicts[verdicts["kind"] == "adjudication"].sort_values("id").drop_duplicates(pair, keep="last")
+    adjudicated = adjudicated[pair + ["label"]].assign(source="adjudicated")
+    merged = pd.concat([adjudicated, majority]).drop_duplicates(pair, keep="first")
+    counts = verdicts.groupby(pair, sort=False).size().rename("annotators").reset_index()
+    return merged.merge(counts, on=pair)[columns].reset_index(drop=True)
 
 
 def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> int:

@@ -133,6 +133,9 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
                     "params": params, "stats": stats}, candidates)
+    from core.risk import compute_risk  # risk builds on mining; imported here to keep the modules acyclic
+
+    compute_risk(store, workspace, run_id)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
 

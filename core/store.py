@@ -324,19 +324,17 @@ class Store:
 
     def add_events(self, events: Sequence[dict[str, Any]]) -> list[int]:
         """Append label events atomically; returns their ids."""
-        def run(conn: sqlite3.Connection) -> list[int]:
-            ids = []
-            for ev in events:
-                self.ensure_annotator(conn, ev["annotator"])
-                cur = conn.execute(
-                    """INSERT INTO label_events (dataset, query_id, doc_id, annotator, label, note, created_at,
-                       undoes, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (ev["dataset"], ev["query_id"], ev["doc_id"], ev["annotator"], ev.get("label"),
-                     ev.get("note") or "", ev.get("created_at") or now(), ev.get("undoes"),
-                     ev.get("kind", "verdict")))
-                ids.append(int(cur.lastrowid))
-            return ids
-        return self.write(run)
+        return self.write(lambda conn: [self._insert_event(conn, ev) for ev in events])
+
+    def _insert_event(self, conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
+        self.ensure_annotator(conn, ev["annotator"])
+        cur = conn.execute(
+            """INSERT INTO label_events (dataset, query_id, doc_id, annotator, label, note, created_at,
+               undoes, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (ev["dataset"], ev["query_id"], ev["doc_id"], ev["annotator"], ev.get("label"),
+             ev.get("note") or "", ev.get("created_at") or now(), ev.get("undoes"),
+             ev.get("kind", "verdict")))
+        return int(cur.lastrowid)
 
     def events(self, dataset: str, annotator: str | None = None) -> pd.DataFrame:
         sql = "SELECT * FROM label_events WHERE dataset = ?"
@@ -345,6 +343,66 @@ class Store:
             sql += " AND annotator = ?"
             params += (annotator,)
         return self.frame(sql + " ORDER BY id", params)
+
+    # -- suggestions (propagated verdicts awaiting a person) -------------------------------------------------------
+    def candidate_pairs(self, dataset: str, query_id: str | None = None, doc_id: str | None = None) -> pd.DataFrame:
+        """Distinct (query_id, doc_id) mined in any run of a dataset, optionally for one query or one document."""
+        sql = """SELECT DISTINCT c.query_id, c.doc_id FROM candidates c JOIN runs r ON r.run_id = c.run_id
+                 WHERE r.dataset = ?"""
+        params: tuple = (dataset,)
+        if query_id is not None:
+            sql += " AND c.query_id = ?"
+            params += (query_id,)
+        if doc_id is not None:
+            sql += " AND c.doc_id = ?"
+            params += (doc_id,)
+        return self.frame(sql + " ORDER BY c.query_id, c.doc_id", params)
+
+    def add_suggestions(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert open suggestions, skipping any pair that already has an open suggestion of the same label."""
+        def run(conn: sqlite3.Connection) -> int:
+            added = 0
+            for row in rows:
+                cur = conn.execute(
+                    """INSERT INTO suggestions (dataset, query_id, doc_id, label, source_event, reason, similarity,
+                       created_at, status) SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'open' WHERE NOT EXISTS (
+                       SELECT 1 FROM suggestions WHERE dataset = ? AND query_id = ? AND doc_id = ? AND label = ?
+                       AND status = 'open')""",
+                    (row["dataset"], row["query_id"], row["doc_id"], row["label"], row.get("source_event"),
+                     row["reason"], row.get("similarity"), now(),
+                     row["dataset"], row["query_id"], row["doc_id"], row["label"]))
+                added += cur.rowcount
+            return added
+        return self.write(run)
+
+    def suggestions(self, dataset: str, query_id: str | None = None, status: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM suggestions WHERE dataset = ?"
+        params: tuple = (dataset,)
+        if query_id is not None:
+            sql += " AND query_id = ?"
+            params += (query_id,)
+        if status is not None:
+            sql += " AND status = ?"
+            params += (status,)
+        return self.frame(sql + " ORDER BY id", params)
+
+    def suggestion(self, suggestion_id: int) -> dict[str, Any] | None:
+        rows = self.rows("SELECT * FROM suggestions WHERE id = ?", (suggestion_id,))
+        return rows[0] if rows else None
+
+    def decide_suggestion(self, suggestion_id: int, status: str, event: dict[str, Any] | None = None) -> int | None:
+        """Close an open suggestion and, when accepting, append its verdict in the same transaction.
+
+        Returns the new event id (None without an event); raises LookupError if the suggestion is no longer open,
+        so two people deciding the same suggestion at once cannot both succeed.
+        """
+        def run(conn: sqlite3.Connection) -> int | None:
+            cur = conn.execute("UPDATE suggestions SET status = ? WHERE id = ? AND status = 'open'",
+                               (status, suggestion_id))
+            if cur.rowcount != 1:
+                raise LookupError(f"suggestion {suggestion_id} is not open")
+            return self._insert_event(conn, event) if event is not None else None
+        return self.write(run)
 
     def count(self, table: str, **where: Any) -> int:
         if table not in self.db.table_names():

@@ -1,0 +1,342 @@
+"""False-negative risk: how likely a mined candidate is an unlabelled positive, from signals a reviewer can read.
+
+Each candidate gets a handful of signals (PRODUCT.md "Risk") and one score in [0, 1] from a logistic model over
+standardised signals. Logistic weights stay transparent: every signal's contribution to the logit can be shown
+next to the score. The default weights were fitted once on a simulation (see ``DEFAULT_MODEL``); once a workspace
+holds enough verdicts of both kinds on a run's candidates, the weights are refitted from those verdicts instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import labels
+from core.encoders import Encoder, document_text, load_encoder
+from core.errors import UserError
+from core.files import atomic_write_text
+from core.mining import positives_by_query, require_run
+
+# Signal name → one-line meaning, in display order (the UI shows these next to the score). "Known positives" of a
+# query are its qrels with score > 0 (imported or promoted) plus documents whose resolved verdict for it is
+# false_negative; a candidate's own verdict never enters its own signals.
+SIGNALS: dict[str, str] = {
+    "rank": "dense rank among the query's non-positive candidates (1 = closest to the query)",
+    "score": "dense cosine score s of the candidate for the query",
+    "margin": "s − s_P: dense score minus the query's weakest labelled positive (> 0: above a positive)",
+    "bm25_norm": "BM25 score over the best BM25 score among the query's candidates (lexical agreement, 0–1)",
+    "pos_cosine": "highest embedding cosine to a known positive of the query (≥ 0.95: near-duplicate)",
+    "pos_overlap": "highest word overlap (TF-IDF cosine) with a known positive of the query",
+    "expansion": "cosine to the query moved towards its known positives and its 5 closest candidates "
+                 "(relevance feedback)",
+    "neighbour_query": "cosine of this query to the most similar other query that has this document as a known "
+                       "positive (0: none)",
+    "second_model": "the configured second model's score as a z-score among the query's candidates (0: none)",
+    "tn_cosine": "highest embedding cosine to a candidate judged true negative for this query (0: none or "
+                 "unrelated)",
+    "query_fn_rate": "share of this query's verdicts that are false negatives, smoothed towards the share over "
+                     "all queries",
+}
+NEAR_DUPLICATE_COSINE = 0.95  # PRODUCT.md: near-duplicate of a positive
+EXPANSION_TOP = 5  # candidates averaged into the expanded query (pseudo-relevance feedback)
+PRIOR_VERDICTS = 2.0  # strength of the smoothing prior of query_fn_rate, in verdicts
+MIN_VERDICTS_PER_CLASS = 30  # refit from the workspace's own verdicts once both classes have this many
+SECOND_MODEL_SETTING = "risk_second_model"
+
+
+@dataclass(frozen=True)
+class RiskModel:
+    """Logistic regression over standardised signals: risk = σ(b + Σ wᵢ·(fᵢ − μᵢ)/σᵢ), fᵢ = signal (log for rank)."""
+
+    weights: Mapping[str, float]
+    mean: Mapping[str, float]
+    scale: Mapping[str, float]
+    intercept: float
+    source: str
+
+    def contributions(self, signals: pd.DataFrame) -> pd.DataFrame:
+        """Each signal's additive share of the logit, one column per signal (rows align with ``signals``)."""
+        feats = features(signals)
+        return pd.DataFrame({name: self.weights[name] * (feats[name] - self.mean[name]) / self.scale[name]
+                             for name in SIGNALS}, index=signals.index)
+
+    def predict(self, signals: pd.DataFrame) -> np.ndarray:
+        logit = self.intercept + self.contributions(signals).sum(axis=1).to_numpy()
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "intercept": self.intercept, "weights": dict(self.weights),
+                "mean": dict(self.mean), "scale": dict(self.scale)}
+
+
+def features(signals: pd.DataFrame) -> pd.DataFrame:
+    """Model inputs: the signals as shown, except rank on a log scale (rank 1 vs 5 matters, 60 vs 64 does not)."""
+    out = signals[list(SIGNALS)].astype(float).fillna(0.0)
+    out["rank"] = np.log(signals["rank"].astype(float))
+    return out
+
+
+def fit(signals: pd.DataFrame, is_false_negative: np.ndarray, source: str) -> RiskModel:
+    """Fit logistic weights on standardised signals (L2, C = 1) with scikit-learn."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    feats = features(signals)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    pipe.fit(feats.to_numpy(), np.asarray(is_false_negative, dtype=int))
+    scaler, logreg = pipe[0], pipe[1]
+    names = list(SIGNALS)
+    return RiskModel(weights=dict(zip(names, map(float, logreg.coef_[0]))),
+                     mean=dict(zip(names, map(float, scaler.mean_))),
+                     scale=dict(zip(names, map(float, scaler.scale_))),
+                     intercept=float(logreg.intercept_[0]), source=source)
+
+
+# Fitted by `python benchmarks/bench_risk.py --fit-defaults` on the cranfield *train* split simulation (150 queries,
+# one positive kept per query, the other positives hidden, depth-100 candidates of the bundled MiniLM); never on
+# dbpedia_entity or cranfield test, where the benchmark reports. Correlated signals share weight (score, margin and
+# rank together carry the dense model's view; expansion dominates), so read contributions, not single weights.
+# second_model, tn_cosine and query_fn_rate are constant in that simulation (no second model, no verdicts), so
+# their weights are set by hand and only matter until the workspace refits: one z unit of a second model = +1 logit;
+# a rejected look-alike (cosine 1) = −2; a query whose verdicts are all false negatives vs. none = ±1.5 around 0.5.
+DEFAULT_MODEL = RiskModel(
+    weights={"rank": -0.2427, "score": -0.3056, "margin": 0.06454, "bm25_norm": 0.2956, "pos_cosine": -0.3552,
+             "pos_overlap": 0.4184, "expansion": 1.107, "neighbour_query": -0.02824,
+             "second_model": 1.0, "tn_cosine": -2.0, "query_fn_rate": 3.0},
+    mean={"rank": 3.637, "score": 0.4524, "margin": -0.06665, "bm25_norm": 0.3099, "pos_cosine": 0.472,
+          "pos_overlap": 0.08288, "expansion": 0.5815, "neighbour_query": 0.03555,
+          "second_model": 0.0, "tn_cosine": 0.0, "query_fn_rate": 0.5},
+    scale={"rank": 0.9234, "score": 0.1011, "margin": 0.1455, "bm25_norm": 0.2195, "pos_cosine": 0.1349,
+           "pos_overlap": 0.06044, "expansion": 0.1115, "neighbour_query": 0.1182,
+           "second_model": 1.0, "tn_cosine": 1.0, "query_fn_rate": 1.0},
+    intercept=-3.795,
+    source="defaults fitted on the cranfield train-split simulation",
+)
+
+
+def choose_model(signals: pd.DataFrame, verdicts: pd.DataFrame) -> RiskModel:
+    """The workspace's own weights once ≥ MIN_VERDICTS_PER_CLASS false and true negatives are judged, else defaults.
+
+    ``signals`` holds the run's candidates (query_id, doc_id and every signal); ``verdicts`` is labels.resolved().
+    Verdicts come mostly from the top of a risk-ordered queue, so the refitted scores are calibrated to what
+    reviewers judged, not to the whole run; the ranking is what matters for triage.
+    """
+    judged = signals.merge(verdicts[["query_id", "doc_id", "label"]], on=["query_id", "doc_id"])
+    judged = judged[judged["label"].isin(["false_negative", "true_negative"])]
+    counts = judged["label"].value_counts()
+    if min(counts.get("false_negative", 0), counts.get("true_negative", 0)) < MIN_VERDICTS_PER_CLASS:
+        return DEFAULT_MODEL
+    return fit(judged, (judged["label"] == "false_negative").to_numpy(),
+               f"refitted on this workspace's {len(judged)} verdicts "
+               f"({counts['false_negative']} false / {counts['true_negative']} true negatives)")
+
+
+def run_encoder(workspace, run: dict, model: str | None = None) -> Encoder:
+    """The encoder a run was mined with (same precision and prompts, so every vector comes from the cache)."""
+    params = run["params"]
+    return load_encoder(model or params.get("model_path"), cache_dir=workspace.embeddings_dir,
+                        precision=run["stats"].get("precision") or "auto",
+                        query_prompt=params.get("query_prompt"), document_prompt=params.get("document_prompt"))
+
+
+class Vectors:
+    """Unit vectors of a dataset's documents and queries by id, encoded on demand (cache hits after mining)."""
+
+    def __init__(self, store, dataset: str, encoder: Encoder):
+        self.store, self.dataset, self.encoder = store, dataset, encoder
+
+    def documents(self, ids: list[str]) -> tuple[dict[str, int], np.ndarray, list[str]]:
+        docs = self.store.documents(self.dataset, ids)
+        texts = [document_text(t, x) for t, x in zip(docs["title"], docs["text"])]
+        row = {d: i for i, d in enumerate(docs["doc_id"])}
+        return row, self.encoder.encode_documents(texts), texts
+
+    def queries(self, ids: list[str]) -> tuple[dict[str, int], np.ndarray]:
+        queries = self.store.queries(self.dataset, ids)
+        row = {q: i for i, q in enumerate(queries["query_id"])}
+        return row, self.encoder.encode_queries(queries["text"].tolist())
+
+
+def _within_query(values: pd.Series, by: pd.Series, how: str) -> pd.Series:
+    """Per-query z-score (``z``) or share of the query's maximum (``max``)."""
+    grouped = values.groupby(by)
+    if how == "z":
+        std = grouped.transform("std").fillna(0.0)
+        return ((values - grouped.transform("mean")) / std.where(std > 0, 1.0)).fillna(0.0)
+    top = grouped.transform("max")
+    return (values / top.where(top > 0, 1.0)).clip(lower=0.0).fillna(0.0)
+
+
+def tfidf_matrix(texts: list[str]):
+    """L2-normalised TF-IDF rows (English stop words removed), IDF taken from the texts themselves."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        return TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32).fit_transform(texts)
+    except ValueError:  # every text is empty or stop words only
+        from scipy.sparse import csr_matrix
+
+        return csr_matrix((len(texts), 1), dtype=np.float32)
+
+
+def _best_other(sims: np.ndarray, rows: np.ndarray, others: list[int]) -> np.ndarray:
+    """Per candidate row, the highest similarity to ``others`` that is not the candidate itself (0 if none)."""
+    if not others:
+        return np.zeros(len(rows))
+    sims = np.where(rows[:, None] == np.asarray(others)[None, :], -np.inf, sims)
+    best = sims.max(axis=1)
+    return np.where(np.isfinite(best), best, 0.0)
+
+
+def _verdicts(store, dataset: str) -> pd.DataFrame:
+    """Resolved false/true-negative verdicts (unsure carries no evidence either way)."""
+    verdicts = labels.resolved(store, dataset)
+    return verdicts[verdicts["label"].isin(["false_negative", "true_negative"])]
+
+
+def signal_frame(store, workspace, run_id: str, verdicts: pd.DataFrame | None = None,
+                 second_model: str | None = None) -> pd.DataFrame:
+    """A run's candidates with one column per signal in ``SIGNALS`` (see there for "known positives").
+
+    ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
+    """
+    run = require_run(store, run_id)
+    dataset = run["dataset"]
+    cands = store.candidates(run_id).drop(columns=["risk", "signals"])
+    if cands.empty:
+        return cands.assign(**{name: pd.Series(dtype=float) for name in SIGNALS})
+    verdicts = _verdicts(store, dataset) if verdicts is None else verdicts
+    is_fn = verdicts["label"] == "false_negative"
+    known = {q: set(docs) for q, docs in positives_by_query(store, dataset, run["split"]).items()}
+    for q, d in zip(verdicts.loc[is_fn, "query_id"], verdicts.loc[is_fn, "doc_id"]):
+        known.setdefault(q, set()).add(d)
+    rejected: dict[str, set[str]] = {}
+    for q, d in zip(verdicts.loc[~is_fn, "query_id"], verdicts.loc[~is_fn, "doc_id"]):
+        rejected.setdefault(q, set()).add(d)
+    positive_of: dict[str, list[str]] = {}
+    for q, docs in known.items():
+        for d in docs:
+            positive_of.setdefault(d, []).append(q)
+
+    vectors = Vectors(store, dataset, run_encoder(workspace, run))
+    run_queries = cands["query_id"].unique().tolist()
+    doc_ids = sorted(set(cands["doc_id"]).union(*(known.get(q, set()) | rejected.get(q, set())
+                                                  for q in run_queries)))
+    doc_row, doc_vecs, doc_texts = vectors.documents(doc_ids)
+    tfidf = tfidf_matrix(doc_texts)
+    neighbour_queries = {q for d in cands["doc_id"].unique() for q in positive_of.get(d, [])}
+    query_row, query_vecs = vectors.queries(sorted(set(run_queries) | neighbour_queries))
+
+    out = cands.copy()
+    out["margin"] = out["score"] - out["pos_score"]
+    out["bm25_norm"] = _within_query(out["bm25"].fillna(0.0), out["query_id"], "max")
+    columns = {name: np.zeros(len(out)) for name in ("pos_cosine", "pos_overlap", "expansion", "neighbour_query",
+                                                    "tn_cosine", "query_fn_rate")}
+    judged_fn = verdicts.groupby("query_id")["label"].apply(lambda s: (s == "false_negative").to_numpy())
+    overall_rate = float(is_fn.mean()) if len(verdicts) else 0.5
+    verdict_of = {(q, d): label == "false_negative"
+                  for q, d, label in zip(verdicts["query_id"], verdicts["doc_id"], verdicts["label"])}
+    for query_id, idx in out.groupby("query_id", sort=False).indices.items():
+        cand_docs = out["doc_id"].to_numpy()[idx]
+        rows = np.array([doc_row[d] for d in cand_docs])
+        cand_vecs = doc_vecs[rows]
+        pos_rows = [doc_row[d] for d in known.get(query_id, ()) if d in doc_row]
+        neg_rows = [doc_row[d] for d in rejected.get(query_id, ()) if d in doc_row]
+        if pos_rows:
+            columns["pos_cosine"][idx] = _best_other(cand_vecs @ doc_vecs[pos_rows].T, rows, pos_rows)
+            columns["pos_overlap"][idx] = _best_other((tfidf[rows] @ tfidf[pos_rows].T).toarray(), rows, pos_rows)
+        if neg_rows:
+            columns["tn_cosine"][idx] = _best_other(cand_vecs @ doc_vecs[neg_rows].T, rows, neg_rows).clip(min=0)
+        # Rocchio: query + mean of the known positives other than the candidate + mean of the closest candidates
+        qvec = query_vecs[query_row[query_id]]
+        pos_sum = doc_vecs[pos_rows].sum(axis=0) if pos_rows else np.zeros_like(qvec)
+        own = np.isin(rows, pos_rows)[:, None]
+        pos_count = len(pos_rows) - own
+        pos_mean = np.divide(pos_sum[None, :] - own * cand_vecs, pos_count, out=np.zeros_like(cand_vecs),
+                             where=pos_count > 0)
+        top = cand_vecs[np.argsort(out["rank"].to_numpy()[idx])[:EXPANSION_TOP]].mean(axis=0)
+        expanded = qvec[None, :] + pos_mean + top[None, :]
+        expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
+        columns["expansion"][idx] = np.einsum("ij,ij->i", cand_vecs, expanded)
+        for i, d in zip(idx, cand_docs):
+            others = [query_row[q] for q in positive_of.get(d, []) if q != query_id]
+            if others:
+                columns["neighbour_query"][i] = float((query_vecs[others] @ qvec).max())
+        # leave-one-out: a judged candidate's own verdict is not part of its query's rate
+        fn_flags = judged_fn.get(query_id, np.zeros(0, dtype=bool))
+        own_fn = np.array([float(verdict_of.get((query_id, d), 0.0)) for d in cand_docs])
+        own_judged = np.array([float((query_id, d) in verdict_of) for d in cand_docs])
+        columns["query_fn_rate"][idx] = ((fn_flags.sum() - own_fn + PRIOR_VERDICTS * overall_rate)
+                                         / (len(fn_flags) - own_judged + PRIOR_VERDICTS))
+    for name, values in columns.items():
+        out[name] = values
+    out["second_model"] = 0.0
+    second_model = second_model or workspace.settings().get(SECOND_MODEL_SETTING)
+    if second_model:
+        second = Vectors(store, dataset, run_encoder(workspace, run, second_model))
+        s_doc_row, s_doc_vecs, _ = second.documents(doc_ids)
+        s_query_row, s_query_vecs = second.queries(run_queries)
+        scores = np.einsum("ij,ij->i", s_doc_vecs[[s_doc_row[d] for d in out["doc_id"]]],
+                           s_query_vecs[[s_query_row[q] for q in out["query_id"]]])
+        out["second_model"] = _within_query(pd.Series(scores, index=out.index), out["query_id"], "z")
+    return out
+
+
+def configure_second_model(workspace, model: str | None) -> None:
+    """Use a second local sentence-transformers model's opinion as a signal (None turns it off)."""
+    from core.encoders import resolve_model_path
+
+    workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
+
+
+def compute_risk(store, workspace, run_id: str) -> None:
+    """Fill candidates.risk and candidates.signals (JSON of every signal) for every candidate of a run."""
+    verdicts = _verdicts(store, require_run(store, run_id)["dataset"])
+    frame = signal_frame(store, workspace, run_id, verdicts)
+    if frame.empty:
+        return
+    model = choose_model(frame, verdicts)
+    risk = model.predict(frame)
+    values = frame[list(SIGNALS)].astype(float).round(4)
+    store.set_risk(run_id, [(q, d, float(r), json.dumps(dict(zip(SIGNALS, map(float, v)))))
+                            for q, d, r, v in zip(frame["query_id"], frame["doc_id"], risk,
+                                                  values.itertuples(index=False, name=None))])
+
+
+def stored_signals(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Expand the stored signals JSON of ``store.candidates()`` rows into one column per signal."""
+    parsed = [json.loads(s) if isinstance(s, str) else {} for s in candidates["signals"]]
+    return pd.DataFrame(parsed, index=candidates.index).reindex(columns=list(SIGNALS))
+
+
+def risk_model(store, run_id: str) -> RiskModel:
+    """The model that scores a run right now (defaults or a refit), from stored signals: what the UI explains."""
+    run = require_run(store, run_id)
+    cands = store.candidates(run_id)
+    signals = pd.concat([cands[["query_id", "doc_id"]], stored_signals(cands)], axis=1).dropna()
+    return choose_model(signals, _verdicts(store, run["dataset"]))
+
+
+TSV_COLUMNS = ["query-id", "corpus-id", "rank", "score", "pos-score", "risk"]
+
+
+def write_tsv(store, run_id: str, out: str | Path) -> int:
+    """Every candidate of a run, riskiest first (ties by query and rank), as TSV (ARCHITECTURE.md); returns rows."""
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file path")
+    cands = store.candidates(require_run(store, run_id)["run_id"])
+    cands = cands.sort_values(["risk", "query_id", "rank"], ascending=[False, True, True], na_position="last",
+                              kind="stable")
+    lines = ["\t".join(TSV_COLUMNS)]
+    lines += [f"{q}\t{d}\t{rank}\t{score:.6f}\t{pos:.6f}\t{'' if pd.isna(r) else f'{r:.6f}'}"
+              for q, d, rank, score, pos, r in zip(cands["query_id"], cands["doc_id"], cands["rank"],
+                                                   cands["score"], cands["pos_score"], cands["risk"])]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+    return len(cands)

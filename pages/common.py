@@ -1,0 +1,162 @@
+"""Shared sidebar, session state and cached readers for every page.
+
+Session-state contract (read by every page, including other teams' pages):
+``ns_workspace`` (str path), ``ns_dataset`` (str | None), ``ns_run`` (str | None), ``ns_annotator`` (str).
+Pages change the dataset or run with ``select_dataset`` / ``select_run`` (applied before the sidebar widgets
+exist on the next run, because Streamlit forbids writing a widget's key after it is drawn).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import UserError
+from core.store import Store
+from core.workspace import Workspace, open_workspace, resolve_path
+
+WORKSPACE, DATASET, RUN, ANNOTATOR = "ns_workspace", "ns_dataset", "ns_run", "ns_annotator"
+QUERY = "ns_query"  # the query under review; the Map page anchors on it
+APP_RAN, DEEP_LINK = "ns_app_ran", "ns_deep_link"
+_PENDING = "_ns_pending"
+DEFAULT_ANNOTATOR = "reviewer"
+CACHE_TTL_S = 60  # candidate tables are immutable per run except the risk column, which a risk job may refresh
+
+
+def through_app(page_file: str) -> None:
+    """Send a page that runs without app.py back through it (call first thing on every page).
+
+    On a freshly started server, Streamlit's legacy ``pages/`` mode runs a deep-linked page file directly until
+    the entry script has called st.navigation once; without this the page would have no sidebar, no password
+    gate and no demo build.
+    """
+    if not st.session_state.get(APP_RAN):
+        st.session_state[DEEP_LINK] = Path(page_file).name
+        st.switch_page("app.py")
+
+
+@st.cache_resource(show_spinner=False)
+def get_workspace(path: str) -> Workspace:
+    return open_workspace(path)
+
+
+@st.cache_resource(show_spinner=False)
+def get_store(path: str) -> Store:
+    """One store (SQLite connection, WAL) per workspace path, shared by all sessions of this server."""
+    return get_workspace(path).store()
+
+
+def workspace() -> Workspace:
+    return get_workspace(st.session_state.get(WORKSPACE) or str(resolve_path(None)))
+
+
+def store() -> Store:
+    return get_store(str(workspace().root))
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
+def run_candidates(path: str, run_id: str) -> pd.DataFrame:
+    """A run's full candidate table, read once per minute at most: every page filters this frame."""
+    return get_store(path).candidates(run_id)
+
+
+def candidates(run_id: str) -> pd.DataFrame:
+    return run_candidates(str(workspace().root), run_id)
+
+
+def select_dataset(name: str | None) -> None:
+    st.session_state.setdefault(_PENDING, {})[DATASET] = name
+
+
+def select_run(run_id: str | None) -> None:
+    st.session_state.setdefault(_PENDING, {})[RUN] = run_id
+
+
+def _run_label(store: Store, run_id: str) -> str:
+    run = store.run(run_id)
+    if run is None:
+        return run_id
+    from core.mining import run_spec
+
+    created = run["created_at"][:16].replace("T", " ")
+    return f"{created} · {run_spec(run).describe()} · {run['stats'].get('kept', 0)} kept"
+
+
+def sidebar() -> None:
+    """Workspace, dataset, run and annotator pickers; values live in session state for the browser session."""
+    pending = st.session_state.pop(_PENDING, {})
+    for key, value in pending.items():
+        st.session_state[key] = value
+    side = st.sidebar
+    st.session_state.setdefault(WORKSPACE, str(resolve_path(None)))
+    side.text_input("Workspace folder", key=WORKSPACE,
+                    help="A folder holding negspace.sqlite; created if missing.")
+    try:
+        current = store()
+    except (UserError, OSError) as exc:
+        side.error(f"Cannot open workspace: {exc}")
+        st.session_state[DATASET] = st.session_state[RUN] = None
+        return
+    names = [d["name"] for d in current.datasets()]
+    if st.session_state.get(DATASET) not in names:
+        st.session_state[DATASET] = names[0] if names else None
+    side.selectbox("Dataset", names or [None], key=DATASET,
+                   format_func=lambda n: n or "(no dataset yet)", disabled=not names)
+    dataset = st.session_state.get(DATASET)
+    run_ids = [r["run_id"] for r in current.runs(dataset)] if dataset else []
+    if st.session_state.get(RUN) not in run_ids:
+        st.session_state[RUN] = run_ids[0] if run_ids else None
+    side.selectbox("Mining run", run_ids or [None], key=RUN, disabled=not run_ids,
+                   format_func=lambda r: _run_label(current, r) if r else "(no run yet)")
+    st.session_state.setdefault(ANNOTATOR, DEFAULT_ANNOTATOR)
+    side.text_input("Annotator", key=ANNOTATOR, max_chars=100,
+                    help="Your verdicts are recorded under this name.")
+
+
+def require_dataset() -> str:
+    dataset = st.session_state.get(DATASET)
+    if not dataset:
+        st.info("This workspace has no dataset yet. Import one on the **Import** page "
+                "(or open the default workspace, which builds the demo).")
+        st.stop()
+    return dataset
+
+
+def require_run() -> str:
+    require_dataset()
+    run_id = st.session_state.get(RUN)
+    if not run_id:
+        st.info("This dataset has no mining run yet. Mine it on the **Mine** page.")
+        st.stop()
+    return run_id
+
+
+def annotator() -> str:
+    """The annotator name, or a warning and stop when it is blank (every verdict must say who made it)."""
+    name = (st.session_state.get(ANNOTATOR) or "").strip()
+    if not name:
+        st.warning("Enter your annotator name in the sidebar to record verdicts.")
+        st.stop()
+    return name
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~<&])")
+
+
+def escape_markdown(text: str) -> str:
+    """Backslash-escape markdown and HTML syntax so user text shows literally inside st.markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", "  \n")
+
+
+def show_document(title: str | None, text: str) -> None:
+    """A document exactly as stored: the title as escaped markdown, the body with st.text (never HTML)."""
+    if title:
+        st.markdown(f"**{escape_markdown(title)}**")
+    st.text(text)
+
+
+def user_error(exc: Exception) -> None:
+    st.error(str(exc), icon="⚠️")

@@ -1,0 +1,158 @@
+"""Mine: preview a rule change on the stored candidates, commit it as a new run, mine anew, list and diff runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, rules
+from core.errors import UserError
+from core.mining import derive_run, diff_runs, mine, preview, run_spec
+from core.rules import RuleSpec
+from pages import common
+
+common.through_app(__file__)
+
+st.title("Mine")
+dataset = common.require_dataset()
+store = common.store()
+runs = store.runs(dataset)
+run_id = st.session_state.get(common.RUN)
+run = store.run(run_id) if run_id else None
+base = run_spec(run) if run else RuleSpec("top")
+
+
+def rule_controls(base: RuleSpec) -> RuleSpec:
+    """Widgets for every rule parameter, starting from ``base``; raises UserError for an invalid combination."""
+    cols = st.columns(4)
+    rule = cols[0].selectbox("Rule", rules.RULES, index=rules.RULES.index(base.rule), key="mine_rule",
+                             help="top-k, rank range (FlagEmbedding), NV-Retriever abs / marginpos / percpos, SimANS")
+    num = cols[1].number_input("Negatives per query", 1, 200, base.num_negatives, key="mine_num")
+    seed = cols[2].number_input("Seed", 0, 2**31 - 1, base.seed, key="mine_seed")
+    cols = st.columns(4)
+    use_abs = cols[0].checkbox("abs: keep s < τ", value=base.max_score is not None or rule == "abs",
+                               key="mine_use_abs")
+    tau = cols[0].slider("τ", -1.0, 1.0, base.max_score if base.max_score is not None else 0.8, 0.01,
+                         key="mine_tau", disabled=not use_abs)
+    use_margin = cols[1].checkbox("marginpos: s < s_P − m", value=base.absolute_margin is not None,
+                                  key="mine_use_margin")
+    margin = cols[1].slider("m", 0.0, 0.5, base.absolute_margin or rules.DEFAULT_ABSOLUTE_MARGIN, 0.005,
+                            key="mine_margin", disabled=not use_margin)
+    use_perc = cols[2].checkbox("percpos: s < s_P − |s_P|·m", value=base.relative_margin is not None,
+                                key="mine_use_perc")
+    perc = cols[2].slider("relative m", 0.0, 0.5, base.relative_margin or rules.DEFAULT_RELATIVE_MARGIN, 0.005,
+                          key="mine_perc", disabled=not use_perc)
+    with cols[3]:
+        lo, hi = st.slider("range [lo, hi)", 0, 1000, (base.range_min, base.range_max), key="mine_range",
+                           disabled=rule != "range")
+        a = st.number_input("SimANS a", 0.01, 100.0, base.simans_a, key="mine_a", disabled=rule != "simans")
+        b = st.number_input("SimANS b", -1.0, 1.0, base.simans_b, key="mine_b", disabled=rule != "simans")
+    return RuleSpec(rule, int(num), tau if use_abs else None, margin if use_margin else None,
+                    perc if use_perc or rule == "percpos" else None, int(lo), int(hi), float(a), float(b), int(seed))
+
+
+st.subheader("Rule")
+try:
+    spec = rule_controls(base)
+except UserError as exc:
+    common.user_error(exc)
+    st.stop()
+st.caption(f"Rule: **{common.escape_markdown(spec.describe())}**")
+
+tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])
+with tab_preview:
+    if run is None:
+        st.info("No run yet for this dataset: mine it in the *Mine anew* tab.")
+    else:
+        cands = common.candidates(run_id)
+        if cands.empty:
+            st.warning("The selected run has no candidates, so there is nothing to re-threshold.")
+        else:
+            result = preview(store, run_id, spec, cands)
+            s = result.summary
+            cols = st.columns(5)
+            cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - int(cands['kept'].sum()):+,}")
+            cols[1].metric("newly kept", f"{s['added']:,}")
+            cols[2].metric("no longer kept", f"{s['removed']:,}")
+            cols[3].metric(f"queries short of {spec.num_negatives}", f"{s['short_queries']:,}",
+                           f"{s['short_queries'] - s['short_queries_before']:+,}", delta_color="inverse")
+            cols[4].metric("mean kept / query", f"{s['mean_kept_per_query']:.2f}")
+            left, right = st.columns(2)
+            left.plotly_chart(charts.survivors_histogram(result.per_query, spec.num_negatives), key="mine_surv")
+            right.plotly_chart(charts.margin_histogram(result.candidates, spec,
+                                                       title="Margin s − s_P under the previewed rule"),
+                               key="mine_margin_chart")
+            short = result.per_query[result.per_query["kept_after"] < spec.num_negatives]
+            left.markdown(f"**Queries left short of {spec.num_negatives} negatives:** {len(short):,}")
+            if not short.empty:
+                texts = store.queries(dataset, list(short["query_id"]))
+                left.dataframe(short.merge(texts, on="query_id"), hide_index=True, height=240)
+            flips = result.flips
+            right.markdown(f"**Candidates that flip versus the current run:** {len(flips):,}")
+            if not flips.empty:
+                right.dataframe(pd.DataFrame({
+                    "query": flips["query_id"], "document": flips["doc_id"], "rank": flips["rank"],
+                    "score": flips["score"].round(3), "s − s_P": (flips["score"] - flips["pos_score"]).round(3),
+                    "now": flips["rule_before"], "preview": flips["rule"]}), hide_index=True, height=240)
+            if st.button("Commit as a new run", type="primary", disabled=spec == base,
+                         help="Saves the previewed rule as a new immutable run that reuses these candidates."):
+                new = derive_run(store, run_id, spec)
+                common.select_run(new.run_id)
+                st.toast(f"New run {new.run_id}: {new.kept} negatives kept")
+                st.rerun()
+
+with tab_new:
+    st.write("Encode (cached: texts already encoded are never encoded again), retrieve with FAISS and apply the "
+             "rule above. Leave the model empty for the bundled all-MiniLM-L6-v2.")
+    cols = st.columns(4)
+    model = cols[0].text_input("Model folder (sentence-transformers)", key="mine_model", placeholder="default")
+    depth = cols[1].number_input("Depth", 1, 10_000, 100, key="mine_depth")
+    splits = store.splits(dataset)
+    split = cols[2].selectbox("Split", splits or ["train"], index=splits.index("train") if "train" in splits else 0,
+                              key="mine_split")
+    bm25_depth = cols[3].number_input("BM25 candidates fused in", 0, 1000, 0, key="mine_bm25")
+    if st.button("Mine", type="primary", key="mine_go"):
+        bar = st.progress(0.0, text="loading the model")
+        try:
+            result = mine(store, common.workspace(), dataset, split, model or None, int(depth), spec,
+                          int(bm25_depth), stage=lambda msg, frac: bar.progress(frac, text=msg))
+        except UserError as exc:
+            common.user_error(exc)
+        else:
+            common.select_run(result.run_id)
+            st.success(f"Run {result.run_id}: {result.queries} queries, {result.kept} negatives kept "
+                       f"({result.encoded} texts encoded, {result.cached} from cache, {result.seconds:.0f} s).")
+            st.rerun()
+
+with tab_runs:
+    if not runs:
+        st.info("No runs yet.")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "run": r["run_id"], "created": r["created_at"][:19].replace("T", " "),
+            "rule": run_spec(r).describe(), "depth": r["params"].get("depth"), "split": r["split"],
+            "model": r["model_fingerprint"], "queries": r["stats"].get("queries"),
+            "candidates": r["stats"].get("candidates"), "kept": r["stats"].get("kept"),
+            "short": r["stats"].get("short_queries"), "from": r.get("parent_run") or "",
+        } for r in runs]), hide_index=True)
+        if len(runs) < 2:
+            st.caption("Diffs need two runs: commit a previewed rule or mine again.")
+        else:
+            ids = [r["run_id"] for r in runs]
+            cols = st.columns(2)
+            a = cols[0].selectbox("Run A (before)", ids, index=1, key="diff_a")
+            b = cols[1].selectbox("Run B (after)", ids, index=0, key="diff_b")
+            diff = diff_runs(store, a, b)
+            totals = diff["change"].value_counts().reindex(["appears", "disappears", "rank changed", "same"],
+                                                            fill_value=0)
+            cols = st.columns(4)
+            for col, (change, count) in zip(cols, totals.items()):
+                col.metric(f"negatives that {change}" if change in ("appears", "disappears") else change,
+                           f"{count:,}")
+            changed = diff[diff["change"] != "same"]
+            per_query = changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
+            left, right = st.columns([1, 2])
+            left.markdown("**Per query**")
+            left.dataframe(per_query, height=300)
+            right.markdown("**Changed negatives**")
+            right.dataframe(changed, hide_index=True, height=300)

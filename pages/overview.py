@@ -1,0 +1,71 @@
+"""Overview: what is in the dataset and the selected run, and how its scores and margins are distributed."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import charts, labels
+from core.mining import run_spec
+from pages import common
+
+common.through_app(__file__)
+
+st.title("Overview")
+dataset = common.require_dataset()
+store = common.store()
+info = next(d for d in store.datasets() if d["name"] == dataset)
+cols = st.columns(5)
+cols[0].metric("documents", f"{info['documents']:,}")
+cols[1].metric("queries", f"{info['queries']:,}")
+cols[2].metric("qrels", f"{info['qrels']:,}")
+cols[3].metric("splits", ", ".join(store.splits(dataset)) or "—")
+cols[4].metric("mining runs", len(store.runs(dataset)))
+st.caption(f"Imported {info['imported_at'][:19].replace('T', ' ')} UTC as {info['format']} from {info['source']}")
+
+run_id = common.require_run()
+run = store.run(run_id)
+spec = run_spec(run)
+stats = run["stats"]
+st.subheader("Selected run")
+cols = st.columns(5)
+cols[0].metric("mined queries", f"{stats.get('queries', 0):,}")
+cols[1].metric("candidates", f"{stats.get('candidates', 0):,}")
+cols[2].metric("kept negatives", f"{stats.get('kept', 0):,}")
+cols[3].metric(f"queries short of {spec.num_negatives}", f"{stats.get('short_queries', 0):,}")
+cols[4].metric("depth", run["params"].get("depth", "—"))
+st.caption(f"{run_id} · rule: {spec.describe()} · model {run['model_fingerprint']} "
+           f"({run['params'].get('model_path', '')}) · created {run['created_at'][:19].replace('T', ' ')} UTC")
+
+cands = common.candidates(run_id)
+if cands.empty:
+    st.warning("This run has no candidates: no query of its split had a labelled positive with documents "
+               "left to retrieve. Nothing to plot.")
+    st.stop()
+left, right = st.columns(2)
+left.plotly_chart(charts.score_histogram(cands, spec), key="ov_scores")
+right.plotly_chart(charts.margin_histogram(cands, spec), key="ov_margin")
+left.plotly_chart(charts.margin_ecdf(cands, spec), key="ov_ecdf")
+above = cands[cands["score"] > cands["pos_score"]]
+right.markdown(f"**{len(above):,}** candidates ({len(above) / len(cands):.1%}) score above their query's weakest "
+               f"positive, in **{above['query_id'].nunique():,}** queries; **{int(above['kept'].sum()):,}** of "
+               "them are kept as negatives by this run's rule. Those are the likeliest false negatives — "
+               "start reviewing there (Review → sort by risk).")
+
+st.subheader("Verdicts")
+verdicts = labels.resolved(store, dataset)
+if verdicts.empty:
+    st.info("No verdicts yet. Judge candidates on the **Review** page; the breakdown appears here.")
+    st.stop()
+judged = cands.merge(verdicts[["query_id", "doc_id", "label"]], on=["query_id", "doc_id"], how="left")
+judged["label"] = judged["label"].fillna("unjudged")
+table = pd.crosstab(judged["label"], pd.Series(judged["kept"].map({True: "kept", False: "dropped"}), name="rule"),
+                    margins=True, margins_name="total")
+left, right = st.columns(2)
+left.dataframe(table)
+left.caption(f"{len(verdicts):,} judged (query, document) pairs in this dataset, one resolved verdict each "
+             "(adjudication first, else the cautious majority).")
+on_run = judged[judged["label"] != "unjudged"]
+right.plotly_chart(charts.margin_histogram(on_run, spec, colour=on_run["label"],
+                                           title="Margin s − s_P of judged candidates, by verdict"),
+                   key="ov_verdicts")

@@ -1,0 +1,66 @@
+"""Helpers for the Streamlit AppTest suites: a private copy of a mined workspace and an app opened on a page."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+
+
+def copy_workspace(src: Path, dst: Path) -> Path:
+    """A consistent copy (SQLite online backup + cached embeddings) so a test's verdicts never leak to others."""
+    dst.mkdir(parents=True)
+    for sub in ("embeddings", "projections", "models", "exports"):
+        if (src / sub).is_dir():
+            shutil.copytree(src / sub, dst / sub)
+    source, target = sqlite3.connect(src / "negspace.sqlite"), sqlite3.connect(dst / "negspace.sqlite")
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return dst
+
+
+class _NavigationPagesManager(PagesManager):
+    """AppTest resets ``uses_pages_directory`` before every run, so with a ``pages/`` folder each run after the
+    first would execute the page file alone (Streamlit's legacy mode) instead of app.py. A real server clears
+    the flag for good once app.py calls st.navigation; this does the same for every test run."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+def open_app(monkeypatch, workspace: Path, page: str | None = None, password: str | None = None) -> AppTest:
+    """Run app.py on ``workspace`` (demo build and UMAP off) and switch to ``page``; fails on any exception."""
+    monkeypatch.setenv("NEGSPACE_WORKSPACE", str(workspace))
+    monkeypatch.setenv("NEGSPACE_DEMO", "0")
+    monkeypatch.setenv("NEGSPACE_UMAP", "0")
+    if password is None:
+        monkeypatch.delenv("NEGSPACE_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("NEGSPACE_PASSWORD", password)
+    monkeypatch.setattr("streamlit.testing.v1.app_test.PagesManager", _NavigationPagesManager)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    if page is not None:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def timed(at: AppTest) -> float:
+    """Seconds one script run takes (the server-side latency of an interaction)."""
+    started = time.perf_counter()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return time.perf_counter() - started

@@ -1,0 +1,130 @@
+"""Overview, Mine, Map, Export, Import and the password gate through Streamlit's AppTest, on real mined data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core import labels
+from core.export import FORMATS
+from tests.app_helpers import copy_workspace, open_app, timed
+from tests.fixtures import make_beir
+
+
+@pytest.fixture
+def ws_root(mined, tmp_path):
+    ws, _, _ = mined
+    return copy_workspace(ws.root, tmp_path / "ws")
+
+
+def _store(root):
+    from core.workspace import open_workspace
+
+    return open_workspace(root).store()
+
+
+def test_overview_stats_charts_and_verdict_breakdown(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, "pages/overview.py")
+    metrics = {m.label: m.value for m in at.metric}
+    info = _store(ws_root).datasets()[0]
+    assert metrics["documents"] == str(info["documents"]) and metrics["queries"] == str(info["queries"])
+    assert len(at.get("plotly_chart")) == 3  # scores, margin histogram, margin ECDF
+    assert any("No verdicts yet" in i.value for i in at.info)
+    store = _store(ws_root)
+    labels.record(store, "tiny", "q1", "py-join-dup", "ana", "false_negative")
+    timed(at)
+    assert len(at.get("plotly_chart")) == 4  # + margin by verdict
+    breakdown = at.dataframe[0].value
+    assert breakdown.loc["false_negative", "total"] == 1
+
+
+def test_overview_empty_workspace(monkeypatch, tmp_path):
+    at = open_app(monkeypatch, tmp_path / "empty", "pages/overview.py")
+    assert any("no dataset yet" in i.value for i in at.info)
+
+
+def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, "pages/mine.py")
+    assert {m.label for m in at.metric} >= {"kept negatives", "newly kept", "no longer kept"}
+    at.checkbox(key="mine_use_perc").check()
+    seconds = timed(at)
+    assert seconds < 1.0, f"rule preview took {seconds:.2f} s"
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["no longer kept"]) > 0  # percpos drops the near-duplicates the top-3 run kept
+    before = len(_store(ws_root).runs("tiny"))
+    commit = next(b for b in at.button if b.label == "Commit as a new run")
+    commit.click().run()
+    assert not at.exception
+    runs = _store(ws_root).runs("tiny")
+    assert len(runs) == before + 1 and runs[0]["params"]["rules"]["relative_margin"] == 0.05
+    assert at.session_state["ns_run"] == runs[0]["run_id"]  # the sidebar now shows the new run
+    diff_metrics = {m.label: m.value for m in at.metric}
+    assert int(diff_metrics["negatives that disappears"]) > 0 or int(diff_metrics["negatives that appears"]) > 0
+
+
+def test_mine_invalid_rule_is_reported(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, "pages/mine.py")
+    at.selectbox(key="mine_rule").set_value("range").run()
+    at.slider(key="mine_range").set_range(50, 50).run()
+    assert any("range-min" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_every_format(monkeypatch, ws_root, fmt):
+    at = open_app(monkeypatch, ws_root, "pages/export.py")
+    at.selectbox(key="exp_fmt").set_value(fmt).run()
+    at.button(key="exp_go").click().run()
+    assert not at.exception and not at.error
+    manifest = at.json[0].value
+    manifest = json.loads(manifest) if isinstance(manifest, str) else manifest
+    assert manifest["format"] == fmt and manifest["rows"] > 0
+    assert at.get("download_button")
+    assert list((ws_root / "exports").glob(f"*{fmt}/manifest.json"))
+
+
+def test_import_bad_file_shows_location_and_imports_nothing(monkeypatch, ws_root, tmp_path):
+    bad = make_beir(tmp_path / "bad")
+    (bad / "corpus.jsonl").write_text('{"_id": "d1", "text": "fine"}\n{"_id": "d2"}\n', encoding="utf-8")
+    at = open_app(monkeypatch, ws_root, "pages/import_data.py")
+    before = _store(ws_root).table_checksums()
+    at.text_input(key="imp_name").input("broken")
+    at.text_input(key="imp_path").input(str(bad)).run()
+    at.button(key="imp_go_path").click().run()
+    message = " ".join(e.value for e in at.error)
+    assert "corpus.jsonl:2" in message and "'text'" in message and "Nothing was imported" in message
+    assert _store(ws_root).table_checksums() == before
+
+
+def test_import_good_folder_selects_it(monkeypatch, tmp_path):
+    at = open_app(monkeypatch, tmp_path / "fresh", "pages/import_data.py")
+    at.text_input(key="imp_name").input("mine")
+    at.text_input(key="imp_path").input(str(make_beir(tmp_path / "good"))).run()
+    at.button(key="imp_go_path").click().run()
+    assert any("imported dataset 'mine'" in s.value.lower() for s in at.success)
+    assert at.session_state["ns_dataset"] == "mine"
+
+
+def test_map_shows_projection_views(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, "pages/map.py")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    assert any("NEGSPACE_UMAP=0" in c.value for c in at.caption)
+    assert list((ws_root / "projections").glob("*-pca.parquet"))
+    at.session_state["map_view"] = "Whole dataset"
+    at.session_state["map_colour"] = "risk"
+    seconds = timed(at)
+    assert len(at.get("plotly_chart")) == 1
+    assert seconds < 1.0, f"map view switch took {seconds:.2f} s"
+
+
+def test_password_gate(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, password="s3cret")
+    assert [t.value for t in at.title] == ["Negative Space"]
+    assert not at.sidebar.text_input  # nothing but the prompt
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert any("Wrong password" in e.value for e in at.error)
+    at.text_input[0].input("s3cret")
+    at.button[0].click().run()
+    assert "Overview" in [t.value for t in at.title]

@@ -1,0 +1,128 @@
+"""The Review page through Streamlit's AppTest: judging, undo, navigation, search, sorting, error paths."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core import labels
+from tests.app_helpers import copy_workspace, open_app, timed
+
+PAGE = "pages/review.py"
+
+
+@pytest.fixture
+def ws_root(mined, tmp_path):
+    ws, _, _ = mined
+    return copy_workspace(ws.root, tmp_path / "ws")
+
+
+def _store(root):
+    from core.workspace import open_workspace
+
+    return open_workspace(root).store()
+
+
+def _texts(at) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def test_review_shows_query_positives_and_candidates(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    assert "how do I join path components" in _texts(at)  # q1, the first train query
+    table = at.dataframe[0].value
+    assert list(table["rank"]) == sorted(table["rank"])
+    assert {"score", "margin", "rule", "risk", "verdict"} <= set(table.columns)
+    assert "Join one or more path components intelligently, inserting a slash between them." in _texts(at)
+
+
+def test_verdict_then_undo_round_trip(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    first = at.session_state["ns_cursor"]
+    at.text_input(key="ns_note").input("duplicate of the positive")
+    at.button(key="ns_false_negative").click()
+    seconds = timed(at)
+    store = _store(ws_root)
+    current = labels.current(store, "tiny", "reviewer")
+    assert list(zip(current["query_id"], current["doc_id"], current["label"], current["note"])) == \
+        [("q1", first, "false_negative", "duplicate of the positive")]
+    assert at.session_state["ns_cursor"] != first  # moved on to the next candidate
+    assert any("1 / 3 judged" in p.proto.text for p in at.get("progress"))
+    assert seconds < 1.0, f"verdict click took {seconds:.2f} s"
+    at.button(key="ns_undo").click()
+    timed(at)
+    assert labels.current(store, "tiny", "reviewer").empty
+    assert at.session_state["ns_cursor"] == first  # undo returns to the undone candidate
+
+
+def test_next_previous_query_and_candidate(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    order = list(at.dataframe[0].value["document"])
+    at.button(key="ns_next_cand").click().run()
+    assert at.session_state["ns_cursor"] == order[1]
+    at.button(key="ns_prev_cand").click().run()
+    assert at.session_state["ns_cursor"] == order[0]
+    at.button(key="ns_next_query").click().run()
+    assert at.session_state["ns_query"] == "q2"
+    assert "sort a list in ascending order" in _texts(at)
+    at.button(key="ns_prev_query").click().run()
+    assert at.session_state["ns_query"] == "q1"
+
+
+def test_jump_to_query_by_text(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    at.text_input(key="ns_search").input("capital").run()
+    jump = at.selectbox(key="ns_jump")
+    assert jump.options and "q5" in jump.options[0]
+    jump.set_value("q5").run()
+    assert at.session_state["ns_query"] == "q5"
+    assert "what is the capital of France" in _texts(at)
+
+
+def test_sort_by_risk_and_all_candidates(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    at.session_state["ns_scope"] = "all"
+    at.session_state["ns_sort"] = "risk"
+    at.run()
+    table = at.dataframe[0].value
+    assert len(table) > 3  # every mined candidate, not only the kept three
+    risk = table["risk"].astype(float).to_numpy()
+    assert (risk[:-1] >= risk[1:]).all()
+
+
+def test_markup_in_documents_renders_literally(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    at.session_state["ns_scope"] = "all"
+    at.session_state["ns_cursor"] = "misc-5"
+    at.run()
+    assert at.session_state["ns_cursor"] == "misc-5"
+    assert any("<script>alert('x')</script> **not bold**" in t for t in _texts(at))
+    assert not any("<script>" in m.value for m in at.markdown)  # never passed to markdown unescaped
+    assert not any(getattr(m.proto, "allow_html", False) for m in at.markdown)
+
+
+def test_blank_annotator_blocks_judging(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    at.text_input(key="ns_annotator").input("  ").run()
+    assert any("annotator name" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "ns_false_negative"]
+
+
+def test_run_without_candidates_says_so(monkeypatch, ws_root):
+    store = _store(ws_root)
+    parent = store.runs("tiny")[0]
+    store.save_run({"run_id": "tiny-empty", "dataset": "tiny", "split": "train",
+                    "model_fingerprint": parent["model_fingerprint"], "params": parent["params"],
+                    "stats": {"queries": 0, "candidates": 0, "kept": 0, "short_queries": 0}},
+                   pd.DataFrame(columns=["query_id", "doc_id", "rank", "score", "pos_score", "kept", "rule"]))
+    at = open_app(monkeypatch, ws_root)
+    at.selectbox(key="ns_run").set_value("tiny-empty").run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception
+    assert any("no candidates" in w.value for w in at.warning)
+
+
+def test_empty_workspace_points_to_import(monkeypatch, tmp_path):
+    at = open_app(monkeypatch, tmp_path / "empty", PAGE)
+    assert any("no dataset yet" in i.value for i in at.info)

@@ -104,9 +104,14 @@ def survivors_histogram(per_query: pd.DataFrame, num_negatives: int) -> go.Figur
 def query_scores(candidates: pd.DataFrame, pos_score: float) -> go.Figure:
     """One query's candidates by rank: score bars coloured by verdict, the weakest positive as a line."""
     labels = candidates["label"].fillna("unjudged")
-    fig = px.bar(candidates.assign(verdict=labels), x="rank", y="score", color="verdict",
-                 color_discrete_map=VERDICT_COLOURS, hover_data=["doc_id"], title="This query's candidates")
+    # graph_objects, not plotly.express: this chart is rebuilt on every Review click and px costs ~150 ms
+    fig = go.Figure([go.Bar(x=group["rank"], y=group["score"], name=verdict, customdata=group["doc_id"],
+                            marker_color=VERDICT_COLOURS.get(verdict),
+                            hovertemplate="rank %{x}<br>score %{y:.3f}<br>%{customdata}<extra></extra>")
+                     for verdict, group in candidates.groupby(labels, sort=False)])
     fig.add_hline(y=pos_score, line_color="#2ca02c", annotation_text="s_P")
+    fig.update_layout(title="This query's candidates", xaxis_title="rank", yaxis_title="score",
+                      legend_title_text="verdict")
     fig.update_layout(**{**_LAYOUT, "height": 260})
     return fig
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from core import labels
-from core.mining import positives_by_query, require_run
+from core.mining import require_run
 
 SCOPES = ("kept", "all")  # kept: the negatives a trainer would use; all: every candidate to the mining depth
 SORTS = ("rank", "risk")
@@ -82,7 +82,7 @@ def query_view(store, run_id: str, query_id: str, candidates: pd.DataFrame, judg
         raise KeyError(query_id)
     own = in_scope(candidates[candidates["query_id"] == query_id], scope)
     own = own.merge(judged[judged["query_id"] == query_id].drop(columns="query_id"), on="doc_id", how="left")
-    pos_ids = positives_by_query(store, dataset, run["split"]).get(query_id, [])
+    pos_ids = store.positives(dataset, run["split"], query_id)
     docs = store.documents(dataset, list(own["doc_id"]) + pos_ids)
     own = own.merge(docs, on="doc_id", how="left")
     own["margin"] = own["score"] - own["pos_score"]
@@ -96,10 +96,10 @@ def query_view(store, run_id: str, query_id: str, candidates: pd.DataFrame, judg
 def progress(candidates: pd.DataFrame, judged: pd.DataFrame, scope: str = "kept") -> pd.DataFrame:
     """Judged / total per query over the candidates in scope; a verdict on an out-of-scope pair doesn't count."""
     frame = in_scope(candidates, scope)[["query_id", "doc_id"]]
-    keys = set(zip(judged["query_id"], judged["doc_id"]))
-    done = [(q, d) in keys for q, d in zip(frame["query_id"], frame["doc_id"])]
-    per_query = frame.assign(judged=done).groupby("query_id").agg(judged=("judged", "sum"),
-                                                                  total=("doc_id", "size"))
+    marks = judged[["query_id", "doc_id"]].drop_duplicates().assign(judged=True)
+    frame = frame.merge(marks, on=["query_id", "doc_id"], how="left")
+    frame["judged"] = frame["judged"].fillna(False).astype(bool)
+    per_query = frame.groupby("query_id").agg(judged=("judged", "sum"), total=("doc_id", "size"))
     return per_query.reset_index()
 
 

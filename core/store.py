@@ -257,6 +257,12 @@ class Store:
             params += (split,)
         return self.frame(sql + " ORDER BY split, query_id, doc_id", params)
 
+    def positives(self, dataset: str, split: str, query_id: str) -> list[str]:
+        """One query's positive documents (grade > 0, imported or promoted), via the (dataset, query) index."""
+        return [r["doc_id"] for r in self.rows(
+            "SELECT doc_id FROM qrels WHERE dataset = ? AND query_id = ? AND split = ? AND score > 0 ORDER BY doc_id",
+            (dataset, query_id, split))]
+
     def set_promoted(self, dataset: str, split: str, query_id: str, doc_id: str, score: int | None) -> None:
         """Add (score given) or remove (None) a promoted positive; imported judgments are never touched."""
         def run(conn: sqlite3.Connection) -> None:

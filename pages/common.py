@@ -57,14 +57,30 @@ def store() -> Store:
     return get_store(str(workspace().root))
 
 
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
+@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
 def run_candidates(path: str, run_id: str) -> pd.DataFrame:
-    """A run's full candidate table, read once per minute at most: every page filters this frame."""
+    """A run's full candidate table, read once per minute at most: every page filters this frame.
+
+    cache_resource, not cache_data: runs are immutable, and copying a 100k-row frame on every rerun cost more than
+    the rest of the Review page. Callers must not modify the frame in place.
+    """
     return get_store(path).candidates(run_id)
 
 
 def candidates(run_id: str) -> pd.DataFrame:
     return run_candidates(str(workspace().root), run_id)
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
+def _run_queries(path: str, run_id: str) -> pd.DataFrame:
+    from core.review import run_queries as build
+
+    return build(get_store(path), run_id, run_candidates(path, run_id))
+
+
+def run_queries(run_id: str) -> pd.DataFrame:
+    """The run's query list (ids, texts, counts): derived from the immutable run, so cached with it."""
+    return _run_queries(str(workspace().root), run_id)
 
 
 def select_dataset(name: str | None) -> None:

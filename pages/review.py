@@ -83,7 +83,7 @@ if cands.empty:
 if error := st.session_state.pop("ns_review_error", None):
     st.toast(error, icon="⚠️")
 
-queries = review.run_queries(store, run_id, cands)
+queries = common.run_queries(run_id)
 judged = review.verdicts(store, dataset, who)
 modes = ["Queries"] + (["Triage queue"] if triage_queue is not None else [])
 top = st.columns([1.2, 1.5, 0.9, 2])

@@ -9,14 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts, labels, review
+from core import charts, labels, review, triage
 from core.errors import UserError
 from pages import common
-
-try:  # the triage queue ships with the risk work; the mode is hidden where it is absent
-    from core.triage import triage_queue
-except ImportError:
-    triage_queue = None
 
 CURSOR, NOTE, SEARCH, TRIAGE_POS, TRIAGE_ITEM = "ns_cursor", "ns_note", "ns_search", "ns_triage_pos", "ns_triage_item"
 TABLE_SEEN = "ns_table_seen"
@@ -28,10 +23,14 @@ BUTTONS = (("false_negative", "False neg.", "f", "primary"), ("true_negative", "
 # -- callbacks: run before the next script run, so they may set any session key -----------------------------------
 def _judge(dataset: str, query_id: str, doc_id: str, who: str, label: str, order: list[str]) -> None:
     try:
-        labels.record(common.store(), dataset, query_id, doc_id, who, label, st.session_state.get(NOTE, ""))
+        event = labels.record(common.store(), dataset, query_id, doc_id, who, label, st.session_state.get(NOTE, ""))
+        spread = triage.propagate(common.store(), common.workspace(), dataset, query_id, doc_id, label, event)
     except UserError as exc:
         st.session_state["ns_review_error"] = str(exc)
         return
+    if spread:
+        st.session_state["ns_review_info"] = (f"Suggested the same verdict for {spread} near-duplicate pair(s); "
+                                              "they wait for confirmation under *Suggestions*.")
     st.session_state[NOTE] = ""
     position = order.index(doc_id) if doc_id in order else -1
     if 0 <= position < len(order) - 1:
@@ -45,6 +44,23 @@ def _undo(dataset: str, who: str) -> None:
         return
     st.session_state[common.QUERY] = undone["query_id"]
     st.session_state[CURSOR] = undone["doc_id"]
+
+
+def _decide_suggestion(suggestion_id: int, who: str, accept: bool) -> None:
+    try:
+        if accept:
+            triage.accept_suggestion(common.store(), suggestion_id, who)
+        else:
+            triage.reject_suggestion(common.store(), suggestion_id, who)
+    except UserError as exc:
+        st.session_state["ns_review_error"] = str(exc)
+
+
+def _promotion(dataset: str, split: str, query_id: str, doc_id: str, promote: bool) -> None:
+    try:
+        (triage.promote if promote else triage.demote)(common.store(), dataset, split, query_id, doc_id)
+    except UserError as exc:
+        st.session_state["ns_review_error"] = str(exc)
 
 
 def _move_cursor(order: list[str], current: str, step: int) -> None:
@@ -82,10 +98,12 @@ if cands.empty:
     st.stop()
 if error := st.session_state.pop("ns_review_error", None):
     st.toast(error, icon="⚠️")
+if info := st.session_state.pop("ns_review_info", None):
+    st.toast(info, icon="💡")
 
 queries = common.run_queries(run_id)
 judged = review.verdicts(store, dataset, who)
-modes = ["Queries"] + (["Triage queue"] if triage_queue is not None else [])
+modes = ["Queries", "Triage queue"]
 top = st.columns([1.2, 1.5, 0.9, 2])
 mode = top[0].segmented_control("Mode", modes, default="Queries", key="ns_mode") or "Queries"
 scope = top[1].segmented_control("Candidates", review.SCOPES, default="kept", key="ns_scope",
@@ -107,7 +125,7 @@ query_ids = list(queries["query_id"])
 queue = None
 if mode == "Triage queue":
     scope = "all"  # the queue ranks every mined candidate, kept or not
-    queue = triage_queue(store, run_id, who, limit=50)
+    queue = triage.triage_queue(store, run_id, who, limit=50)
     if queue.empty:
         st.success("The triage queue is empty: every candidate of this run has your verdict.")
         st.stop()
@@ -231,3 +249,25 @@ with right:
                     width="stretch", on_click=_move_cursor, args=(order, cursor, 1))
     moves[2].button("Undo", key="ns_undo", shortcut="z", icon=":material/undo:", width="stretch",
                     on_click=_undo, args=(dataset, who))
+
+# suggestions propagated from verdicts on near-duplicates, and promotion of confirmed false negatives --------------
+with right:
+    open_here = triage.suggestions(store, dataset, query_id)
+    if not open_here.empty:
+        with st.expander(f"Suggestions for this query ({len(open_here)})", expanded=True):
+            for row in open_here.itertuples(index=False):
+                st.text(f"{row.doc_id}: {VERDICT_NAME.get(row.label, row.label)} — {row.reason}")
+                accept, reject = st.columns(2)
+                accept.button("Confirm", key=f"ns_accept_{row.id}", width="stretch",
+                              on_click=_decide_suggestion, args=(row.id, who, True))
+                reject.button("Reject", key=f"ns_reject_{row.id}", width="stretch",
+                              on_click=_decide_suggestion, args=(row.id, who, False))
+    split = run["split"]
+    is_promoted = doc_id in store.positives(dataset, split, query_id)
+    if is_promoted:
+        st.button("Demote (remove promoted positive)", key="ns_demote", width="stretch",
+                  on_click=_promotion, args=(dataset, split, query_id, doc_id, False))
+    elif current["label"] == "false_negative":
+        st.button("Promote to positive", key="ns_promote", width="stretch", icon=":material/upgrade:",
+                  help="Adds a qrels row with origin 'promoted': curated exports and training use it as a positive.",
+                  on_click=_promotion, args=(dataset, split, query_id, doc_id, True))

@@ -196,6 +196,66 @@ def risk(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., 
     typer.echo(f"wrote {count} candidates to {out}")
 
 
+@app.command()
+def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
+          out: Path = typer.Option(..., "--out", help="Folder for the trained model (must not exist or be empty)."),
+          data: str = typer.Option("raw", "--data", help="raw|curated"),
+          loss: str = typer.Option("mnrl", "--loss", help="mnrl|cmnrl|gist"),
+          epochs: float = typer.Option(1.0, "--epochs"),
+          batch_size: int = typer.Option(32, "--batch-size"),
+          max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+          seed: int = typer.Option(0, "--seed"),
+          learning_rate: float = typer.Option(2e-5, "--learning-rate"),
+          max_seq_length: Optional[int] = typer.Option(None, "--max-seq-length",
+                                                       help="Tokens per text while training (default: the "
+                                                            "model's); the saved model keeps the base length."),
+          precision: str = typer.Option("fp32", "--precision", help="fp32|bf16 (CPU autocast)."),
+          unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure."),
+          eval_split: str = typer.Option("test", "--eval-split", help="Split checked for leakage."),
+          exclude_leaks: bool = typer.Option(False, "--exclude-leaks", help="Drop training queries and documents "
+                                                                            "that occur in the eval split."),
+          base_model: Optional[str] = typer.Option(None, "--base-model", help="Model to fine-tune (default: "
+                                                                              "bundled all-MiniLM-L6-v2).")) -> None:
+    """Fine-tune a retriever on a run's raw or curated negatives; saves the model with a training manifest."""
+    from core.train import TrainOptions
+    from core.train import train as do_train
+
+    options = TrainOptions(data=data, loss=loss, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+                           seed=seed, learning_rate=learning_rate, max_seq_length=max_seq_length,
+                           precision=precision, unsure=unsure, eval_split=eval_split, exclude_leaks=exclude_leaks,
+                           base_model=base_model)
+
+    def warn(report) -> None:
+        if report.any:
+            hint = "" if report.excluded else "; pass --exclude-leaks to drop them"
+            typer.echo(f"warning: {report.summary()}{hint}", err=True)
+
+    _, store = _store(workspace, create=False)
+    manifest = do_train(store, run, out, options, on_leakage=warn)
+    typer.echo(f"trained {manifest['loss']} on {manifest['data']} data of run {run}: {manifest['steps']} steps, "
+               f"{manifest['rows']} rows, {manifest['seconds']:.0f}s; saved to {out}")
+
+
+@app.command()
+def evaluate(model: str = typer.Option(..., "--model", help="Trained model folder, or 'default' for the bundled "
+                                                            "all-MiniLM-L6-v2."),
+             beir: Path = typer.Option(..., "--beir", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."),
+             split: str = typer.Option("test", "--split"),
+             precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 encoding."),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """nDCG@10, MRR@10, Recall@100 of a model on a BEIR split (embeddings cached in $NEGSPACE_EMBEDDINGS or
+    ~/.cache/negspace/embeddings)."""
+    from core.evaluate import collection_from_beir
+    from core.evaluate import evaluate as do_evaluate
+
+    result = do_evaluate(model, collection_from_beir(beir, split), precision=precision)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    means = result.means()
+    typer.echo("  ".join(f"{k} {v:.4f}" for k, v in means.items()) + f"  queries {result.queries}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

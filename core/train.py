@@ -1,0 +1,370 @@
+"""Fine-tune a small retriever on a run's raw or curated negatives with sentence-transformers (F11).
+
+One row per (query, positive, negative) triplet, batched with ``NO_DUPLICATES`` so a text never meets itself in a
+batch. Contrastive losses treat every other document in the batch as a negative, so removing a judged false
+negative from the query's own negatives (what ``selection`` does) is not enough: the same document can arrive as
+another row's positive or negative. The loss subclasses here therefore receive each row's index as its label and
+set the logits of a query's known positives and judged false negatives to −inf before the softmax, matched by
+document text, so a re-uploaded copy under another id is masked as well.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core.encoders import default_model_path, document_text, model_fingerprint, resolve_model_path, text_key
+from core.errors import UserError
+from core.selection import TrainingData, select
+
+LOSSES = ("mnrl", "cmnrl", "gist")
+PRECISIONS = ("fp32", "bf16")
+MANIFEST = "negspace_training.json"
+ProgressFn = Callable[[int, int], None]  # (step, total steps)
+
+
+# -- false-negative masking ------------------------------------------------------------------------------------------
+class FalseNegativeMask:
+    """Which (anchor row, candidate document) pairs of a batch must not count as negatives.
+
+    Built once from the training rows; ``matrix`` turns a batch's row indices (the ``label`` column) into a boolean
+    (batch, batch × columns) mask laid out like the losses' ``docs_all = cat(positives, negatives)``.
+    """
+
+    def __init__(self, row_queries: Sequence[str], row_docs: Sequence[Sequence[bytes]],
+                 blocked: dict[str, set[bytes]]):
+        self.row_queries, self.row_docs, self.blocked = list(row_queries), list(row_docs), blocked
+
+    def matrix(self, labels, columns: int):
+        import torch
+
+        rows = [int(i) for i in labels.tolist()]
+        size = len(rows)
+        mask = torch.zeros(size, size * columns, dtype=torch.bool)
+        for i, row_i in enumerate(rows):
+            blocked = self.blocked.get(self.row_queries[row_i])
+            if not blocked:
+                continue
+            for c in range(columns):
+                for j, row_j in enumerate(rows):
+                    if self.row_docs[row_j][c] in blocked and not (c == 0 and i == j):
+                        mask[i, c * size + j] = True
+        return mask.to(labels.device)
+
+
+class MaskedSimilarity:
+    """cos_sim that sets the current batch's masked (query, document) entries to −inf.
+
+    MNRL scores all queries against all documents in one call; CMNRL in consecutive chunks of queries, so the
+    rows of the mask are consumed in order and wrap around for a second pass.
+    """
+
+    __name__ = "cos_sim"
+
+    def __init__(self) -> None:
+        self.mask = None
+        self.row = 0
+
+    @contextmanager
+    def batch(self, mask) -> Iterator[None]:
+        self.mask, self.row = mask, 0
+        try:
+            yield
+        finally:
+            self.mask = None
+
+    def __call__(self, a, b):
+        from sentence_transformers.util import cos_sim
+
+        sim = cos_sim(a, b)
+        if self.mask is None:
+            return sim
+        if b.shape[0] != self.mask.shape[1]:
+            raise RuntimeError(f"false-negative mask covers {self.mask.shape[1]} documents, the loss scored "
+                               f"{b.shape[0]}: this sentence-transformers version scores differently")
+        rows = self.mask[self.row:self.row + a.shape[0]]
+        self.row = (self.row + a.shape[0]) % self.mask.shape[0]
+        return sim.masked_fill(rows, float("-inf"))
+
+
+def _losses():
+    """Loss classes, built on first use so importing core.train does not import torch."""
+    from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss,
+                                                                   GISTEmbedLoss, MultipleNegativesRankingLoss)
+
+    class MaskedMNRL(MultipleNegativesRankingLoss):
+        """MultipleNegativesRankingLoss that never scores a query's masked documents as negatives."""
+
+        def __init__(self, model, mask: FalseNegativeMask, **kwargs):
+            super().__init__(model, similarity_fct=MaskedSimilarity(), **kwargs)
+            self.fn_mask = mask
+
+        def forward(self, sentence_features, labels):
+            sentence_features = list(sentence_features)
+            with self.similarity_fct.batch(self.fn_mask.matrix(labels, len(sentence_features) - 1)):
+                return super().forward(sentence_features, labels)
+
+    class MaskedCMNRL(CachedMultipleNegativesRankingLoss):
+        """CachedMultipleNegativesRankingLoss (GradCache) with the same mask, applied at every loss pass."""
+
+        def __init__(self, model, mask: FalseNegativeMask, **kwargs):
+            super().__init__(model, similarity_fct=MaskedSimilarity(), **kwargs)
+            self.fn_mask = mask
+
+        def calculate_loss(self, reps, labels=None, *, with_backward: bool = False):
+            with self.similarity_fct.batch(self.fn_mask.matrix(labels, len(reps) - 1)):
+                return super().calculate_loss(reps, labels, with_backward=with_backward)
+
+    class MaskedGIST(GISTEmbedLoss):
+        """GISTEmbedLoss whose guide-based filtering is joined by the human verdicts.
+
+        GIST scores the anchor against each candidate column with ``sim_matrix(anchor, column)``; the first call
+        is always (anchor, positive). Matrices of the anchor against a document column get that column's block
+        of the mask; anchor-anchor, positive-positive and the guide's matrices are left to GIST.
+        """
+
+        def __init__(self, model, guide, mask: FalseNegativeMask, **kwargs):
+            super().__init__(model, guide, **kwargs)
+            self.fn_mask = mask
+            self._mask = None
+            self._anchor = None
+            self._columns: list = []
+
+        def forward(self, sentence_features, labels):
+            sentence_features = list(sentence_features)
+            self._mask, self._anchor, self._columns = self.fn_mask.matrix(labels, len(sentence_features) - 1), None, []
+            try:
+                return super().forward(sentence_features, labels)
+            finally:
+                self._mask, self._anchor, self._columns = None, None, []
+
+        def sim_matrix(self, embed1, embed2):
+            sim = super().sim_matrix(embed1, embed2)
+            if self._mask is None:
+                return sim
+            if self._anchor is None:
+                self._anchor = embed1
+            if embed1 is not self._anchor or embed2 is self._anchor:
+                return sim
+            if not any(embed2 is c for c in self._columns):
+                self._columns.append(embed2)
+            column = next(i for i, c in enumerate(self._columns) if c is embed2)
+            size = sim.shape[0]
+            return sim.masked_fill(self._mask[:, column * size:(column + 1) * size], float("-inf"))
+
+    return MaskedMNRL, MaskedCMNRL, MaskedGIST
+
+
+def make_loss(name: str, model, mask: FalseNegativeMask, guide=None, **kwargs):
+    """The chosen masked loss (``kwargs`` go to the sentence-transformers loss); ``gist`` needs the frozen guide
+    model (the base model before training)."""
+    mnrl, cmnrl, gist = _losses()
+    if name == "mnrl":
+        return mnrl(model, mask, **kwargs)
+    if name == "cmnrl":
+        return cmnrl(model, mask, **kwargs)
+    if name == "gist":
+        if guide is None:
+            raise ValueError("gist needs a guide model")
+        return gist(model, guide, mask, **kwargs)
+    raise UserError(f"unknown loss {name!r} (use {', '.join(LOSSES)})")
+
+
+# -- training rows ---------------------------------------------------------------------------------------------------
+@dataclass
+class Rows:
+    anchor: list[str] = field(default_factory=list)
+    positive: list[str] = field(default_factory=list)
+    negative: list[str] = field(default_factory=list)
+    queries: list[str] = field(default_factory=list)
+    doc_keys: list[tuple[bytes, bytes]] = field(default_factory=list)
+    filled: int = 0  # rows whose query had no hard negative left and got a random one
+
+    def dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_dict({"anchor": self.anchor, "positive": self.positive, "negative": self.negative,
+                                  "label": list(range(len(self.anchor)))})
+
+
+def build_rows(training: TrainingData, masked_doc_texts: dict[str, str],
+               seed: int = 0) -> tuple[Rows, FalseNegativeMask]:
+    """(anchor, positive, negative) triplets: every positive paired with every kept negative of its query.
+
+    A query whose negatives were all removed keeps its positives, paired with a random document of the training
+    data that is neither its positive nor a judged false negative (in-batch negatives would play that role anyway).
+    """
+    rng = random.Random(seed)
+    texts = {d: training.doc(d) for e in training.examples for d in (*e.positives, *e.negatives)}
+    keys = {d: text_key(t, None) for d, t in {**texts, **masked_doc_texts}.items()}
+    pool = sorted(texts)
+    rows = Rows()
+    blocked: dict[str, set[bytes]] = {}
+    for example in training.examples:
+        block = {keys[d] for d in (*example.positives, *example.masked) if d in keys}
+        blocked[example.query_id] = block
+        negatives = example.negatives
+        if not negatives:
+            candidates = [d for d in pool if keys[d] not in block]
+            if not candidates:
+                continue
+            negatives = [rng.choice(candidates)]
+            rows.filled += len(example.positives)
+        for positive in example.positives:
+            for negative in negatives:
+                rows.anchor.append(training.query_text[example.query_id])
+                rows.positive.append(texts[positive])
+                rows.negative.append(texts[negative])
+                rows.queries.append(example.query_id)
+                rows.doc_keys.append((keys[positive], keys[negative]))
+    return rows, FalseNegativeMask(rows.queries, rows.doc_keys, blocked)
+
+
+def masked_texts(store, training: TrainingData) -> dict[str, str]:
+    """Texts of the judged false negatives, which selection does not load (they are in no example)."""
+    ids = sorted({d for e in training.examples for d in e.masked})
+    if not ids:
+        return {}
+    docs = store.documents(training.run["dataset"], ids)
+    return {d: document_text(t, x) for d, t, x in zip(docs["doc_id"], docs["title"], docs["text"])}
+
+
+# -- training --------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainOptions:
+    data: str = "raw"
+    loss: str = "mnrl"
+    epochs: float = 1.0
+    batch_size: int = 32
+    max_steps: int | None = None
+    seed: int = 0
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int | None = None  # tokens while training; the saved model keeps the base model's length
+    precision: str = "fp32"  # bf16 = CPU autocast while training
+    unsure: str = "drop"
+    eval_split: str | None = "test"  # checked for leakage
+    exclude_leaks: bool = False
+    base_model: str | None = None  # default: the bundled all-MiniLM-L6-v2
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise UserError(f"unknown loss {self.loss!r} (use {', '.join(LOSSES)})")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r} (use fp32 or bf16)")
+        if self.epochs <= 0 or self.batch_size < 2:
+            raise UserError("--epochs must be positive and --batch-size at least 2 (in-batch negatives)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        if self.max_seq_length is not None and self.max_seq_length < 8:
+            raise UserError("--max-seq-length must be at least 8")
+
+
+def default_out(workspace, run_id: str, options: TrainOptions) -> Path:
+    """Where the app saves a model: models/<run>-<data>-<loss>-s<seed>-<UTC time> inside the workspace."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return workspace.models_dir / f"{run_id}-{options.data}-{options.loss}-s{options.seed}-{stamp}"
+
+
+def trained_models(workspace) -> list[dict]:
+    """Manifests of the models trained into this workspace, newest first, each with its ``path``."""
+    found = []
+    for manifest in workspace.models_dir.glob(f"*/{MANIFEST}"):
+        found.append({**json.loads(manifest.read_text(encoding="utf-8")), "path": str(manifest.parent)})
+    return sorted(found, key=lambda m: m["finished"], reverse=True)
+
+
+def _progress_callback(progress: ProgressFn):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress(state.global_step, state.max_steps)
+
+    return Progress()
+
+
+def train(store, run_id: str, out: str | Path, options: TrainOptions | None = None,
+          progress: ProgressFn | None = None, on_leakage: Callable[[object], None] | None = None) -> dict:
+    """Train on a run's raw or curated data, save the model and its manifest to ``out``; returns the manifest.
+
+    ``on_leakage`` receives the leakage report before training starts (the CLI prints it, the app shows it).
+    """
+    from core import leakage
+
+    options = options or TrainOptions()
+    options.validate()
+    out = Path(out).expanduser().resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    base_path = resolve_model_path(options.base_model)
+    training = select(store, run_id, options.data, options.unsure)
+    report = None
+    if options.eval_split and options.eval_split != training.run["split"]:
+        report = leakage.check(store, training, options.eval_split)
+        if options.exclude_leaks and report.any:
+            training = leakage.exclude(training, report)
+        if on_leakage is not None:
+            on_leakage(report)
+    rows, mask = build_rows(training, masked_texts(store, training), options.seed)
+    if len(rows.anchor) < 2:
+        raise UserError(f"run {run_id} yields {len(rows.anchor)} training rows ({options.data}); need at least 2")
+
+    import torch
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (BatchSamplers,
+                                                                          SentenceTransformerTrainingArguments)
+    from transformers import set_seed
+
+    set_seed(options.seed)
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    model = SentenceTransformer(str(base_path), device="cpu", local_files_only=True)
+    inference_length = model.max_seq_length
+    if options.max_seq_length:
+        model.max_seq_length = options.max_seq_length
+    guide = SentenceTransformer(str(base_path), device="cpu", local_files_only=True) \
+        if options.loss == "gist" else None
+    loss = make_loss(options.loss, model, mask, guide,
+                     **({"mini_batch_size": min(16, options.batch_size)} if options.loss == "cmnrl" else {}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".training-", dir=out.parent) as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(Path(scratch) / "trainer"), num_train_epochs=options.epochs,
+            max_steps=options.max_steps or -1, per_device_train_batch_size=min(options.batch_size, len(rows.anchor)),
+            learning_rate=options.learning_rate, warmup_steps=options.warmup_ratio, seed=options.seed,
+            data_seed=options.seed, batch_sampler=BatchSamplers.NO_DUPLICATES, use_cpu=True,
+            bf16=options.precision == "bf16", save_strategy="no", report_to="none", logging_steps=10,
+            disable_tqdm=progress is not None, dataloader_num_workers=0)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows.dataset(), loss=loss,
+                                             callbacks=[_progress_callback(progress)] if progress else None)
+        result = trainer.train()
+        model.max_seq_length = inference_length
+        staged = Path(scratch) / "model"
+        model.save(str(staged))
+        seconds = round(time.perf_counter() - started, 1)
+        manifest = {
+            "base_model": str(base_path) if base_path != default_model_path() else "default",
+            "base_fingerprint": model_fingerprint(base_path), "run": run_id, "dataset": training.run["dataset"],
+            "split": training.run["split"], **{k: v for k, v in asdict(options).items() if k != "base_model"},
+            "steps": int(result.global_step), "train_loss": float(result.training_loss), "rows": len(rows.anchor),
+            "queries": len(training.examples), "rows_with_random_negative": rows.filled,
+            "masked_false_negatives": sum(len(e.masked) for e in training.examples),
+            "leakage": report.to_dict() if report else None,
+            "max_seq_length_inference": inference_length, "threads": torch.get_num_threads(),
+            "started": started_at, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds,
+        }
+        (staged / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staged), str(out))
+    return manifest

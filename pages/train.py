@@ -1,0 +1,132 @@
+"""Train: fine-tune the retriever on the selected run's raw or curated data, then compare models side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from core import leakage
+from core.errors import UserError
+from core.evaluate import METRICS, collection_from_store, comparison_table, evaluate
+from core.selection import select
+from core.train import LOSSES, TrainOptions, default_out, train, trained_models
+from pages import common
+
+common.through_app(__file__)
+
+
+@st.cache_data(ttl=common.CACHE_TTL_S, show_spinner=False, max_entries=16)
+def leakage_report(path: str, run_id: str, data: str, split: str) -> leakage.LeakageReport:
+    store = common.get_store(path)
+    return leakage.check(store, select(store, run_id, data), split)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def evaluation(path: str, model: str, dataset: str, split: str):
+    """One model on one split; cached per model folder (trained models never change once saved)."""
+    ws = common.get_workspace(path)
+    return evaluate(model, collection_from_store(common.get_store(path), dataset, split),
+                    cache_dir=ws.embeddings_dir)
+
+
+def model_label(manifest: dict) -> str:
+    return (f"{manifest['data']} · {manifest['loss']} · {manifest['steps']} steps · seed {manifest['seed']} · "
+            f"{manifest['finished'][:16].replace('T', ' ')}")
+
+
+st.title("Train")
+run_id = common.require_run()
+store, ws = common.store(), common.workspace()
+path = str(ws.root)
+run = store.run(run_id)
+dataset = run["dataset"]
+eval_splits = [s for s in store.splits(dataset) if s != run["split"]]
+st.caption(f"Run `{run_id}` · dataset **{common.escape_markdown(dataset)}** · split {run['split']}")
+
+cols = st.columns(4)
+data = cols[0].radio("Data", ["curated", "raw"], horizontal=True, key="tr_data",
+                     help="raw = the run's kept negatives as mined; curated = minus every candidate judged false "
+                          "negative (and unsure, unless kept), plus promoted positives. Judged false negatives "
+                          "are also masked as in-batch negatives.")
+loss = cols[1].selectbox("Loss", LOSSES, key="tr_loss",
+                         format_func={"mnrl": "MultipleNegativesRanking", "cmnrl": "Cached MNRL (GradCache)",
+                                      "gist": "GISTEmbed (base model as guide)"}.get)
+epochs = cols[2].number_input("Epochs", 0.1, 20.0, 1.0, 0.5, key="tr_epochs")
+batch_size = cols[3].number_input("Batch size", 2, 512, 32, key="tr_batch")
+cols = st.columns(4)
+max_steps = cols[0].number_input("Max steps (0 = all epochs)", 0, 100_000, 0, key="tr_steps")
+seed = cols[1].number_input("Seed", 0, 2**31 - 1, 0, key="tr_seed")
+max_seq_length = cols[2].number_input("Training tokens per text (0 = model's)", 0, 512, 0, 32, key="tr_len",
+                                      help="Shorter trains faster on CPU; the saved model keeps the base length.")
+eval_split = cols[3].selectbox("Evaluation split", eval_splits or [None], key="tr_split",
+                               format_func=lambda s: s or "(no other split)")
+
+exclude = False
+if eval_split:
+    report = leakage_report(path, run_id, data, eval_split)
+    if report.any:
+        st.warning(report.summary(), icon="⚠️")
+        exclude = st.checkbox("Exclude the leaked queries and documents from training", key="tr_exclude")
+
+if st.button("Train", type="primary", key="tr_go"):
+    options = TrainOptions(data=data, loss=loss, epochs=float(epochs), batch_size=int(batch_size),
+                           max_steps=int(max_steps) or None, seed=int(seed),
+                           max_seq_length=int(max_seq_length) or None, eval_split=eval_split,
+                           exclude_leaks=exclude)
+    out = default_out(ws, run_id, options)
+    bar = st.progress(0.0, text="preparing the training data")
+    try:
+        with st.status("Training on CPU: this takes minutes", expanded=True):
+            manifest = train(store, run_id, out, options,
+                             progress=lambda step, total: bar.progress(step / max(total, 1),
+                                                                       text=f"step {step}/{total}"))
+    except UserError as exc:
+        common.user_error(exc)
+    else:
+        bar.progress(1.0, text="done")
+        st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s; "
+                   f"saved to {out}")
+
+st.subheader("Compare")
+models = [m for m in trained_models(ws) if m["dataset"] == dataset]
+if not models:
+    st.info("No model trained on this dataset yet.")
+    st.stop()
+if not eval_splits:
+    st.info(f"Dataset {dataset!r} has no split besides {run['split']!r} to evaluate on.")
+    st.stop()
+by_path = {m["path"]: m for m in models}
+chosen = st.multiselect("Models (compared with the base model)", list(by_path),
+                        default=list(by_path)[:3], format_func=lambda p: model_label(by_path[p]), key="tr_models")
+if st.button("Evaluate", key="tr_eval") and chosen:
+    results = {}
+    with st.spinner(f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}"):
+        try:
+            results["base"] = evaluation(path, "default", dataset, eval_split)
+            for model in chosen:
+                results[model_label(by_path[model])] = evaluation(path, model, dataset, eval_split)
+        except UserError as exc:
+            common.user_error(exc)
+            st.stop()
+    st.session_state["tr_results"] = (dataset, eval_split, results)
+
+stored = st.session_state.get("tr_results")
+if stored and stored[:2] == (dataset, eval_split):
+    results = stored[2]
+    table = comparison_table(results, "base")
+    st.dataframe(table, width="stretch",
+                 column_config={m: st.column_config.NumberColumn(format="%.4f") for m in
+                                [*METRICS, "Δ ndcg@10", "p (t-test)", "p (randomization)"]})
+    st.caption("Per-query wins/losses and p-values compare nDCG@10 with the base model over the same queries "
+               "(paired two-sided t-test; sign-flip randomization test).")
+    means = table[list(METRICS)].reset_index().melt("model", var_name="metric", value_name="value")
+    st.plotly_chart(px.bar(means, x="metric", y="value", color="model", barmode="group"), width="stretch")
+    trained_names = [name for name in results if name != "base"]
+    pick = st.selectbox("Per-query change of", trained_names, key="tr_pick")
+    diff = (results[pick].per_query["ndcg@10"] - results["base"].per_query["ndcg@10"]).sort_values()
+    frame = pd.DataFrame({"query": diff.index, "Δ nDCG@10": diff.to_numpy(),
+                          "outcome": ["win" if d > 1e-9 else "loss" if d < -1e-9 else "tie" for d in diff]})
+    st.plotly_chart(px.bar(frame, x="query", y="Δ nDCG@10", color="outcome",
+                           color_discrete_map={"win": "#2e7d32", "loss": "#c62828", "tie": "#9e9e9e"}),
+                    width="stretch")

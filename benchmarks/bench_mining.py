@@ -92,7 +92,7 @@ def main() -> None:
         store = open_workspace(ws).store()
         started = time.perf_counter()
         spec = RuleSpec("simans", num_negatives=5, seed=0)
-        pv = preview(store, ours_cold["result"]["run"], spec)
+        preview(store, ours_cold["result"]["run"], spec)
         preview_s = time.perf_counter() - started
         derived = derive_run(store, ours_cold["result"]["run"], spec)
         rerule_s = time.perf_counter() - started

@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 
 
+def store_at(root: Path):
+    from core.workspace import open_workspace
+
+    return open_workspace(root).store()
+
+
 def copy_workspace(src: Path, dst: Path) -> Path:
     """A consistent copy (SQLite online backup + cached embeddings) so a test's verdicts never leak to others."""
     dst.mkdir(parents=True)

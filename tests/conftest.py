@@ -56,3 +56,12 @@ def mined(tmp_path_factory):
     ingest(store, make_beir(root / "tiny"), "tiny")
     result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
     return ws, store, result
+
+
+@pytest.fixture
+def ws_root(mined, tmp_path) -> Path:
+    """A private copy of the mined workspace, for tests that write verdicts through the app."""
+    from tests.app_helpers import copy_workspace
+
+    ws, _, _ = mined
+    return copy_workspace(ws.root, tmp_path / "ws")

@@ -8,20 +8,11 @@ import pytest
 
 from core import labels
 from core.export import FORMATS
-from tests.app_helpers import copy_workspace, open_app, timed
+from tests.app_helpers import open_app, store_at, timed
 from tests.fixtures import make_beir
 
 
-@pytest.fixture
-def ws_root(mined, tmp_path):
-    ws, _, _ = mined
-    return copy_workspace(ws.root, tmp_path / "ws")
-
-
-def _store(root):
-    from core.workspace import open_workspace
-
-    return open_workspace(root).store()
+_store = store_at
 
 
 def test_overview_stats_charts_and_verdict_breakdown(monkeypatch, ws_root):

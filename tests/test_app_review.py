@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from core import labels
-from tests.app_helpers import copy_workspace, open_app, timed
+from tests.app_helpers import open_app, store_at, timed
 
 PAGE = "pages/review.py"
 
 
-@pytest.fixture
-def ws_root(mined, tmp_path):
-    ws, _, _ = mined
-    return copy_workspace(ws.root, tmp_path / "ws")
-
-
-def _store(root):
-    from core.workspace import open_workspace
-
-    return open_workspace(root).store()
+_store = store_at
 
 
 def _texts(at) -> list[str]:

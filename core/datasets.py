@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import DatasetError, UserError
+from core.validation import check_name, display, user_path
 
 MAX_FIELD_CHARS = 1_000_000
+MAX_GRADE = 2 ** 63 - 1  # SQLite INTEGER range
 PAIR_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
 
 
@@ -38,6 +40,12 @@ class DatasetContent:
                 digest.update(b"\n")
             digest.update(b"\x00")
         return digest.hexdigest()
+
+
+def lines(text: str) -> list[str]:
+    """Split on newlines only: ``str.splitlines`` also splits on U+2028, NEL and other characters that are valid
+    inside a JSON string or a TSV note, which would cut a valid record in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _read_text(path: Path) -> str:
@@ -65,6 +73,10 @@ def _text_field(obj: dict, key: str, path: Path, line: int, required: bool = Tru
         raise DatasetError(path, line, key, f"longer than {MAX_FIELD_CHARS:,} characters")
     if "\x00" in value:
         raise DatasetError(path, line, key, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" spelled as a JSON escape
+        raise DatasetError(path, line, key, "contains an unpaired UTF-16 surrogate") from None
     return value
 
 
@@ -80,13 +92,15 @@ def _id_field(obj: dict, key: str, path: Path, line: int) -> str:
 def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
     text = _read_text(path)
     seen_any = False
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        except RecursionError:
+            raise DatasetError(path, number, None, "invalid JSON (nested too deeply)") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer longer than int() converts (4,300 digits)
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number with too many digits"
             raise DatasetError(path, number, None, f"invalid JSON ({msg})") from None
         if not isinstance(obj, dict):
             raise DatasetError(path, number, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -132,11 +146,10 @@ def load_beir(folder: Path) -> DatasetContent:
 def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str, int]) -> list[tuple]:
     rows: list[tuple[str, str, str, int]] = []
     seen: dict[tuple[str, str], int] = {}
-    lines = _read_text(path).splitlines()
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines(_read_text(path)), start=1):
         if not line.strip():
             continue
-        parts = line.rstrip("\r").split("\t")
+        parts = line.split("\t")
         if number == 1 and [p.strip().lower() for p in parts[:2]] == ["query-id", "corpus-id"]:
             continue
         if len(parts) == 4:  # TREC style: qid iteration docid score
@@ -153,7 +166,7 @@ def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str,
             score = int(float(score_text)) if float(score_text).is_integer() else None
         except ValueError:
             score = None
-        if score is None:
+        if score is None or abs(score) > MAX_GRADE:
             raise DatasetError(path, number, "score", f"expected an integer grade, got {score_text!r}")
         if (query_id, doc_id) in seen:
             raise DatasetError(path, number, None,
@@ -275,7 +288,7 @@ def detect_format(path: Path) -> str:
 
 
 def load(path: str | Path, fmt: str = "auto") -> DatasetContent:
-    path = Path(path)
+    path = user_path(path, "dataset path", must_exist=True)
     if fmt not in {"auto", "beir", "pairs", "triplets"}:
         raise UserError(f"unknown format {fmt!r} (use auto, beir, pairs or triplets)")
     detected = detect_format(path)
@@ -306,6 +319,8 @@ def ingest(store, path: str | Path, name: str, fmt: str = "auto", replace: bool 
     """Validate the whole input, then write it in one transaction (or do nothing if the content is unchanged)."""
     if not name or not name.strip() or len(name) > 200:
         raise UserError("dataset name must be 1-200 characters")
+    check_name(name, "dataset name")
+    path = user_path(path, "dataset path", must_exist=True)
     content = load(path, fmt)
     sha = content.sha256()
     existing = store.dataset(name)
@@ -321,6 +336,6 @@ def ingest(store, path: str | Path, name: str, fmt: str = "auto", replace: bool 
             raise UserError(f"dataset {name!r} already exists with different content; "
                             "pass --replace to overwrite it (labels and promoted positives are kept)")
         result.status = "replaced"
-    store.save_dataset(name, str(Path(path).resolve()), content.format, sha, content.documents,
+    store.save_dataset(name, display(path), content.format, sha, content.documents,
                        content.queries, content.qrels)
     return result

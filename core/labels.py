@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.datasets import lines as split_lines
 from core.errors import DatasetError, UserError
+from core.validation import check_name, user_path
 
 LABELS = ("false_negative", "true_negative", "unsure")
 LABEL_ALIASES = {"fn": "false_negative", "false-negative": "false_negative", "tn": "true_negative",
@@ -25,9 +27,9 @@ CAUTION_ORDER = {"false_negative": 0, "unsure": 1, "true_negative": 2}
 
 def check_annotator(name: str) -> str:
     name = (name or "").strip()
-    if not name or len(name) > 100 or any(ch in name for ch in "\t\n\r"):
-        raise UserError("annotator name must be 1-100 characters without tabs or newlines")
-    return name
+    if not name or len(name) > 100:
+        raise UserError("annotator name must be 1-100 characters")
+    return check_name(name, "annotator name")
 
 
 def normalise_label(label: str) -> str:
@@ -67,10 +69,17 @@ def _active(events: pd.DataFrame) -> pd.DataFrame:
     return events[(events["kind"] != "undo") & ~events["id"].isin(undone)]
 
 
-def current(store, dataset: str, annotator: str | None = None) -> pd.DataFrame:
-    """Each annotator's current verdict per (query, doc): columns query_id, doc_id, annotator, label, note, ..."""
+def current(store, dataset: str, annotator: str | None = None, kind: str | None = None) -> pd.DataFrame:
+    """Each annotator's current verdict per (query, doc): columns query_id, doc_id, annotator, label, note, ...
+
+    ``kind='verdict'`` ignores adjudications, so an adjudicator's own independent verdict (what agreement
+    statistics need) is not hidden by the final verdict they later recorded on the same pair.
+    """
     events = store.events(dataset, annotator)
-    active = _active(events).sort_values("id")
+    active = _active(events)
+    if kind is not None:
+        active = active[active["kind"] == kind]
+    active = active.sort_values("id")
     return active.drop_duplicates(["annotator", "query_id", "doc_id"], keep="last").reset_index(drop=True)
 
 
@@ -95,18 +104,22 @@ def resolved(store, dataset: str) -> pd.DataFrame:
     return merged.merge(counts, on=pair)[columns].reset_index(drop=True)
 
 
+def _require_dataset(store, dataset: str) -> None:
+    if store.dataset(check_name(dataset, "dataset name")) is None:
+        raise UserError(f"no dataset named {dataset!r} in this workspace")
+
+
 def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> int:
     """Validate a whole labels TSV, then append all its verdicts in one transaction; returns the row count."""
-    path = Path(path)
-    if store.dataset(dataset) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    path = user_path(path, "labels file", must_exist=True, kind="file")
+    _require_dataset(store, dataset)
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise DatasetError(path, None, None, "not valid UTF-8") from None
-    lines = text.splitlines()
+    lines = split_lines(text)
     if not lines or not lines[0].strip():
         raise DatasetError(path, 1, None, "file is empty (expected header query-id, corpus-id, label)")
     header = [h.strip().lower() for h in lines[0].split("\t")]
@@ -155,8 +168,8 @@ def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> i
     """Write current verdicts (or, with ``history``, every event incl. undos) as TSV; returns rows written."""
     from core.files import atomic_write_text
 
-    if store.dataset(dataset) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    out = user_path(out, "--out", kind="file", create_parent=True)
+    _require_dataset(store, dataset)
     frame = store.events(dataset) if history else current(store, dataset)
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
@@ -168,5 +181,8 @@ def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> i
         if history:
             values += [row.id, row.kind, "" if pd.isna(row.undoes) else int(row.undoes), row.created_at]
         writer.writerow(values)
-    atomic_write_text(Path(out), buffer.getvalue())
+    try:
+        atomic_write_text(out, buffer.getvalue())
+    except OSError as exc:  # disk full, no permission, a name the file system refuses
+        raise UserError(f"--out: cannot write {out} ({exc.strerror})") from None
     return len(frame)

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import pandas as pd
 import sqlite_utils
 
+from core.errors import UserError
+
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 30_000
@@ -121,7 +123,11 @@ class Store:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:  # e.g. a store from a newer program: don't leak the connection
+            conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -158,12 +164,12 @@ class Store:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
             current = self.version()
             if current > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema version {current}, newer than this program "
-                                   f"({SCHEMA_VERSION}); upgrade Negative Space")
+                raise UserError(f"{self.path} has schema version {current}, newer than this program "
+                                f"({SCHEMA_VERSION}); upgrade Negative Space")
             for version in range(current, SCHEMA_VERSION):
                 MIGRATIONS[version](self.db)
                 conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version + 1, now()))
-        if self.version() < SCHEMA_VERSION:
+        if self.version() != SCHEMA_VERSION:  # older: migrate; newer: run() refuses it
             self.write(run)
 
     # -- reading ----------------------------------------------------------------------------------------------

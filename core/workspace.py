@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
+from core.validation import user_path
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent.parent / "data" / "workspace"
 DB_NAME = "negspace.sqlite"
@@ -65,7 +66,7 @@ class Workspace:
 def resolve_path(path: str | os.PathLike | None) -> Path:
     """The workspace folder the user meant: explicit path, then $NEGSPACE_WORKSPACE, then data/workspace."""
     chosen = path or os.environ.get("NEGSPACE_WORKSPACE") or DEFAULT_WORKSPACE
-    return Path(chosen).expanduser().resolve()
+    return user_path(chosen, "workspace")
 
 
 def open_workspace(path: str | os.PathLike | None = None, create: bool = True) -> Workspace:

@@ -1,0 +1,196 @@
+"""Inter-annotator agreement on false-negative verdicts, the disagreement queue and per-annotator progress.
+
+Agreement is computed over each annotator's *current independent* verdict per (query, document): undone events
+are gone and adjudications are left out, because an adjudicator's final word is a resolution, not a second
+opinion. Labels (false_negative, true_negative, unsure) are nominal categories.
+
+- Pairwise Cohen's κ: ``sklearn.metrics.cohen_kappa_score`` on the items both annotators judged.
+- Overall Krippendorff's α: ``krippendorff.alpha(level_of_measurement='nominal')`` over every annotator, with
+  missing verdicts as NaN; items judged by fewer than two people are unpairable and do not change α, so they are
+  left out of the matrix (same value, less memory on large datasets).
+
+Where a statistic is undefined the value is None (NaN in frames) with a reason, never a made-up number:
+no items in common (no overlap), only one annotator, or only one label used on the shared items (chance
+agreement is then 1 and both κ and α divide by zero, even when the annotators agree completely).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from core import labels
+
+PAIR = ["query_id", "doc_id"]
+PAIR_COLUMNS = ["a", "b", "items", "observed", "kappa", "reason"]
+NO_OVERLAP = "no items judged by both"
+ONE_LABEL = "only one label used on the shared items (chance agreement is 1), so it is undefined"
+ONE_ANNOTATOR = "needs verdicts from at least two annotators"
+NO_SHARED = "no item was judged by two or more annotators"
+LABEL_CODE = {label: code for code, label in enumerate(labels.LABELS)}  # krippendorff wants numbers
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Agreement over one set of verdicts (a dataset or one query).
+
+    ``pairs`` has one row per annotator pair: a, b, items (judged by both), observed (share of those with the
+    same label), kappa (NaN when undefined) and reason (why it is undefined, else None).
+    """
+
+    annotators: list[str]
+    pairs: pd.DataFrame
+    alpha: float | None
+    alpha_reason: str | None
+    items: int  # distinct (query, document) pairs with at least one verdict
+    shared_items: int  # ... judged by two or more annotators
+    own_items: dict[str, int]  # items each annotator judged
+
+    def matrix(self, value: str = "kappa") -> pd.DataFrame:
+        """Square annotator × annotator frame of ``kappa``, ``observed`` or ``items``; the diagonal is NaN for the
+        ratios (self-agreement says nothing) and the annotator's own item count for ``items``."""
+        names = self.annotators
+        out = pd.DataFrame(np.nan, index=names, columns=names, dtype=float)
+        for row in self.pairs.itertuples(index=False):
+            out.loc[row.a, row.b] = out.loc[row.b, row.a] = getattr(row, value)
+        if value == "items":
+            for name, count in self.own_items.items():
+                out.loc[name, name] = count
+        return out
+
+
+def verdicts(store, dataset: str, query_id: str | None = None) -> pd.DataFrame:
+    """Current independent verdicts: columns query_id, doc_id, annotator, label (adjudications excluded)."""
+    frame = labels.current(store, dataset, kind="verdict")
+    if query_id is not None:
+        frame = frame[frame["query_id"] == query_id]
+    return frame[PAIR + ["annotator", "label"]].reset_index(drop=True)
+
+
+def kappa(a: list[str], b: list[str]) -> tuple[float | None, str | None]:
+    """Cohen's κ of two aligned label lists, or (None, reason) where it is undefined."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if not a:
+        return None, NO_OVERLAP
+    if len(set(a) | set(b)) == 1:
+        return None, ONE_LABEL
+    return float(cohen_kappa_score(a, b, labels=list(labels.LABELS))), None
+
+
+def alpha(table: pd.DataFrame) -> tuple[float | None, str | None]:
+    """Krippendorff's α (nominal) of an items × annotators table of labels (NaN = not judged)."""
+    import krippendorff
+
+    if table.shape[1] < 2:
+        return None, ONE_ANNOTATOR
+    shared = table[table.notna().sum(axis=1) >= 2]
+    if shared.empty:
+        return None, NO_SHARED
+    codes = shared.apply(lambda col: col.map(LABEL_CODE)).to_numpy(dtype=float).T
+    if len(np.unique(codes[~np.isnan(codes)])) < 2:
+        return None, ONE_LABEL
+    return float(krippendorff.alpha(reliability_data=codes, level_of_measurement="nominal")), None
+
+
+def agreement(frame: pd.DataFrame) -> Agreement:
+    """κ for every annotator pair and α overall, from verdicts with columns query_id, doc_id, annotator, label."""
+    table = frame.pivot(index=PAIR, columns="annotator", values="label") if not frame.empty else pd.DataFrame()
+    names = sorted(map(str, table.columns))
+    rows = []
+    for a, b in combinations(names, 2):
+        both = table[[a, b]].dropna()
+        value, reason = kappa(both[a].tolist(), both[b].tolist())
+        observed = float((both[a] == both[b]).mean()) if len(both) else math.nan
+        rows.append((a, b, len(both), observed, math.nan if value is None else value, reason))
+    value, reason = alpha(table)
+    shared = int((table.notna().sum(axis=1) >= 2).sum()) if names else 0
+    return Agreement(names, pd.DataFrame(rows, columns=PAIR_COLUMNS), value, reason, len(table), shared,
+                     {n: int(table[n].notna().sum()) for n in names})
+
+
+def dataset_agreement(store, dataset: str, query_id: str | None = None) -> Agreement:
+    """Agreement over a whole dataset, or over one query's verdicts."""
+    return agreement(verdicts(store, dataset, query_id))
+
+
+def agreement_by_query(store, dataset: str) -> pd.DataFrame:
+    """One row per query with verdicts: annotators, items, shared_items, observed (mean over pairs with overlap),
+    alpha and alpha_reason; least agreement first, so the page lists the queries that need attention on top."""
+    columns = ["query_id", "annotators", "items", "shared_items", "observed", "alpha", "alpha_reason"]
+    rows = []
+    for query_id, group in verdicts(store, dataset).groupby("query_id", sort=True):
+        result = agreement(group)
+        overlapping = result.pairs[result.pairs["items"] > 0]
+        observed = float(overlapping["observed"].mean()) if len(overlapping) else math.nan
+        rows.append((query_id, len(result.annotators), result.items, result.shared_items, observed,
+                     math.nan if result.alpha is None else result.alpha, result.alpha_reason))
+    out = pd.DataFrame(rows, columns=columns)
+    return out.sort_values(["observed", "query_id"], na_position="last").reset_index(drop=True)
+
+
+def disagreements(store, dataset: str) -> pd.DataFrame:
+    """The adjudication queue: pairs whose current independent verdicts differ and that no active adjudication
+    settles. Columns query_id, doc_id, verdicts ({annotator: label}), labels (distinct, sorted), annotators,
+    last_at (latest verdict time); oldest disagreement first, so nothing waits forever."""
+    columns = ["query_id", "doc_id", "verdicts", "labels", "annotators", "last_at"]
+    current = labels.current(store, dataset, kind="verdict")
+    if current.empty:
+        return pd.DataFrame(columns=columns)
+    split = current.groupby(PAIR)["label"].nunique()
+    split = split[split > 1].index
+    settled = labels.current(store, dataset, kind="adjudication").set_index(PAIR).index
+    open_pairs = split.difference(settled)
+    if open_pairs.empty:
+        return pd.DataFrame(columns=columns)
+    rows = current.set_index(PAIR).loc[open_pairs].reset_index().sort_values("annotator")
+    grouped = rows.groupby(PAIR, sort=False)
+    out = pd.DataFrame({
+        "verdicts": grouped.apply(lambda g: dict(zip(g["annotator"], g["label"])), include_groups=False),
+        "labels": grouped["label"].agg(lambda s: sorted(set(s))),
+        "annotators": grouped.size(),
+        "last_at": grouped["created_at"].max(),
+    }).reset_index()
+    return out.sort_values(["last_at", "query_id", "doc_id"])[columns].reset_index(drop=True)
+
+
+def adjudicate(store, dataset: str, query_id: str, doc_id: str, adjudicator: str, label: str,
+               note: str = "") -> int:
+    """Record the final verdict on a disputed pair (kind 'adjudication'); ``labels.resolved`` then prefers it."""
+    return labels.record(store, dataset, query_id, doc_id, adjudicator, label, note, adjudication=True)
+
+
+def progress(store, dataset: str, targets: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per annotator: current verdicts by label, judged, events, undos, adjudications, last_at and, given
+    ``targets`` (query_id, doc_id rows, e.g. a run's kept candidates), how many of them they judged (done) and
+    the share (done / total)."""
+    count_cols = list(labels.LABELS)
+    columns = ["annotator", *count_cols, "judged", "events", "undos", "adjudications", "last_at"]
+    if targets is not None:
+        columns += ["done", "share"]
+    events = store.events(dataset)
+    if events.empty:
+        return pd.DataFrame(columns=columns)
+    current = labels.current(store, dataset, kind="verdict")
+    counts = (current.pivot_table(index="annotator", columns="label", values="id", aggfunc="count")
+              .reindex(columns=count_cols).fillna(0).astype(int))
+    by_person = events.groupby("annotator")
+    out = pd.DataFrame({
+        "events": by_person.size(),
+        "undos": by_person["kind"].agg(lambda k: int((k == "undo").sum())),
+        "adjudications": by_person["kind"].agg(lambda k: int((k == "adjudication").sum())),
+        "last_at": by_person["created_at"].max(),
+    }).join(counts).fillna({c: 0 for c in count_cols})
+    out[count_cols] = out[count_cols].astype(int)
+    out["judged"] = out[count_cols].sum(axis=1)
+    if targets is not None:
+        wanted = pd.MultiIndex.from_frame(targets[PAIR].drop_duplicates())
+        judged = current.set_index(PAIR)
+        done = judged[judged.index.isin(wanted)].groupby("annotator").size()
+        out["done"] = done.reindex(out.index).fillna(0).astype(int)
+        out["share"] = out["done"] / len(wanted) if len(wanted) else math.nan
+    return out.rename_axis("annotator").reset_index()[columns]

@@ -1,0 +1,160 @@
+"""Team: how far each annotator got, how well they agree (Cohen's κ per pair, Krippendorff's α overall, per
+dataset or per query), and the disagreement queue where an adjudicator records the final verdict.
+
+All numbers come from core.agreement; the only write is an adjudication through core.agreement.adjudicate
+(core.labels.record with adjudication=True). Document and query text is shown literally (st.text / dataframes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import agreement, labels
+from core.errors import UserError
+from pages import common
+
+QUEUE_PAGE = 10
+VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
+MESSAGE = "ns_team_message"
+
+
+def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) -> None:
+    """Button callback: record the final verdict (runs before the next script run, which then shows the result)."""
+    try:
+        agreement.adjudicate(common.store(), dataset, query_id, doc_id, who, label)
+    except UserError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE] = ("success", f"Final verdict on ({query_id}, {doc_id}): {VERDICT_NAME[label]}, "
+                                            f"recorded as an adjudication by {who}.")
+
+
+def kappa_heatmap(result: agreement.Agreement) -> go.Figure:
+    """κ per annotator pair, with the number of shared items in each cell; blank where κ is undefined."""
+    kappa, items = result.matrix("kappa"), result.matrix("items")
+    text = [[("" if math.isnan(k) else f"κ {k:.2f}<br>") + f"{int(n)} items" if not math.isnan(n) else ""
+             for k, n in zip(krow, nrow)] for krow, nrow in zip(kappa.to_numpy(), items.to_numpy())]
+    fig = go.Figure(go.Heatmap(z=kappa.to_numpy(), x=kappa.columns, y=kappa.index, text=text,
+                               texttemplate="%{text}", zmin=-1, zmax=1, colorscale="RdBu",
+                               colorbar=dict(title="κ"), hoverongaps=False))
+    fig.update_layout(height=120 + 60 * len(result.annotators), margin=dict(l=10, r=10, t=30, b=10),
+                      title="Cohen's κ per annotator pair", yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def show_agreement(result: agreement.Agreement, key: str) -> None:
+    cols = st.columns(4)
+    cols[0].metric("annotators", len(result.annotators))
+    cols[1].metric("judged pairs", f"{result.items:,}")
+    cols[2].metric("judged by 2+", f"{result.shared_items:,}")
+    cols[3].metric("Krippendorff's α", "—" if result.alpha is None else f"{result.alpha:.3f}")
+    if result.alpha_reason:
+        st.caption(f"α undefined: {result.alpha_reason}.")
+    if len(result.annotators) < 2:
+        st.info("Agreement needs verdicts from at least two annotators on the same (query, document) pairs.")
+        return
+    st.plotly_chart(kappa_heatmap(result), key=f"team_kappa_{key}")
+    pairs = result.pairs.rename(columns={"items": "shared items", "observed": "observed agreement",
+                                         "kappa": "Cohen's κ", "reason": "why undefined"}).fillna({"why undefined": ""})
+    st.dataframe(pairs, hide_index=True, column_config={
+        "observed agreement": st.column_config.NumberColumn(format="percent"),
+        "Cohen's κ": st.column_config.NumberColumn(format="%.3f")})
+
+
+def show_queue(store, dataset: str, who: str) -> None:
+    queue = agreement.disagreements(store, dataset)
+    st.subheader(f"Disagreements to adjudicate ({len(queue)})", anchor=False)
+    if queue.empty:
+        st.success("No open disagreements: every pair judged differently has a final verdict.")
+        return
+    if not who:
+        st.warning("Enter your annotator name in the sidebar to record final verdicts.")
+    st.caption("Pairs whose annotators' current verdicts differ and that nobody has adjudicated yet, oldest first. "
+               "Your choice is recorded as an adjudication: it becomes the pair's final verdict (export, training) "
+               "and stays in the history; undo it on the Review page like any verdict.")
+    pages = max(1, math.ceil(len(queue) / QUEUE_PAGE))
+    page = st.number_input("Page", 1, pages, 1, key="ns_team_page") if pages > 1 else 1
+    shown = queue.iloc[(page - 1) * QUEUE_PAGE: page * QUEUE_PAGE]
+    queries = store.queries(dataset, list(shown["query_id"])).set_index("query_id")["text"]
+    docs = store.documents(dataset, list(shown["doc_id"])).set_index("doc_id")
+    for item in shown.itertuples(index=False):
+        with st.container(border=True):
+            left, right = st.columns([3, 2])
+            with left:
+                st.caption(f"query {item.query_id}")
+                st.text(queries.get(item.query_id, "(query no longer in the dataset)"))
+                st.caption(f"document {item.doc_id}")
+                if item.doc_id in docs.index:
+                    common.show_document(docs.at[item.doc_id, "title"], docs.at[item.doc_id, "text"])
+                else:
+                    st.text("(document no longer in the dataset)")
+            with right:
+                st.dataframe(pd.DataFrame({"annotator": list(item.verdicts),
+                                           "verdict": [VERDICT_NAME[v] for v in item.verdicts.values()]}),
+                             hide_index=True)
+                buttons = st.columns(len(labels.LABELS))
+                for column, label in zip(buttons, labels.LABELS):
+                    column.button(VERDICT_NAME[label], key=f"ns_adj|{item.query_id}|{item.doc_id}|{label}",
+                                  disabled=not who, on_click=_adjudicate,
+                                  args=(dataset, item.query_id, item.doc_id, who, label),
+                                  help=f"Final verdict: {VERDICT_NAME[label]}")
+
+
+def show_verdicts(store, dataset: str, who: str) -> None:
+    st.subheader("Verdicts", anchor=False)
+    everyone = st.toggle("Show all annotators' verdicts", key="ns_team_all",
+                         help="Off: only your own verdicts, so others' choices don't sway yours.")
+    if not everyone and not who:
+        st.info("Enter your annotator name in the sidebar to see your verdicts, or show everyone's.")
+        return
+    frame = labels.current(store, dataset, None if everyone else who)
+    if frame.empty:
+        st.info("No verdicts yet." if everyone else f"No verdicts by {who} yet.")
+        return
+    st.dataframe(frame[["query_id", "doc_id", "annotator", "label", "kind", "note", "created_at"]],
+                 hide_index=True, height=300)
+
+
+# -- page -----------------------------------------------------------------------------------------------------------
+common.through_app(__file__)
+st.header("Team", anchor=False)
+dataset = common.require_dataset()
+store = common.store()
+who = (st.session_state.get(common.ANNOTATOR) or "").strip()
+if message := st.session_state.pop(MESSAGE, None):
+    getattr(st, message[0])(message[1])
+
+st.subheader("Progress", anchor=False)
+run_id = st.session_state.get(common.RUN)
+targets = None
+if run_id:
+    candidates = common.candidates(run_id)
+    targets = candidates.loc[candidates["kept"], ["query_id", "doc_id"]]
+progress = agreement.progress(store, dataset, targets)
+if progress.empty:
+    st.info("No verdicts in this dataset yet. Judge candidates on the **Review** page.")
+else:
+    config = {"last_at": st.column_config.TextColumn("last activity")}
+    if targets is not None:
+        config["share"] = st.column_config.ProgressColumn(f"of {len(targets):,} kept in this run", min_value=0.0,
+                                                          max_value=1.0, format="percent")
+    st.dataframe(progress, hide_index=True, column_config=config)
+    st.caption("Counts are current verdicts (undone ones excluded); adjudications are counted separately.")
+
+st.subheader("Agreement", anchor=False)
+by_query = agreement.agreement_by_query(store, dataset)
+scope = st.selectbox("Over", [None, *by_query["query_id"]], key="ns_team_scope",
+                     format_func=lambda q: "the whole dataset" if q is None else f"query {q}")
+show_agreement(agreement.dataset_agreement(store, dataset, scope), "all" if scope is None else "query")
+if not by_query.empty:
+    with st.expander(f"Agreement per query ({len(by_query)} queries with verdicts, least agreement first)"):
+        st.dataframe(by_query, hide_index=True, column_config={
+            "observed": st.column_config.NumberColumn("observed agreement", format="percent"),
+            "alpha": st.column_config.NumberColumn("α", format="%.3f")})
+
+show_queue(store, dataset, who)
+show_verdicts(store, dataset, who)

@@ -1,0 +1,129 @@
+"""The Team page through Streamlit's AppTest on a real workspace: progress, κ/α as core computes them, the
+disagreement queue's adjudicate buttons writing kind='adjudication', the own/all verdicts toggle, literal text."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import agreement, labels
+from core.datasets import ingest
+from tests.app_helpers import ROOT
+from tests.fixtures import DOCS
+
+PAGE = str(ROOT / "pages" / "team.py")
+RUN = "run-team"
+MARKUP_DOC = "misc-5"  # "<script>alert('x')</script> **not bold** and a [link](...)"
+
+
+@pytest.fixture
+def ws(workspace, beir_dir):
+    """Tiny dataset, a run with four kept candidates, and ana/bob disagreeing on two of them."""
+    store = workspace.store()
+    ingest(store, beir_dir, "tiny")
+    kept = [("q1", "py-join-dup"), ("q1", MARKUP_DOC), ("q2", "py-sort-dup"), ("q4", "bio-2")]
+    candidates = pd.DataFrame([{"query_id": q, "doc_id": d, "rank": i + 1, "score": 0.9 - i / 10, "pos_score": 0.95,
+                                "bm25": 1.0, "kept": True, "rule": "top", "risk": None, "signals": None}
+                               for i, (q, d) in enumerate(kept)])
+    store.save_run({"run_id": RUN, "dataset": "tiny", "split": "train", "model_fingerprint": "test",
+                    "params": {}, "stats": {"kept": len(kept)}}, candidates)
+    for (q, d), ana, bob in zip(kept, ["false_negative", "true_negative", "unsure", "true_negative"],
+                                ["false_negative", "false_negative", "true_negative", "true_negative"]):
+        labels.record(store, "tiny", q, d, "ana", ana)
+        labels.record(store, "tiny", q, d, "bob", bob)
+    return workspace, store
+
+
+def open_page(root, annotator: str = "lead", dataset: str = "tiny") -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["ns_app_ran"] = True
+    at.session_state["ns_workspace"] = str(root)
+    at.session_state["ns_dataset"] = dataset
+    at.session_state["ns_run"] = RUN
+    at.session_state["ns_annotator"] = annotator
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def adjudicate_buttons(at: AppTest) -> list:
+    return [b for b in at.button if str(b.key).startswith("ns_adj|")]
+
+
+def test_agreement_progress_and_queue_show_core_numbers(ws):
+    workspace, store = ws
+    at = open_page(workspace.root)
+    expected = agreement.dataset_agreement(store, "tiny")
+    assert metric(at, "Krippendorff's α") == f"{expected.alpha:.3f}"
+    assert metric(at, "annotators") == "2" and metric(at, "judged by 2+") == "4"
+    progress = at.dataframe[0].value.set_index("annotator")
+    assert progress.loc["ana", "judged"] == 4 and progress.loc["ana", "share"] == pytest.approx(1.0)
+    assert any("Disagreements to adjudicate (2)" in s.value for s in at.subheader)
+    assert len(adjudicate_buttons(at)) == 2 * len(labels.LABELS)
+    assert all(not b.disabled for b in adjudicate_buttons(at))
+
+
+def test_per_query_scope(ws):
+    workspace, store = ws
+    at = open_page(workspace.root)
+    at.selectbox(key="ns_team_scope").select("q1").run()
+    assert not at.exception
+    one = agreement.dataset_agreement(store, "tiny", "q1")
+    assert metric(at, "judged pairs") == "2" and one.items == 2
+    assert metric(at, "Krippendorff's α") == ("—" if one.alpha is None else f"{one.alpha:.3f}")
+
+
+def test_adjudicate_button_records_final_verdict(ws):
+    workspace, store = ws
+    at = open_page(workspace.root)
+    key = next(b.key for b in adjudicate_buttons(at) if b.key.endswith("|true_negative"))
+    _, query_id, doc_id, _ = key.split("|")
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    events = store.events("tiny", "lead")
+    assert events[["query_id", "doc_id", "label", "kind"]].values.tolist() == [
+        [query_id, doc_id, "true_negative", "adjudication"]]
+    final = labels.resolved(store, "tiny").set_index(["query_id", "doc_id"]).loc[(query_id, doc_id)]
+    assert (final["label"], final["source"]) == ("true_negative", "adjudicated")
+    assert any("recorded as an adjudication by lead" in s.value for s in at.success)
+    assert any("Disagreements to adjudicate (1)" in s.value for s in at.subheader)
+
+
+def test_own_verdicts_unless_asked_for_all(ws):
+    workspace, _ = ws
+    at = open_page(workspace.root, annotator="ana")
+    own = at.dataframe[-1].value
+    assert set(own["annotator"]) == {"ana"} and len(own) == 4
+    at.toggle(key="ns_team_all").set_value(True).run()
+    assert set(at.dataframe[-1].value["annotator"]) == {"ana", "bob"}
+
+
+def test_document_text_is_literal(ws):
+    workspace, _ = ws
+    at = open_page(workspace.root)
+    assert DOCS[MARKUP_DOC][1] in [t.value for t in at.text]  # st.text: shown as-is, never rendered as HTML
+
+
+def test_without_annotator_buttons_are_disabled(ws):
+    workspace, store = ws
+    at = open_page(workspace.root, annotator="  ")
+    assert adjudicate_buttons(at) and all(b.disabled for b in adjudicate_buttons(at))
+    assert any("annotator name" in w.value for w in at.warning)
+    assert len(store.events("tiny")) == 8
+
+
+def test_empty_dataset_and_single_annotator(workspace, beir_dir):
+    store = workspace.store()
+    ingest(store, beir_dir, "tiny")
+    at = open_page(workspace.root)
+    assert any("No verdicts in this dataset yet" in i.value for i in at.info)
+    assert metric(at, "Krippendorff's α") == "—"
+    labels.record(store, "tiny", "q1", "py-join-dup", "ana", "false_negative")
+    at = open_page(workspace.root)
+    assert any("at least two annotators" in i.value for i in at.info)
+    assert any("No open disagreements" in s.value for s in at.success)

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from core import labels
 from core.workspace import open_workspace
-from tests.app_helpers import ROOT, copy_workspace
+from tests.app_helpers import CHROMIUM, CHROMIUM_ARGS as ARGS, ROOT, copy_workspace, streamlit_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-quic", "--no-first-run"]
 MARKUP = "<script>alert('x')</script> **not bold**"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -36,29 +21,8 @@ def server(mined, tmp_path):
     """`streamlit run app.py` on a loopback port over a private copy of the mined workspace."""
     ws, _, _ = mined
     root = copy_workspace(ws.root, tmp_path / "ws")
-    port = _free_port()
-    env = {**os.environ, "NEGSPACE_WORKSPACE": str(root), "NEGSPACE_DEMO": "0", "NEGSPACE_UMAP": "0"}
-    env.pop("NEGSPACE_PASSWORD", None)
-    log = (tmp_path / "streamlit.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text())
+    with streamlit_server({"NEGSPACE_WORKSPACE": str(root)}, tmp_path / "streamlit.log") as url:
         yield url, root
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _wait_for(predicate, timeout: float = 20.0):

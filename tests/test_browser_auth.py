@@ -3,60 +3,23 @@ link to a page), a wrong password is refused, the right one opens the app."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from tests.app_helpers import ROOT
+from tests.app_helpers import CHROMIUM, CHROMIUM_ARGS as ARGS, ROOT, streamlit_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-quic", "--no-first-run"]
 PASSWORD = "s3cret-pässwörd"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium not installed")]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def locked_server(tmp_path):
     """`streamlit run app.py` on a loopback port, password set, on an empty workspace (no demo build)."""
-    port = _free_port()
-    env = {**os.environ, "NEGSPACE_PASSWORD": PASSWORD, "NEGSPACE_WORKSPACE": str(tmp_path / "ws"),
-           "NEGSPACE_DEMO": "0", "NEGSPACE_UMAP": "0"}
-    log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                                 "--server.port", str(port), "--server.headless", "true",
-                                 "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).status == 200:
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("streamlit did not start: " + log_path.read_text())
-                    time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    env = {"NEGSPACE_PASSWORD": PASSWORD, "NEGSPACE_WORKSPACE": str(tmp_path / "ws")}
+    with streamlit_server(env, tmp_path / "streamlit.log") as url:
+        yield url
 
 
 def assert_only_the_prompt(page) -> None:

@@ -4,7 +4,8 @@ every event arrives, nobody sees 'database is locked' (or any other error), read
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
+import sys
+import types
 import traceback
 from multiprocessing.synchronize import Event
 
@@ -13,14 +14,16 @@ from tests.fixtures import DOCS, QUERIES
 
 WRITERS, PER_WRITER = 8, 500
 LABELS = ("false_negative", "true_negative", "unsure")
+PATIENCE_S = 600  # generous: this test is about lost writes and lock errors, not speed
 
 
-def _writer(db_path: str, who: str, start: Event, out: mp.Queue) -> None:
+def _writer(db_path: str, who: str, start: Event, ready: mp.Queue, out: mp.Queue) -> None:
     """Open a store of its own (as a separate app session or CLI process would) and record PER_WRITER verdicts."""
     try:
         from core import labels
         from core.store import Store
 
+        ready.put(who)
         start.wait()
         store = Store(db_path)
         docs, queries = list(DOCS), list(QUERIES)
@@ -33,12 +36,13 @@ def _writer(db_path: str, who: str, start: Event, out: mp.Queue) -> None:
         out.put((who, "error", traceback.format_exc()))
 
 
-def _reader(db_path: str, start: Event, stop: Event, out: mp.Queue) -> None:
+def _reader(db_path: str, start: Event, stop: Event, ready: mp.Queue, out: mp.Queue) -> None:
     """Read the event count and the current verdicts in a loop; the count must never go down."""
     try:
         from core import labels
         from core.store import Store
 
+        ready.put("reader")
         start.wait()
         store = Store(db_path)
         reads, last = 0, 0
@@ -54,27 +58,33 @@ def _reader(db_path: str, start: Event, stop: Event, out: mp.Queue) -> None:
         out.put(("reader", "error", traceback.format_exc()))
 
 
-def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir):
+def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir, monkeypatch):
+    # Spawned children re-run the parent's __main__; after an AppTest that is app.py, which would start building
+    # the demo workspace in all nine of them. Give them a bare __main__: they only need this module's functions.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     store = workspace.store()
     ingest(store, beir_dir, "tiny")
     ctx = mp.get_context("spawn")
-    start, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    start, stop, ready, out = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     db = str(workspace.db_path)
-    writers = [ctx.Process(target=_writer, args=(db, f"w{i}", start, out)) for i in range(WRITERS)]
-    reader = ctx.Process(target=_reader, args=(db, start, stop, out))
+    writers = [ctx.Process(target=_writer, args=(db, f"w{i}", start, ready, out)) for i in range(WRITERS)]
+    reader = ctx.Process(target=_reader, args=(db, start, stop, ready, out))
     procs = [*writers, reader]
     try:
         for proc in procs:
             proc.start()
-        time.sleep(0.5)  # let the children import core, so the writes really overlap
+        # Nine interpreters importing pandas on two cores can take minutes on a busy CI machine: wait until
+        # every child has imported core, then release them together so the writes really overlap.
+        for _ in procs:
+            ready.get(timeout=PATIENCE_S)
         start.set()
         results = []
         try:
             for _ in writers:
-                results.append(out.get(timeout=120))
+                results.append(out.get(timeout=PATIENCE_S))
         finally:
             stop.set()
-        results.append(out.get(timeout=60))
+        results.append(out.get(timeout=PATIENCE_S))
         for proc in procs:
             proc.join(timeout=60)
     finally:

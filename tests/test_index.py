@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from core import encoders
@@ -30,19 +32,29 @@ def test_flat_search_is_exact_and_handles_small_corpus():
     scores, ids = search(build_index(points, "auto"), points[:2], 100)
     assert ids.shape == (2, 30)
     assert list(ids[:, 0]) == [0, 1]
-    np.testing.assert_allclose(scores[0], np.sort(points @ points[0])[::-1], rtol=1e-5)
+    np.testing.assert_allclose(scores[0], np.sort(points @ points[0])[::-1], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_agrees_with_fp32_and_falls_back_when_it_would_not(tmp_path, monkeypatch):
+def test_bf16_agrees_with_fp32_and_auto_takes_it_only_when_close_and_faster(tmp_path, monkeypatch):
     texts = ["heat conduction in composite slabs", "os.path.join joins path components", "x" * 500]
-    auto = encoders.load_encoder(cache_dir=tmp_path / "a")
+    bf16 = encoders.load_encoder(cache_dir=tmp_path / "a", precision="bf16")
     fp32 = encoders.load_encoder(cache_dir=tmp_path / "b", precision="fp32")
-    assert auto.precision == "bf16" and auto.bf16_cosine >= encoders.BF16_MIN_COSINE
-    a, b = auto.encode(texts), fp32.encode(texts)
+    assert bf16.precision == "bf16" and bf16.bf16_cosine >= encoders.BF16_MIN_COSINE
+    assert bf16.bf16_speedup > 0
+    a, b = bf16.encode(texts), fp32.encode(texts)
     assert np.min(np.sum(a * b, axis=1)) >= 0.999
     assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
-    # a model whose bf16 output drifted past the bar is encoded in fp32
-    monkeypatch.setattr(encoders, "BF16_MIN_COSINE", auto.bf16_cosine + 1e-6)
+    # the measured facts are remembered per machine beside the cache
+    facts = json.loads((tmp_path / "a" / "models.json").read_text())[bf16.fingerprint]
+    assert facts["bf16_speedup_by_machine"] == {encoders.machine_key(): bf16.bf16_speedup}
+    # auto follows both bars: close enough and fast enough on this machine
+    monkeypatch.setattr(encoders, "BF16_MIN_SPEEDUP", 0.0)
+    assert encoders.load_encoder(cache_dir=tmp_path / "a").precision == "bf16"
+    monkeypatch.setattr(encoders, "BF16_MIN_SPEEDUP", bf16.bf16_speedup + 1e-3)
+    assert encoders.load_encoder(cache_dir=tmp_path / "a").precision == "fp32"
+    # a model whose bf16 output drifted past the bar is encoded in fp32 even where bf16 is fast
+    monkeypatch.setattr(encoders, "BF16_MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(encoders, "BF16_MIN_COSINE", bf16.bf16_cosine + 1e-6)
     strict = encoders.load_encoder(cache_dir=tmp_path / "c")
     assert strict.precision == "fp32"
     assert np.allclose(strict.encode(texts), b, atol=1e-6)

@@ -81,6 +81,7 @@ def simulate(dataset: str, split: str, root: Path) -> Simulation:
     store.save_dataset(dataset, str(folder), "beir", f"simulation:{split}", content.documents, content.queries,
                        kept[["split", "query_id", "doc_id", "score"]].itertuples(index=False, name=None))
     result = mine(store, ws, dataset, split, depth=DEPTH, spec=RuleSpec("top"))
+    risk.compute_risk(store, ws, result.run_id)
     cands = store.candidates(result.run_id)
     signals = risk.stored_signals(cands)
     frame = pd.concat([cands.drop(columns=["signals", *signals.columns.intersection(cands.columns)]), signals],

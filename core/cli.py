@@ -70,7 +70,8 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          seed: int = typer.Option(0, "--seed"),
          bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
          precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 (auto = bf16 when it keeps "
-                                                                    "cosine ≥ 0.999 to fp32)."),
+                                                                    "cosine ≥ 0.999 to fp32 and is faster on "
+                                                                    "this CPU)."),
          query_prompt: Optional[str] = typer.Option(None, "--query-prompt"),
          document_prompt: Optional[str] = typer.Option(None, "--document-prompt"),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
@@ -90,7 +91,9 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
     typer.echo(result.run_id)
     typer.echo(f"{result.queries} queries, {result.candidates} candidates, {result.kept} kept "
                f"({spec.describe()}), {result.short_queries} queries short of {spec.num_negatives}; "
-               f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s", err=True)
+               f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s; "
+               f"false-negative risk is scored when the run is first opened in the app, or by "
+               f"`python -m core risk`", err=True)
 
 
 @app.command()

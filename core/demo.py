@@ -190,6 +190,7 @@ def ensure_demo(workspace, stage: StageFn | None = None, max_documents: int = MA
     from core.datasets import ingest
     from core.mining import mine
     from core.projection import ensure_projection
+    from core.risk import ensure_risk
     from core.rules import RuleSpec
 
     stage = stage or (lambda msg, frac: None)
@@ -209,7 +210,9 @@ def ensure_demo(workspace, stage: StageFn | None = None, max_documents: int = MA
         else:
             run_id = mine(store, workspace, DEMO_DATASET, "train", depth=DEMO_DEPTH,
                           spec=RuleSpec("top", num_negatives=DEMO_NEGATIVES),
-                          stage=lambda msg, frac: stage(f"mining: {msg}", 0.1 + 0.8 * frac)).run_id
+                          stage=lambda msg, frac: stage(f"mining: {msg}", 0.1 + 0.75 * frac)).run_id
+        stage("scoring false-negative risk", 0.86)
+        ensure_risk(store, workspace, run_id)
         stage("projecting embeddings (PCA)", 0.92)
         ensure_projection(store, workspace, run_id, method="pca")
         stage("demo ready", 1.0)

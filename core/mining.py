@@ -106,7 +106,11 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
          spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
          query_prompt: str | None = None, document_prompt: str | None = None,
          stage: StageFn | None = None) -> MineResult:
-    """Mine a dataset split into a new immutable run and return its counts."""
+    """Mine a dataset split into a new immutable run and return its counts.
+
+    False-negative risk is not scored here: it costs more than a warm mine (TF-IDF, neighbour queries, BM25
+    agreement) and only reviewing needs it, so ``core.risk.ensure_risk`` scores a run the first time it is opened.
+    """
     started = time.perf_counter()
     spec = spec or RuleSpec()
     if store.dataset(dataset) is None:
@@ -134,9 +138,6 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
                     "params": params, "stats": stats}, candidates)
-    from core.risk import compute_risk  # risk builds on mining; imported here to keep the modules acyclic
-
-    compute_risk(store, workspace, run_id)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
 

@@ -309,6 +309,14 @@ def compute_risk(store, workspace, run_id: str) -> None:
                                                   values.itertuples(index=False, name=None))])
 
 
+def ensure_risk(store, workspace, run_id: str) -> bool:
+    """Score a run's risk if any candidate has none yet (first review of a fresh run); True when it scored."""
+    missing = store.risk_missing(run_id)
+    if missing:
+        compute_risk(store, workspace, run_id)
+    return bool(missing)
+
+
 def stored_signals(candidates: pd.DataFrame) -> pd.DataFrame:
     """Expand the stored signals JSON of ``store.candidates()`` rows into one column per signal."""
     parsed = [json.loads(s) if isinstance(s, str) else {} for s in candidates["signals"]]

@@ -321,6 +321,11 @@ class Store:
         frame["kept"] = frame["kept"].astype(bool)
         return frame
 
+    def risk_missing(self, run_id: str) -> bool:
+        """Whether any candidate of the run still lacks a risk score."""
+        return bool(self.scalar("SELECT EXISTS(SELECT 1 FROM candidates WHERE run_id = ? AND risk IS NULL)",
+                                (run_id,)))
+
     def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]]) -> None:
         """Store (query_id, doc_id, risk, signals_json); risk is derived data, the only candidate field updated."""
         self.write(lambda conn: conn.executemany(

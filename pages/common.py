@@ -62,9 +62,16 @@ def run_candidates(path: str, run_id: str) -> pd.DataFrame:
     """A run's full candidate table, read once per minute at most: every page filters this frame.
 
     cache_resource, not cache_data: runs are immutable, and copying a 100k-row frame on every rerun cost more than
-    the rest of the Review page. Callers must not modify the frame in place.
+    the rest of the Review page. Callers must not modify the frame in place. A run whose false-negative risk was
+    never scored (mined from the CLI) is scored here, once.
     """
-    return get_store(path).candidates(run_id)
+    from core.risk import ensure_risk
+
+    store = get_store(path)
+    if store.risk_missing(run_id):
+        with st.spinner("Scoring false-negative risk for this run (once per run)…"):
+            ensure_risk(store, get_workspace(path), run_id)
+    return store.candidates(run_id)
 
 
 def candidates(run_id: str) -> pd.DataFrame:

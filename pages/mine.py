@@ -8,6 +8,7 @@ import streamlit as st
 from core import charts, rules
 from core.errors import UserError
 from core.mining import derive_run, diff_runs, mine, preview, run_spec
+from core.risk import ensure_risk
 from core.rules import RuleSpec
 from pages import common
 
@@ -115,7 +116,9 @@ with tab_new:
         bar = st.progress(0.0, text="loading the model")
         try:
             result = mine(store, common.workspace(), dataset, split, model or None, int(depth), spec,
-                          int(bm25_depth), stage=lambda msg, frac: bar.progress(frac, text=msg))
+                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg))
+            bar.progress(0.9, text="scoring false-negative risk")
+            ensure_risk(store, common.workspace(), result.run_id)
         except UserError as exc:
             common.user_error(exc)
         else:

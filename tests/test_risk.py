@@ -25,7 +25,7 @@ COPY_OF_POSITIVE = {"_id": "py-join-copy", "title": "os.path.join()",
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """The tiny fixture plus a copy of a positive, mined at depth 20 (risk is computed at mine time)."""
+    """The tiny fixture plus a copy of a positive, mined at depth 20; mining leaves risk to the first review."""
     from core.workspace import open_workspace
 
     root = tmp_path_factory.mktemp("risk")
@@ -36,6 +36,9 @@ def scored(tmp_path_factory):
     store = ws.store()
     ingest(store, folder, "tiny")
     result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
+    assert store.risk_missing(result.run_id)
+    assert risk.ensure_risk(store, ws, result.run_id) and not store.risk_missing(result.run_id)
+    assert not risk.ensure_risk(store, ws, result.run_id), "a scored run is not scored again"
     return ws, store, result.run_id
 
 

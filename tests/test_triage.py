@@ -12,7 +12,7 @@ from core.datasets import ingest
 from core.errors import UserError
 from core.export import export
 from core.mining import mine
-from core.risk import SIGNALS
+from core.risk import SIGNALS, ensure_risk
 from core.rules import RuleSpec
 from core.selection import select
 from tests.fixtures import make_beir
@@ -39,6 +39,7 @@ def mined_twins(tmp_path):
     store = ws.store()
     ingest(store, folder, "tiny")
     result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
+    ensure_risk(store, ws, result.run_id)
     return ws, store, result.run_id
 
 

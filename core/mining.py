@@ -157,6 +157,7 @@ def run_spec(run: dict) -> RuleSpec:
 class Preview:
     """What a rule change would do to a run, computed from its stored candidates."""
 
+    run_id: str
     spec: RuleSpec
     candidates: pd.DataFrame  # with the new kept/rule and the old ones as kept_before/rule_before
     per_query: pd.DataFrame  # query_id, kept_before, kept_after
@@ -170,7 +171,7 @@ class Preview:
 
 def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
     run = require_run(store, run_id)
-    before = store.candidates(run_id) if candidates is None else candidates
+    before = store.candidates(run_id, with_signals=False) if candidates is None else candidates
     after = rules.apply(spec, before.drop(columns=["kept", "rule"]))
     after["kept_before"] = before["kept"].to_numpy()
     after["rule_before"] = before["rule"].to_numpy()
@@ -180,23 +181,28 @@ def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None 
     summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
     summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
     summary["short_queries_before"] = int((per_query["kept_before"] < run_spec(run).num_negatives).sum())
-    return Preview(spec, after, per_query, summary)
+    return Preview(run_id, spec, after, per_query, summary)
 
 
-def derive_run(store, run_id: str, spec: RuleSpec) -> MineResult:
-    """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search."""
+def derive_run(store, run_id: str, spec: RuleSpec, previewed: Preview | None = None) -> MineResult:
+    """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search.
+
+    Pass the ``Preview`` the user just looked at to commit it without recomputing it. Only the new kept/rule
+    columns travel through Python; scores, BM25 and risk are copied from the parent inside SQLite.
+    """
     started = time.perf_counter()
     parent = require_run(store, run_id)
-    result = preview(store, run_id, spec)
-    candidates = result.candidates.drop(columns=["kept_before", "rule_before"])
+    if previewed is None or previewed.spec != spec or previewed.run_id != run_id:
+        previewed = preview(store, run_id, spec)
+    candidates = previewed.candidates
     new_id = new_run_id(parent["dataset"])
     params = {**parent["params"], "rules": spec.to_dict()}
     seconds = round(time.perf_counter() - started, 3)
     stats = {**rules.summarise(candidates, spec), "encoded": 0, "cached": 0, "seconds": seconds,
              "precision": parent["stats"].get("precision"), "derived_from": run_id}
-    store.save_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
-                    "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
-                    "parent_run": run_id}, candidates)
+    store.save_derived_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
+                            "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
+                            "parent_run": run_id}, candidates[["query_id", "doc_id", "kept", "rule"]])
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
                       0, 0, seconds)
 

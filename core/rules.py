@@ -165,12 +165,12 @@ def apply(spec: RuleSpec, candidates: pd.DataFrame) -> pd.DataFrame:
     selected_label = f"kept:{spec.selector}"
     unselected_label = f"unselected:{spec.selector}"
     eligible_mask = reasons == ""
+    rank = out["rank"].to_numpy()
     for query_id, idx in out.groupby("query_id", sort=False).indices.items():
         eligible = idx[eligible_mask[idx]]
         if len(eligible) == 0:
             continue
-        picked = _select(spec, str(query_id), out["rank"].to_numpy()[eligible], score[eligible],
-                         float(pos[eligible[0]]))
+        picked = _select(spec, str(query_id), rank[eligible], score[eligible], float(pos[eligible[0]]))
         kept[eligible[picked]] = True
     reasons[eligible_mask & kept] = selected_label
     reasons[eligible_mask & ~kept] = unselected_label

@@ -283,6 +283,13 @@ class Store:
         self.write(run)
 
     # -- runs -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _insert_run(conn: sqlite3.Connection, run: dict[str, Any]) -> None:
+        conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (run["run_id"], run["dataset"], run["split"], run["model_fingerprint"],
+                      json.dumps(run["params"], sort_keys=True), run.get("created_at") or now(),
+                      json.dumps(run["stats"], sort_keys=True), run.get("parent_run")))
+
     def save_run(self, run: dict[str, Any], candidates: pd.DataFrame) -> None:
         cols = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule", "risk", "signals"]
         frame = candidates.reindex(columns=cols)
@@ -290,11 +297,30 @@ class Store:
                    .itertuples(index=False, name=None)]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (run["run_id"], run["dataset"], run["split"], run["model_fingerprint"],
-                          json.dumps(run["params"], sort_keys=True), run.get("created_at") or now(),
-                          json.dumps(run["stats"], sort_keys=True), run.get("parent_run")))
+            self._insert_run(conn, run)
             conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+        self.write(write)
+
+    def save_derived_run(self, run: dict[str, Any], decisions: pd.DataFrame) -> None:
+        """A run that re-rules its parent's candidates: ``decisions`` holds query_id, doc_id, kept, rule per row;
+        everything else is copied from the parent inside SQLite, which is ~10x cheaper than a round trip."""
+        rows = list(zip(decisions["query_id"], decisions["doc_id"], decisions["kept"].astype(int).tolist(),
+                        decisions["rule"]))
+
+        def write(conn: sqlite3.Connection) -> None:
+            self._insert_run(conn, run)
+            conn.execute("""CREATE TEMP TABLE IF NOT EXISTS decisions (query_id TEXT, doc_id TEXT, kept INTEGER,
+                            rule TEXT, PRIMARY KEY (query_id, doc_id)) WITHOUT ROWID""")
+            conn.execute("DELETE FROM temp.decisions")
+            conn.executemany("INSERT INTO temp.decisions VALUES (?, ?, ?, ?)", rows)
+            copied = conn.execute(
+                """INSERT INTO candidates SELECT ?, c.query_id, c.doc_id, c.rank, c.score, c.pos_score, c.bm25,
+                   d.kept, d.rule, c.risk, c.signals
+                   FROM candidates c JOIN temp.decisions d ON d.query_id = c.query_id AND d.doc_id = c.doc_id
+                   WHERE c.run_id = ?""", (run["run_id"], run["parent_run"])).rowcount
+            conn.execute("DELETE FROM temp.decisions")
+            if copied != len(rows):
+                raise ValueError(f"derived run: {len(rows)} decisions but {copied} parent candidates matched")
         self.write(write)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
@@ -310,9 +336,10 @@ class Store:
         sql = "SELECT run_id FROM runs" + (" WHERE dataset = ?" if dataset else "") + " ORDER BY created_at DESC"
         return [self.run(r["run_id"]) for r in self.rows(sql, (dataset,) if dataset else ())]
 
-    def candidates(self, run_id: str, query_id: str | None = None) -> pd.DataFrame:
-        sql = """SELECT query_id, doc_id, rank, score, pos_score, bm25, kept, rule, risk, signals
-                 FROM candidates WHERE run_id = ?"""
+    def candidates(self, run_id: str, query_id: str | None = None, with_signals: bool = True) -> pd.DataFrame:
+        """A run's candidates in (query, rank) order; ``with_signals=False`` skips the bulky risk-signal JSON."""
+        sql = f"""SELECT query_id, doc_id, rank, score, pos_score, bm25, kept, rule, risk
+                  {", signals" if with_signals else ""} FROM candidates WHERE run_id = ?"""
         params: tuple = (run_id,)
         if query_id is not None:
             sql += " AND query_id = ?"

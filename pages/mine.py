@@ -97,7 +97,7 @@ with tab_preview:
                     "now": flips["rule_before"], "preview": flips["rule"]}), hide_index=True, height=240)
             if st.button("Commit as a new run", type="primary", disabled=spec == base,
                          help="Saves the previewed rule as a new immutable run that reuses these candidates."):
-                new = derive_run(store, run_id, spec)
+                new = derive_run(store, run_id, spec, result)
                 common.select_run(new.run_id)
                 st.toast(f"New run {new.run_id}: {new.kept} negatives kept")
                 st.rerun()

@@ -65,3 +65,18 @@ def ws_root(mined, tmp_path) -> Path:
 
     ws, _, _ = mined
     return copy_workspace(ws.root, tmp_path / "ws")
+
+
+@pytest.fixture
+def spawn(monkeypatch):
+    """A spawn multiprocessing context whose children start from a bare ``__main__``.
+
+    Spawned children re-run the parent's ``__main__``; after an AppTest that is app.py, which would make every
+    child build the demo workspace. The children only need functions they import by module name.
+    """
+    import multiprocessing as mp
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    return mp.get_context("spawn")

@@ -4,8 +4,6 @@ every event arrives, nobody sees 'database is locked' (or any other error), read
 from __future__ import annotations
 
 import multiprocessing as mp
-import sys
-import types
 import traceback
 from multiprocessing.synchronize import Event
 
@@ -58,13 +56,10 @@ def _reader(db_path: str, start: Event, stop: Event, ready: mp.Queue, out: mp.Qu
         out.put(("reader", "error", traceback.format_exc()))
 
 
-def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir, monkeypatch):
-    # Spawned children re-run the parent's __main__; after an AppTest that is app.py, which would start building
-    # the demo workspace in all nine of them. Give them a bare __main__: they only need this module's functions.
-    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir, spawn):
     store = workspace.store()
     ingest(store, beir_dir, "tiny")
-    ctx = mp.get_context("spawn")
+    ctx = spawn
     start, stop, ready, out = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     db = str(workspace.db_path)
     writers = [ctx.Process(target=_writer, args=(db, f"w{i}", start, ready, out)) for i in range(WRITERS)]

@@ -4,7 +4,6 @@ a store from a newer program is refused; several processes opening a fresh store
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 import traceback
 from collections.abc import Callable
@@ -159,10 +158,10 @@ def _open(path: str, start, out) -> None:
         out.put(traceback.format_exc())
 
 
-def test_concurrent_first_open_migrates_once(tmp_path):
+def test_concurrent_first_open_migrates_once(tmp_path, spawn):
     """Several app sessions / CLI processes starting on a new workspace at the same moment."""
     path = tmp_path / "negspace.sqlite"
-    ctx = mp.get_context("spawn")
+    ctx = spawn
     start, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_open, args=(str(path), start, out)) for _ in range(4)]
     for proc in procs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core import rules
@@ -35,9 +36,13 @@ def test_run_stores_every_candidate_with_rank_score_pos_score(mined):
     assert len(top3 & PLANTED_FALSE_NEGATIVES) >= 4
 
 
-def test_second_mine_encodes_nothing(mined):
-    ws, store, first = mined
+def test_second_mine_encodes_nothing(mined, ws_root):
+    from core.workspace import open_workspace
+
+    first = mined[2]
     assert first.encoded > 0
+    ws = open_workspace(ws_root)  # a private copy: the session's shared workspace keeps its single run
+    store = ws.store()
     again = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("percpos"))
     assert again.encoded == 0 and again.cached > 0
     assert store.run(again.run_id)["stats"]["encoded"] == 0
@@ -94,8 +99,11 @@ def test_simans_seeded_and_peaks_near_positive(mined):
         assert abs(chosen.score - chosen.pos_score) <= np.abs(g.score - g.pos_score).min() + 0.1
 
 
-def test_preview_derive_and_diff_without_reencoding(mined):
-    ws, store, result = mined
+def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
+    from core.workspace import open_workspace
+
+    result = mined[2]
+    store = open_workspace(ws_root).store()  # a private copy: the session's shared workspace keeps one run
     spec = RuleSpec("percpos", num_negatives=3)
     pv = preview(store, result.run_id, spec)
     assert pv.summary["removed"] == len(pv.flips[pv.flips.kept_before])
@@ -105,6 +113,13 @@ def test_preview_derive_and_diff_without_reencoding(mined):
     assert store.run(derived.run_id)["parent_run"] == result.run_id
     new = store.candidates(derived.run_id)
     assert new.kept.tolist() == pv.candidates.kept.tolist()
+    assert new.rule.tolist() == pv.candidates.rule.tolist()
+    # scores, BM25 and risk are the parent's, copied inside SQLite
+    same = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "risk", "signals"]
+    pd.testing.assert_frame_equal(new[same], store.candidates(result.run_id)[same])
+    # committing the preview the user looked at gives the same run as recomputing it
+    again = derive_run(store, result.run_id, spec, pv)
+    assert store.candidates(again.run_id)[["kept", "rule"]].equals(new[["kept", "rule"]])
     diff = diff_runs(store, result.run_id, derived.run_id)
     assert (diff.change == "disappears").sum() >= pv.summary["removed"] - pv.summary["added"]
     assert set(diff.change) <= {"appears", "disappears", "rank changed", "same"}

@@ -1,13 +1,14 @@
 """Does the risk score find unlabelled positives? A simulation on datasets with dense judgments.
 
 For each query keep one positive (highest grade, ties by smallest id) and hide the others; mine depth-100
-candidates with the bundled model through core.mining (risk is computed at mine time, as in the product); then
+candidates with the bundled model through core.mining (then risk is scored once, as on the
+run's first review in the product); then
 rank all candidates of all queries by each method and measure how early the hidden positives come:
 average precision, recall after reviewing 10 % / 20 % of the candidates, precision of the top 100.
 
 Rankings: the raw dense score; percpos as a rule (candidates ordered by (s − s_P)/|s_P|, so the ones percpos at
-95 % would drop come first); BM25 alone (normalised per query by its best candidate); the combined risk as computed
-at mine time; and the triage queue as the product runs it: a simulated reviewer judges the riskiest unjudged
+95 % would drop come first); BM25 alone (normalised per query by its best candidate); the combined risk as first
+scored; and the triage queue as the product runs it: a simulated reviewer judges the riskiest unjudged
 candidates in batches of 2 % of the run (verdicts = the hidden labels of exactly those candidates), risk is
 recomputed after each batch (verdict signals, and refitted weights once 30 of each class exist), up to half the
 run; the rest follows in the last risk order. No candidate's position depends on its own hidden label.

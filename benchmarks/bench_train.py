@@ -3,7 +3,7 @@
 1. SciFact: the bundled all-MiniLM-L6-v2 (base) vs the same model fine-tuned on raw top-5 negatives vs fine-tuned on
    automatically curated negatives, evaluated on the SciFact test split. Raw = depth-100 mining, top-5 rule.
    Curated (automatic, no human) = the percpos rule (keep s < 0.95·s_P) then top 5, minus the kept candidates
-   with the highest false-negative risk (core/risk.py, computed at mine time), which are recorded as
+   with the highest false-negative risk (core/risk.py, scored once per run), which are recorded as
    false_negative verdicts of an "auto-risk" annotator so they are also masked as in-batch negatives.
 2. Cranfield oracle annotator: hide all but one positive per training query (highest grade, ties by smallest
    id), mine top-5 of depth 100, let a simulated reviewer mark as false_negative every mined candidate (all 100)

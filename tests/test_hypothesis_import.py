@@ -267,6 +267,47 @@ def test_pairs_csv_never_crashes_and_rejections_change_nothing(shared, data):
         shutil.rmtree(folder)
 
 
+@st.composite
+def pairs_parquet(draw: st.DrawFn) -> bytes:
+    """A pyarrow table of pairs/triplets; faulty ones hold nulls, numbers, nested lists or structs in text columns,
+    or are cut short (a truncated footer) or replaced by random bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def storable(value: object) -> str | None:  # Parquet strings are UTF-8: a lone surrogate cannot be written
+        return value if isinstance(value, str) and not any("\ud800" <= c <= "\udfff" for c in value) else None
+
+    make = Maker(draw)
+    header, rows = pairs_rows(make)
+    columns = {}
+    for i, column in enumerate(header):
+        values = [storable(row[i]) for row in rows]
+        if make.fault(6):
+            values = draw(st.sampled_from([[None] * len(rows), list(range(len(rows))),
+                                           [[v] for v in values], [{"x": v} for v in values]]))
+        if column == "negative" and rows and draw(st.booleans()):  # n-tuple style: a list of negatives
+            values = [[storable(make.text()) for _ in range(draw(st.integers(0, 3)))] for _ in rows]
+        columns[column] = values
+
+    def build() -> bytes:
+        buffer = io.BytesIO()
+        pq.write_table(pa.table(columns) if columns else pa.table({}), buffer)
+        data = buffer.getvalue()
+        return data[:draw(st.integers(0, len(data) - 1))] if make.fault(8) else data
+    return make.file(build)
+
+
+@FUZZ
+@given(data=pairs_parquet())
+def test_pairs_parquet_never_crashes_and_rejections_change_nothing(shared, data):
+    store, scratch = shared
+    folder = write_files(scratch, {"pairs.parquet": data})
+    try:
+        attempt(store, lambda: ingest(store, folder / "pairs.parquet", "fuzz", replace=True))
+    finally:
+        shutil.rmtree(folder)
+
+
 # -- labels TSV ---------------------------------------------------------------------------------------------------
 LABEL_HEADERS = [labels.TSV_COLUMNS, labels.TSV_COLUMNS[:3], labels.TSV_COLUMNS[:4],
                  ["Query-ID", "corpus-id", "label", "note", "extra"]]

@@ -123,36 +123,48 @@ def _filter_reasons(spec: RuleSpec, score: np.ndarray, pos: np.ndarray) -> np.nd
     return reasons
 
 
-def query_rng(seed: int, query_id: str) -> np.random.Generator:
-    """One random stream per (seed, query), so a query's sample doesn't depend on which other queries exist."""
-    return np.random.default_rng([seed, int(hashlib.sha1(query_id.encode()).hexdigest()[:12], 16)])
+def sampling_noise(seed: int, query_ids: pd.Series, doc_ids: pd.Series) -> np.ndarray:
+    """Gumbel noise that is a pure function of (seed, query, document).
+
+    A query's sample depends only on its own candidates and the seed (never on which other queries exist or their
+    order), and the whole run is sampled in a few vectorised passes instead of one random generator per query.
+    """
+    hash_key = hashlib.sha1(str(seed).encode()).hexdigest()[:16]
+    hashed = pd.util.hash_pandas_object(pd.DataFrame({"q": query_ids.to_numpy(), "d": doc_ids.to_numpy()}),
+                                        index=False, hash_key=hash_key).to_numpy()
+    uniform = ((hashed >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+    return -np.log(-np.log(uniform))
 
 
-def simans_weights(score: np.ndarray, pos_score: float, a: float, b: float) -> np.ndarray:
-    """SimANS sampling probabilities p ∝ exp(−a·(s − s_P − b)²), computed stably in log space."""
-    logits = -a * (score - pos_score - b) ** 2
-    weights = np.exp(logits - logits.max())
-    return weights / weights.sum()
+def simans_logits(score: np.ndarray, pos_score: np.ndarray, a: float, b: float) -> np.ndarray:
+    """SimANS log-weights: p ∝ exp(−a·(s − s_P − b)²)."""
+    return -a * (score - pos_score - b) ** 2
 
 
-def _select(spec: RuleSpec, query_id: str, rank: np.ndarray, score: np.ndarray, pos_score: float) -> np.ndarray:
-    """Indices (into the eligible arrays) picked by the selector."""
-    k = spec.num_negatives
-    order = np.argsort(rank, kind="stable")
+def _selection_keys(spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """A key per candidate; the selector keeps each query's k eligible candidates with the largest keys.
+
+    top: best rank. range: uniform among the rank window (keys outside it are −inf). simans: Gumbel-top-k over
+    the SimANS log-weights, which is exactly sampling k without replacement with p ∝ exp(−a·(s − s_P − b)²).
+    """
+    rank = frame["rank"].to_numpy(dtype=float)
     if spec.selector == "top":
-        return order[:k]
-    rng = query_rng(spec.seed, query_id)
+        return -rank
+    noise = sampling_noise(spec.seed, frame["query_id"], frame["doc_id"])
     if spec.selector == "range":
-        window = order[(rank[order] - 1 >= spec.range_min) & (rank[order] - 1 < spec.range_max)]
-        if len(window) <= k:
-            return window
-        return np.sort(rng.choice(window, size=k, replace=False))
-    # simans
-    if len(order) == 0:
-        return order
-    probs = simans_weights(score[order], pos_score, spec.simans_a, spec.simans_b)
-    size = min(k, int(np.count_nonzero(probs > 0)))
-    return order[rng.choice(len(order), size=size, replace=False, p=probs)]
+        inside = (rank - 1 >= spec.range_min) & (rank - 1 < spec.range_max)
+        return np.where(inside, noise, -np.inf)
+    return simans_logits(score, pos, spec.simans_a, spec.simans_b) + noise
+
+
+def _top_k_per_group(groups: np.ndarray, keys: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """Indices (from ``candidates``) of the k largest finite keys within each group."""
+    candidates = candidates[np.isfinite(keys[candidates])]
+    order = candidates[np.lexsort((-keys[candidates], groups[candidates]))]
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    return order[position < k]
 
 
 def apply(spec: RuleSpec, candidates: pd.DataFrame) -> pd.DataFrame:
@@ -161,19 +173,13 @@ def apply(spec: RuleSpec, candidates: pd.DataFrame) -> pd.DataFrame:
     score = out["score"].to_numpy(dtype=float)
     pos = out["pos_score"].to_numpy(dtype=float)
     reasons = _filter_reasons(spec, score, pos)
-    kept = np.zeros(len(out), dtype=bool)
-    selected_label = f"kept:{spec.selector}"
-    unselected_label = f"unselected:{spec.selector}"
     eligible_mask = reasons == ""
-    rank = out["rank"].to_numpy()
-    for query_id, idx in out.groupby("query_id", sort=False).indices.items():
-        eligible = idx[eligible_mask[idx]]
-        if len(eligible) == 0:
-            continue
-        picked = _select(spec, str(query_id), rank[eligible], score[eligible], float(pos[eligible[0]]))
-        kept[eligible[picked]] = True
-    reasons[eligible_mask & kept] = selected_label
-    reasons[eligible_mask & ~kept] = unselected_label
+    groups = pd.factorize(out["query_id"])[0]
+    keys = _selection_keys(spec, out, score, pos)
+    kept = np.zeros(len(out), dtype=bool)
+    kept[_top_k_per_group(groups, keys, np.flatnonzero(eligible_mask), spec.num_negatives)] = True
+    reasons[eligible_mask & kept] = f"kept:{spec.selector}"
+    reasons[eligible_mask & ~kept] = f"unselected:{spec.selector}"
     out["kept"] = kept
     out["rule"] = reasons
     return out

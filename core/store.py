@@ -86,8 +86,14 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_suggestions_pair ON suggestions(dataset, query_id, doc_id, status)")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Drop the candidates' risk index: no query orders or filters by risk in SQL (pages sort the cached frame),
+    and saving or re-ruling a scored run paid a random B-tree insert per row for it."""
+    db.execute("DROP INDEX IF EXISTS idx_candidates_risk")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -120,6 +126,7 @@ class Store:
         retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")  # derived runs stage their decisions in a temp table
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.RLock()
@@ -304,8 +311,8 @@ class Store:
     def save_derived_run(self, run: dict[str, Any], decisions: pd.DataFrame) -> None:
         """A run that re-rules its parent's candidates: ``decisions`` holds query_id, doc_id, kept, rule per row;
         everything else is copied from the parent inside SQLite, which is ~10x cheaper than a round trip."""
-        rows = list(zip(decisions["query_id"], decisions["doc_id"], decisions["kept"].astype(int).tolist(),
-                        decisions["rule"]))
+        rows = list(zip(decisions["query_id"].tolist(), decisions["doc_id"].tolist(),
+                        decisions["kept"].astype(int).tolist(), decisions["rule"].tolist()))
 
         def write(conn: sqlite3.Connection) -> None:
             self._insert_run(conn, run)

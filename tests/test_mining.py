@@ -90,8 +90,11 @@ def test_simans_seeded_and_peaks_near_positive(mined):
     c = rules.apply(RuleSpec("simans", num_negatives=3, seed=8), cands)
     assert a.kept.tolist() == b.kept.tolist()
     assert a.kept.tolist() != c.kept.tolist()
-    probs = rules.simans_weights(np.array([0.1, 0.5, 0.9]), 0.5, 1.0, 0.0)
-    assert probs.argmax() == 1 and probs.sum() == pytest.approx(1.0)
+    assert rules.simans_logits(np.array([0.1, 0.5, 0.9]), np.full(3, 0.5), 1.0, 0.0).argmax() == 1
+    # a query's sample depends on its own candidates and the seed only, not on the other queries
+    one = cands[cands.query_id == cands.query_id.iloc[0]].reset_index(drop=True)
+    alone = rules.apply(RuleSpec("simans", num_negatives=3, seed=7), one)
+    assert alone.kept.tolist() == a[a.query_id == one.query_id.iloc[0]].kept.tolist()
     # a sharp peak (large a) concentrates the sample at the positive's score
     sharp = rules.apply(RuleSpec("simans", num_negatives=1, simans_a=500.0, seed=0), cands)
     for _, g in sharp.groupby("query_id"):
@@ -123,6 +126,22 @@ def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
     diff = diff_runs(store, result.run_id, derived.run_id)
     assert (diff.change == "disappears").sum() >= pv.summary["removed"] - pv.summary["added"]
     assert set(diff.change) <= {"appears", "disappears", "rank changed", "same"}
+
+
+def test_simans_samples_with_the_published_probabilities():
+    """Over many seeds, how often each candidate is drawn first matches p ∝ exp(−a·(s − s_P − b)²)."""
+    frame = pd.DataFrame({"query_id": "q", "doc_id": ["d1", "d2", "d3", "d4"], "rank": [1, 2, 3, 4],
+                          "score": [0.9, 0.7, 0.5, 0.2], "pos_score": 0.7})
+    spec = dict(num_negatives=1, simans_a=5.0, simans_b=0.0)
+    counts = np.zeros(4)
+    for seed in range(3000):
+        counts += rules.apply(RuleSpec("simans", seed=seed, **spec), frame).kept.to_numpy()
+    logits = rules.simans_logits(frame.score.to_numpy(), frame.pos_score.to_numpy(), 5.0, 0.0)
+    expected = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.03)
+    # k = 2 without replacement: two distinct documents every time
+    two = rules.apply(RuleSpec("simans", seed=1, num_negatives=2, simans_a=5.0), frame)
+    assert two.kept.sum() == 2
 
 
 def test_bad_requests_are_user_errors(mined):

@@ -92,8 +92,16 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_candidates_risk")
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """When each run's risk was last scored: the app caches a run's candidates until this changes, instead of
+    re-reading 100k rows every minute in case another process re-scored them."""
+    db.execute("""CREATE TABLE risk_scored (run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+                  scored_at TEXT NOT NULL)""")
+    db.execute("INSERT INTO risk_scored SELECT DISTINCT run_id, ? FROM candidates WHERE risk IS NOT NULL", (now(),))
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -305,6 +313,8 @@ class Store:
 
         def write(conn: sqlite3.Connection) -> None:
             self._insert_run(conn, run)
+            if frame["risk"].notna().any():  # a run saved with its risk (an import, a benchmark) is scored
+                conn.execute("INSERT INTO risk_scored VALUES (?, ?)", (run["run_id"], now()))
             conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
         self.write(write)
 
@@ -326,6 +336,8 @@ class Store:
                    FROM candidates c JOIN temp.decisions d ON d.query_id = c.query_id AND d.doc_id = c.doc_id
                    WHERE c.run_id = ?""", (run["run_id"], run["parent_run"])).rowcount
             conn.execute("DELETE FROM temp.decisions")
+            conn.execute("INSERT INTO risk_scored SELECT ?, scored_at FROM risk_scored WHERE run_id = ?",
+                         (run["run_id"], run["parent_run"]))
             if copied != len(rows):
                 raise ValueError(f"derived run: {len(rows)} decisions but {copied} parent candidates matched")
         self.write(write)
@@ -362,9 +374,16 @@ class Store:
 
     def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]]) -> None:
         """Store (query_id, doc_id, risk, signals_json); risk is derived data, the only candidate field updated."""
-        self.write(lambda conn: conn.executemany(
-            "UPDATE candidates SET risk = ?, signals = ? WHERE run_id = ? AND query_id = ? AND doc_id = ?",
-            ((risk, signals, run_id, q, d) for q, d, risk, signals in rows)))
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE candidates SET risk = ?, signals = ? WHERE run_id = ? AND query_id = ? AND doc_id = ?",
+                ((risk, signals, run_id, q, d) for q, d, risk, signals in rows))
+            conn.execute("INSERT OR REPLACE INTO risk_scored VALUES (?, ?)", (run_id, now()))
+        self.write(write)
+
+    def risk_scored_at(self, run_id: str) -> str | None:
+        """When the run's risk was last written (None: never); a cheap key for caches of its candidates."""
+        return self.scalar("SELECT scored_at FROM risk_scored WHERE run_id = ?", (run_id,))
 
     # -- labels -----------------------------------------------------------------------------------------------
     def ensure_annotator(self, conn: sqlite3.Connection, name: str) -> None:

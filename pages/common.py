@@ -23,7 +23,7 @@ QUERY = "ns_query"  # the query under review; the Map page anchors on it
 APP_RAN, DEEP_LINK = "ns_app_ran", "ns_deep_link"
 _PENDING = "_ns_pending"
 DEFAULT_ANNOTATOR = "reviewer"
-CACHE_TTL_S = 60  # candidate tables are immutable per run except the risk column, which a risk job may refresh
+CACHE_TTL_S = 60  # derived reports that verdicts can change (e.g. leakage of curated data) are recomputed this often
 
 
 def through_app(page_file: str) -> None:
@@ -57,36 +57,45 @@ def store() -> Store:
     return get_store(str(workspace().root))
 
 
-@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
-def run_candidates(path: str, run_id: str) -> pd.DataFrame:
-    """A run's full candidate table, read once per minute at most: every page filters this frame.
+@st.cache_resource(show_spinner=False, max_entries=8)
+def run_candidates(path: str, run_id: str, scored_at: str | None) -> pd.DataFrame:
+    """A run's full candidate table, read again only when its risk is re-scored: every page filters this frame.
 
     cache_resource, not cache_data: runs are immutable, and copying a 100k-row frame on every rerun cost more than
-    the rest of the Review page. Callers must not modify the frame in place. A run whose false-negative risk was
-    never scored (mined from the CLI) is scored here, once.
+    the rest of the Review page. Callers must not modify the frame in place. ``scored_at`` (risk is the one
+    column that changes, e.g. by `python -m core risk` in another process) is part of the key.
     """
+    return get_store(path).candidates(run_id)
+
+
+def _risk_stamp(run_id: str) -> str | None:
+    """The run's risk timestamp, scoring the run first if it never was (mined from the CLI)."""
     from core.risk import ensure_risk
 
-    store = get_store(path)
-    if store.risk_missing(run_id):
+    store_ = store()
+    stamp = store_.risk_scored_at(run_id)
+    if stamp is None and store_.risk_missing(run_id):
         with st.spinner("Scoring false-negative risk for this run (once per run)…"):
-            ensure_risk(store, get_workspace(path), run_id)
-    return store.candidates(run_id)
+            ensure_risk(store_, workspace(), run_id)
+        stamp = store_.risk_scored_at(run_id)
+    return stamp
 
 
 def candidates(run_id: str) -> pd.DataFrame:
-    return run_candidates(str(workspace().root), run_id)
+    return run_candidates(str(workspace().root), run_id, _risk_stamp(run_id))
 
 
-@st.cache_resource(ttl=CACHE_TTL_S, show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def _run_queries(path: str, run_id: str) -> pd.DataFrame:
     from core.review import run_queries as build
 
-    return build(get_store(path), run_id, run_candidates(path, run_id))
+    store_ = get_store(path)
+    return build(store_, run_id, store_.candidates(run_id, with_signals=False))
 
 
 def run_queries(run_id: str) -> pd.DataFrame:
-    """The run's query list (ids, texts, counts): derived from the immutable run, so cached with it."""
+    """The run's query list (ids, texts, counts): derived from the immutable run's ids and kept flags only, so
+    cached for as long as the process lives."""
     return _run_queries(str(workspace().root), run_id)
 
 

@@ -45,7 +45,7 @@ def seed_v1(db: sqlite_utils.Database) -> None:
 
 # Data for each schema version, in that version's columns. A new migration adds its seed here, so the test below
 # proves the upgrade from the previous version keeps data (it fails until one exists).
-SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1}  # v2 changed indexes only
+SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1, 3: seed_v1}  # v2, v3: an index, a table
 
 
 def build_store(path: Path, version: int) -> None:

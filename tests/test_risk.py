@@ -36,8 +36,9 @@ def scored(tmp_path_factory):
     store = ws.store()
     ingest(store, folder, "tiny")
     result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
-    assert store.risk_missing(result.run_id)
+    assert store.risk_missing(result.run_id) and store.risk_scored_at(result.run_id) is None
     assert risk.ensure_risk(store, ws, result.run_id) and not store.risk_missing(result.run_id)
+    assert store.risk_scored_at(result.run_id) is not None, "scoring stamps the run, so app caches refresh"
     assert not risk.ensure_risk(store, ws, result.run_id), "a scored run is not scored again"
     return ws, store, result.run_id
 

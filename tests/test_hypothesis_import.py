@@ -145,6 +145,16 @@ def attempt(store, action: Callable[[], object]) -> object | None:
     return result
 
 
+def ingest_one_file(shared, filename: str, data: bytes, name: str) -> None:
+    """Write one generated file and import it as dataset ``name`` under the ``attempt`` contract."""
+    store, scratch = shared
+    folder = write_files(scratch, {filename: data})
+    try:
+        attempt(store, lambda: ingest(store, folder / filename, name, replace=True))
+    finally:
+        shutil.rmtree(folder)
+
+
 def write_files(scratch: Path, files: dict[str, bytes]) -> Path:
     """A fresh folder holding ``files`` (relative paths); names the file system refuses are skipped."""
     folder = Path(tempfile.mkdtemp(dir=scratch))
@@ -229,13 +239,8 @@ def pairs_jsonl(draw: st.DrawFn) -> tuple[bytes, str]:
 @FUZZ
 @given(example=pairs_jsonl())
 def test_pairs_jsonl_never_crashes_and_rejections_change_nothing(shared, example):
-    store, scratch = shared
     data, name = example
-    folder = write_files(scratch, {"pairs.jsonl": data})
-    try:
-        attempt(store, lambda: ingest(store, folder / "pairs.jsonl", name, replace=True))
-    finally:
-        shutil.rmtree(folder)
+    ingest_one_file(shared, "pairs.jsonl", data, name)
 
 
 @st.composite
@@ -259,12 +264,7 @@ def pairs_csv(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(data=pairs_csv())
 def test_pairs_csv_never_crashes_and_rejections_change_nothing(shared, data):
-    store, scratch = shared
-    folder = write_files(scratch, {"pairs.csv": data})
-    try:
-        attempt(store, lambda: ingest(store, folder / "pairs.csv", "fuzz", replace=True))
-    finally:
-        shutil.rmtree(folder)
+    ingest_one_file(shared, "pairs.csv", data, "fuzz")
 
 
 @st.composite
@@ -300,12 +300,7 @@ def pairs_parquet(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(data=pairs_parquet())
 def test_pairs_parquet_never_crashes_and_rejections_change_nothing(shared, data):
-    store, scratch = shared
-    folder = write_files(scratch, {"pairs.parquet": data})
-    try:
-        attempt(store, lambda: ingest(store, folder / "pairs.parquet", "fuzz", replace=True))
-    finally:
-        shutil.rmtree(folder)
+    ingest_one_file(shared, "pairs.parquet", data, "fuzz")
 
 
 # -- labels TSV ---------------------------------------------------------------------------------------------------

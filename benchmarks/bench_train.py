@@ -2,15 +2,18 @@
 
 1. SciFact: the bundled all-MiniLM-L6-v2 (base) vs the same model fine-tuned on raw top-5 negatives vs fine-tuned on
    automatically curated negatives, evaluated on the SciFact test split. Raw = depth-100 mining, top-5 rule.
-   Curated (automatic, no human) = the percpos rule (keep s < 0.95·s_P) then top 5, minus the kept candidates
-   with the highest false-negative risk (core/risk.py, scored once per run), which are recorded as
-   false_negative verdicts of an "auto-risk" annotator so they are also masked as in-batch negatives.
+   Curated (automatic, no human) = the percpos rule (keep s < 0.95·s_P) then top 5; the kept candidates with the
+   highest false-negative risk (core/risk.py) are recorded as false_negative verdicts of an "auto-risk"
+   annotator, and the rule is re-applied with ``skip_judged`` so each query is refilled to 5 from its next
+   eligible candidates; the flagged documents are masked as in-batch negatives as well.
 2. Cranfield oracle annotator: hide all but one positive per training query (highest grade, ties by smallest
    id), mine top-5 of depth 100, let a simulated reviewer mark as false_negative every mined candidate (all 100)
    that the full qrels judge relevant, then train on raw vs curated data of that same run and evaluate on the
    (untouched) test split.
 
-Both arms of a study train with the same seed, steps, batch, learning rate and token length; only the data differ.
+Both arms of a study train with the same seed, steps, batch, learning rate and token length on n-tuple rows (one
+row per query and positive with all its negatives), so they see the same queries in the same batches and only the
+negatives differ.
 Every model is evaluated by core.evaluate (same encoder, cache and FAISS path as mining); significance is a paired
 two-sided t-test and a sign-flip randomization test over per-query nDCG@10.
 
@@ -20,6 +23,7 @@ two-sided t-test and a sign-flip randomization test over per-query nDCG@10.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -33,7 +37,7 @@ os.environ.setdefault("NEGSPACE_EMBEDDINGS", str(ROOT / "benchmarks" / ".cache" 
 
 import pandas as pd  # noqa: E402
 
-from benchmarks.common import SHARED, print_table, write_result  # noqa: E402
+from benchmarks.common import RESULTS, SHARED, print_table, write_result  # noqa: E402
 from core import labels  # noqa: E402
 from core.datasets import ingest, load_beir  # noqa: E402
 from core.evaluate import METRICS, collection_from_beir, compare, default_cache_dir, evaluate  # noqa: E402
@@ -46,9 +50,9 @@ SEED = 0
 DEPTH = 100
 NEGATIVES = 5
 RISK_DROP_SHARE = 0.10  # SciFact curated: drop this share of percpos-kept candidates, highest risk first
-# Chosen so one training run takes about 6 minutes on this shared 2-core CPU (≈ 15 s per step at 128 tokens).
-TRAINING = {"batch_size": 32, "max_steps": 24, "max_seq_length": 128, "learning_rate": 5e-5, "seed": SEED,
-            "precision": "fp32"}
+# One epoch of n-tuple rows; a SciFact step (32 queries × 7 texts at 128 tokens) takes ≈ 35 s on 2 CPU cores.
+TRAINING = {"row_layout": "ntuple", "batch_size": 32, "epochs": 1.0, "max_seq_length": 128,
+            "learning_rate": 5e-5, "seed": SEED, "precision": "fp32"}
 
 
 def _verdicts(store, dataset: str, pairs: list[tuple[str, str]], annotator: str, folder: Path) -> int:
@@ -108,10 +112,11 @@ def scifact_study(root: Path) -> dict:
     ingest(store, SHARED / "scifact", "scifact")
     started = time.perf_counter()
     raw = mine(store, ws, "scifact", "train", depth=DEPTH, spec=RuleSpec("top", num_negatives=NEGATIVES))
-    curated = derive_run(store, raw.run_id, RuleSpec("percpos", num_negatives=NEGATIVES))
-    ranked = _risk_ranked(store, ws, curated.run_id)
+    percpos = derive_run(store, raw.run_id, RuleSpec("percpos", num_negatives=NEGATIVES))
+    ranked = _risk_ranked(store, ws, percpos.run_id)
     dropped = ranked.head(int(round(RISK_DROP_SHARE * len(ranked))))
     _verdicts(store, "scifact", list(zip(dropped["query_id"], dropped["doc_id"])), "auto-risk", root)
+    curated = derive_run(store, percpos.run_id, RuleSpec("percpos", num_negatives=NEGATIVES, skip_judged=True))
     mining_seconds = round(time.perf_counter() - started, 1)
     collection = collection_from_beir(SHARED / "scifact", "test")
     evaluations = {"base": evaluate("default", collection, cache_dir=default_cache_dir())}
@@ -122,10 +127,11 @@ def scifact_study(root: Path) -> dict:
     report = _report("SciFact: base vs raw top-5 vs automatically curated (percpos + risk drop)", evaluations,
                      manifests)
     report["setup"] = {"raw": f"top-{NEGATIVES} of depth {DEPTH}", "curated": f"percpos (0.95·s_P) then top "
-                       f"{NEGATIVES}, minus the {len(dropped)} riskiest kept candidates "
-                       f"({RISK_DROP_SHARE:.0%}) as false_negative verdicts", "risk_source": "core.risk.compute_risk",
-                       "raw_kept": raw.kept, "curated_kept": curated.kept, "risk_dropped": len(dropped),
-                       "mining_seconds": mining_seconds}
+                       f"{NEGATIVES}; its {len(dropped)} riskiest kept candidates ({RISK_DROP_SHARE:.0%}) judged "
+                       f"false_negative and replaced by the next eligible ones (skip_judged)",
+                       "risk_source": "core.risk.compute_risk", "raw_kept": raw.kept, "percpos_kept": percpos.kept,
+                       "curated_kept": curated.kept, "risk_dropped": len(dropped), "mining_seconds": mining_seconds,
+                       "training": TRAINING}
     return report
 
 
@@ -172,7 +178,7 @@ def cranfield_study(root: Path) -> dict:
                                                                collection)
     report = _report("Cranfield oracle: raw vs curated (every mined hidden positive judged false negative)",
                      evaluations, manifests)
-    report["setup"] = {"train_queries": run.queries, "kept": run.kept,
+    report["setup"] = {"train_queries": run.queries, "kept": run.kept, "training": TRAINING,
                        "hidden_positives_among_candidates": len(hidden),
                        "hidden_positives_among_kept_negatives": int(kept_hidden), "mining_seconds": mining_seconds}
     return report
@@ -182,13 +188,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", choices=["all", "scifact", "cranfield"], default="all")
     args = parser.parse_args()
-    payload = {"training": TRAINING, "depth": DEPTH, "negatives": NEGATIVES, "studies": {}}
+    # a single study replaces only its own entry; each study records the training settings it ran with
+    previous = RESULTS / "train.json"
+    studies = json.loads(previous.read_text(encoding="utf-8"))["studies"] if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         if args.study in ("all", "scifact"):
-            payload["studies"]["scifact"] = scifact_study(Path(tmp))
+            studies["scifact"] = scifact_study(Path(tmp))
         if args.study in ("all", "cranfield"):
-            payload["studies"]["cranfield"] = cranfield_study(Path(tmp))
-    print(f"\nwrote {write_result('train', payload)}")
+            studies["cranfield"] = cranfield_study(Path(tmp))
+    print(f"\nwrote {write_result('train', {'depth': DEPTH, 'negatives': NEGATIVES, 'studies': studies})}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,30 @@ WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (d
                                                             "data/workspace).")
 
 
+# rule options, shared by `mine` and `rerule`
+RuleOpt = typer.Option("top", "--rule", help="top|range|abs|marginpos|percpos|simans")
+NumNegativesOpt = typer.Option(5, "--num-negatives")
+RelativeOpt = typer.Option(None, "--relative-margin",
+                           help="percpos: keep s < s_P − |s_P|·m (default 0.05 with --rule percpos).")
+AbsoluteOpt = typer.Option(None, "--absolute-margin",
+                           help="marginpos: keep s < s_P − M (default 0.05 with --rule marginpos).")
+MaxScoreOpt = typer.Option(None, "--max-score", help="abs: keep s < T.")
+RangeMinOpt = typer.Option(10, "--range-min")
+RangeMaxOpt = typer.Option(100, "--range-max")
+SimansAOpt = typer.Option(1.0, "--simans-a")
+SimansBOpt = typer.Option(0.0, "--simans-b")
+SeedOpt = typer.Option(0, "--seed")
+SkipJudgedOpt = typer.Option(False, "--skip-judged",
+                             help="Never keep a candidate judged false negative; refill from the next ones.")
+
+
+def _rule_spec(params: dict):
+    """The RuleSpec named by a command's rule options (its parameters carry RuleSpec's field names)."""
+    from core.rules import RuleSpec
+
+    return RuleSpec.from_dict(params)
+
+
 def _store(workspace: Optional[Path], create: bool = True):
     from core.workspace import open_workspace
 
@@ -56,18 +80,10 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          model: Optional[str] = typer.Option(None, "--model", help="Local sentence-transformers folder "
                                                                      "(default: bundled all-MiniLM-L6-v2)."),
          depth: int = typer.Option(100, "--depth", help="Candidates kept per query (after removing positives)."),
-         rule: str = typer.Option("top", "--rule", help="top|range|abs|marginpos|percpos|simans"),
-         num_negatives: int = typer.Option(5, "--num-negatives"),
-         relative_margin: Optional[float] = typer.Option(
-             None, "--relative-margin", help="percpos: keep s < s_P − |s_P|·m (default 0.05 with --rule percpos)."),
-         absolute_margin: Optional[float] = typer.Option(
-             None, "--absolute-margin", help="marginpos: keep s < s_P − M (default 0.05 with --rule marginpos)."),
-         max_score: Optional[float] = typer.Option(None, "--max-score", help="abs: keep s < T."),
-         range_min: int = typer.Option(10, "--range-min"),
-         range_max: int = typer.Option(100, "--range-max"),
-         simans_a: float = typer.Option(1.0, "--simans-a"),
-         simans_b: float = typer.Option(0.0, "--simans-b"),
-         seed: int = typer.Option(0, "--seed"),
+         rule: str = RuleOpt, num_negatives: int = NumNegativesOpt, relative_margin: Optional[float] = RelativeOpt,
+         absolute_margin: Optional[float] = AbsoluteOpt, max_score: Optional[float] = MaxScoreOpt,
+         range_min: int = RangeMinOpt, range_max: int = RangeMaxOpt, simans_a: float = SimansAOpt,
+         simans_b: float = SimansBOpt, seed: int = SeedOpt, skip_judged: bool = SkipJudgedOpt,
          bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
          precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 (auto = bf16 when it keeps "
                                                                     "cosine ≥ 0.999 to fp32 and is faster on "
@@ -77,11 +93,8 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
     """Mine candidates with FAISS and apply a rule; prints the new run id."""
     from core.mining import mine as do_mine
-    from core.rules import RuleSpec
 
-    spec = RuleSpec(rule=rule, num_negatives=num_negatives, max_score=max_score, absolute_margin=absolute_margin,
-                    relative_margin=relative_margin, range_min=range_min, range_max=range_max,
-                    simans_a=simans_a, simans_b=simans_b, seed=seed)
+    spec = _rule_spec(locals())
     ws, store = _store(workspace)
     result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
                      document_prompt)
@@ -94,6 +107,28 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
                f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s; "
                f"false-negative risk is scored when the run is first opened in the app, or by "
                f"`python -m core risk`", err=True)
+
+
+@app.command()
+def rerule(run: str = typer.Option(..., "--run", help="The run whose stored candidates get the new rule."),
+           workspace: Optional[Path] = WorkspaceOpt,
+           rule: str = RuleOpt, num_negatives: int = NumNegativesOpt, relative_margin: Optional[float] = RelativeOpt,
+           absolute_margin: Optional[float] = AbsoluteOpt, max_score: Optional[float] = MaxScoreOpt,
+           range_min: int = RangeMinOpt, range_max: int = RangeMaxOpt, simans_a: float = SimansAOpt,
+           simans_b: float = SimansBOpt, seed: int = SeedOpt, skip_judged: bool = SkipJudgedOpt,
+           as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """Apply another rule to a run's stored candidates (no encoding, no search); prints the new run id."""
+    from core.mining import derive_run
+
+    spec = _rule_spec(locals())
+    _, store = _store(workspace, create=False)
+    result = derive_run(store, run, spec)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    typer.echo(result.run_id)
+    typer.echo(f"{result.kept} kept of {result.candidates} ({spec.describe()}), {result.short_queries} queries short "
+               f"of {spec.num_negatives}; derived from {run} in {result.seconds:.2f}s", err=True)
 
 
 @app.command()
@@ -204,6 +239,8 @@ def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
           out: Path = typer.Option(..., "--out", help="Folder for the trained model (must not exist or be empty)."),
           data: str = typer.Option("raw", "--data", help="raw|curated"),
           loss: str = typer.Option("mnrl", "--loss", help="mnrl|cmnrl|gist"),
+          rows: str = typer.Option("triplet", "--rows", help="triplet (a row per negative) | ntuple (a row per "
+                                                             "positive with all the query's negatives)."),
           epochs: float = typer.Option(1.0, "--epochs"),
           batch_size: int = typer.Option(32, "--batch-size"),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
@@ -223,8 +260,9 @@ def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
     from core.train import TrainOptions
     from core.train import train as do_train
 
-    options = TrainOptions(data=data, loss=loss, epochs=epochs, batch_size=batch_size, max_steps=max_steps,
-                           seed=seed, learning_rate=learning_rate, max_seq_length=max_seq_length,
+    options = TrainOptions(data=data, loss=loss, row_layout=rows, epochs=epochs, batch_size=batch_size,
+                           max_steps=max_steps, seed=seed, learning_rate=learning_rate,
+                           max_seq_length=max_seq_length,
                            precision=precision, unsure=unsure, eval_split=eval_split, exclude_leaks=exclude_leaks,
                            base_model=base_model)
 

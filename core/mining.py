@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from core import rules
+from core import labels, rules
 from core.encoders import Encoder, document_text, load_encoder
 from core.errors import UserError
 from core.index import Bm25, build_index, search
@@ -126,7 +126,7 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
     queries = store.queries(dataset, list(positives))
     documents = store.documents(dataset)
     candidates = retrieve(encoder, documents, queries, positives, depth, bm25_depth, stage)
-    candidates = rules.apply(spec, candidates)
+    candidates = rules.apply(spec, candidates, judged_mask(store, dataset, candidates, spec))
     summary = rules.summarise(candidates, spec, queries["query_id"].tolist())
     run_id = new_run_id(dataset)
     seconds = time.perf_counter() - started
@@ -140,6 +140,16 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
                     "params": params, "stats": stats}, candidates)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
+
+
+def judged_mask(store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:
+    """Which candidates a person resolved as false negative for their query (None when the rule ignores it)."""
+    if not spec.skip_judged:
+        return None
+    verdicts = labels.resolved(store, dataset)
+    flagged = verdicts[verdicts["label"] == "false_negative"]
+    keys = pd.MultiIndex.from_arrays([candidates["query_id"], candidates["doc_id"]])
+    return keys.isin(pd.MultiIndex.from_arrays([flagged["query_id"], flagged["doc_id"]]))
 
 
 def require_run(store, run_id: str) -> dict:
@@ -172,7 +182,8 @@ class Preview:
 def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
     run = require_run(store, run_id)
     before = store.candidates(run_id, with_signals=False) if candidates is None else candidates
-    after = rules.apply(spec, before.drop(columns=["kept", "rule"]))
+    judged = judged_mask(store, run["dataset"], before, spec)
+    after = rules.apply(spec, before.drop(columns=["kept", "rule"]), judged)
     after["kept_before"] = before["kept"].to_numpy()
     after["rule_before"] = before["rule"].to_numpy()
     per_query = after.groupby("query_id").agg(kept_before=("kept_before", "sum"), kept_after=("kept", "sum"))
@@ -204,7 +215,7 @@ def derive_run(store, run_id: str, spec: RuleSpec, previewed: Preview | None = N
                             "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
                             "parent_run": run_id}, candidates[["query_id", "doc_id", "kept", "rule"]])
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
-                      0, 0, seconds)
+                      0, 0, round(time.perf_counter() - started, 3))
 
 
 def diff_runs(store, run_a: str, run_b: str) -> pd.DataFrame:

@@ -36,6 +36,7 @@ class RuleSpec:
     simans_a: float = 1.0
     simans_b: float = 0.0
     seed: int = 0
+    skip_judged: bool = False  # candidates judged false negative (or promoted) are never selected; the next refill
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -68,6 +69,8 @@ class RuleSpec:
             active.append("marginpos")
         if self.relative_margin is not None:
             active.append("percpos")
+        if self.skip_judged:
+            active.append("judged")
         return active
 
     def to_dict(self) -> dict:
@@ -89,6 +92,8 @@ class RuleSpec:
             parts.append(f"marginpos s<s_P−{self.absolute_margin:g}")
         if self.relative_margin is not None:
             parts.append(f"percpos s<s_P−|s_P|·{self.relative_margin:g}")
+        if self.skip_judged:
+            parts.append("skip judged false negatives")
         sel = {"top": f"top-{self.num_negatives}",
                "range": f"{self.num_negatives} from ranks [{self.range_min},{self.range_max})",
                "simans": f"SimANS {self.num_negatives} (a={self.simans_a:g}, b={self.simans_b:g})"}[self.selector]
@@ -109,9 +114,13 @@ def threshold(spec: RuleSpec, pos_score: np.ndarray) -> np.ndarray:
     return limit
 
 
-def _filter_reasons(spec: RuleSpec, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def _filter_reasons(spec: RuleSpec, score: np.ndarray, pos: np.ndarray, judged: np.ndarray | None) -> np.ndarray:
     reasons = np.full(len(score), "", dtype=object)
     checks = []
+    if spec.skip_judged:
+        if judged is None:
+            raise ValueError("a skip_judged rule needs the judged mask")
+        checks.append(("judged", judged))
     if spec.max_score is not None:
         checks.append(("abs", score >= spec.max_score))
     if spec.absolute_margin is not None:
@@ -167,12 +176,17 @@ def _top_k_per_group(groups: np.ndarray, keys: np.ndarray, candidates: np.ndarra
     return order[position < k]
 
 
-def apply(spec: RuleSpec, candidates: pd.DataFrame) -> pd.DataFrame:
-    """Return ``candidates`` with ``kept`` and ``rule`` recomputed under ``spec`` (input order preserved)."""
+def apply(spec: RuleSpec, candidates: pd.DataFrame, judged: np.ndarray | None = None) -> pd.DataFrame:
+    """Return ``candidates`` with ``kept`` and ``rule`` recomputed under ``spec`` (input order preserved).
+
+    ``judged`` (one bool per candidate) marks documents a person judged false negative for that query; with
+    ``skip_judged`` they are filtered before selection, so each query is refilled to k from its next candidates
+    instead of losing the flagged negatives.
+    """
     out = candidates.copy()
     score = out["score"].to_numpy(dtype=float)
     pos = out["pos_score"].to_numpy(dtype=float)
-    reasons = _filter_reasons(spec, score, pos)
+    reasons = _filter_reasons(spec, score, pos, judged)
     eligible_mask = reasons == ""
     groups = pd.factorize(out["query_id"])[0]
     keys = _selection_keys(spec, out, score, pos)

@@ -1,7 +1,8 @@
 """Fine-tune a small retriever on a run's raw or curated negatives with sentence-transformers (F11).
 
-One row per (query, positive, negative) triplet, batched with ``NO_DUPLICATES`` so a text never meets itself in a
-batch. Contrastive losses treat every other document in the batch as a negative, so removing a judged false
+Rows are (query, positive, negative) triplets or (query, positive, negative_1..k) n-tuples, batched with
+``NO_DUPLICATES`` so a text never meets itself in a batch.
+Contrastive losses treat every other document in the batch as a negative, so removing a judged false
 negative from the query's own negatives (what ``selection`` does) is not enough: the same document can arrive as
 another row's positive or negative. The loss subclasses here therefore receive each row's index as its label and
 set the logits of a query's known positives and judged false negatives to −inf before the softmax, matched by
@@ -179,52 +180,68 @@ def make_loss(name: str, model, mask: FalseNegativeMask, guide=None, **kwargs):
 
 
 # -- training rows ---------------------------------------------------------------------------------------------------
+ROW_LAYOUTS = ("triplet", "ntuple")
+
+
 @dataclass
 class Rows:
+    """Training rows as columns: anchor, positive and one or more negative columns (``negatives[c][row]``)."""
+
     anchor: list[str] = field(default_factory=list)
     positive: list[str] = field(default_factory=list)
-    negative: list[str] = field(default_factory=list)
+    negatives: list[list[str]] = field(default_factory=list)
     queries: list[str] = field(default_factory=list)
-    doc_keys: list[tuple[bytes, bytes]] = field(default_factory=list)
-    filled: int = 0  # rows whose query had no hard negative left and got a random one
+    doc_keys: list[tuple[bytes, ...]] = field(default_factory=list)  # positive, then each negative column
+    filled: int = 0  # rows that got a random negative because their query ran out of hard ones
 
     def dataset(self):
         from datasets import Dataset
 
-        return Dataset.from_dict({"anchor": self.anchor, "positive": self.positive, "negative": self.negative,
-                                  "label": list(range(len(self.anchor)))})
+        names = ["negative"] if len(self.negatives) == 1 else [f"negative_{c + 1}" for c in range(len(self.negatives))]
+        return Dataset.from_dict({"anchor": self.anchor, "positive": self.positive,
+                                  **dict(zip(names, self.negatives)), "label": list(range(len(self.anchor)))})
 
 
-def build_rows(training: TrainingData, masked_doc_texts: dict[str, str],
-               seed: int = 0) -> tuple[Rows, FalseNegativeMask]:
-    """(anchor, positive, negative) triplets: every positive paired with every kept negative of its query.
+def build_rows(training: TrainingData, masked_doc_texts: dict[str, str], seed: int = 0,
+               layout: str = "triplet") -> tuple[Rows, FalseNegativeMask]:
+    """Rows from each (query, positive): ``triplet`` = one row per kept negative; ``ntuple`` = one row carrying
+    all k negatives (k = the most any query kept).
 
-    A query whose negatives were all removed keeps its positives, paired with a random document of the training
-    data that is neither its positive nor a judged false negative (in-batch negatives would play that role anyway).
+    n-tuple rows put every hard negative of a query in the same batch as its positive, and give raw and curated
+    data of one run the same rows in the same order, so a comparison of the two differs only in the negatives.
+    A query short of negatives is topped up with random documents of the training data that are neither its
+    positives nor judged false negatives (in-batch negatives would play that role anyway).
     """
+    if layout not in ROW_LAYOUTS:
+        raise UserError(f"unknown row layout {layout!r} (use {' or '.join(ROW_LAYOUTS)})")
     rng = random.Random(seed)
     texts = {d: training.doc(d) for e in training.examples for d in (*e.positives, *e.negatives)}
     keys = {d: text_key(t, None) for d, t in {**texts, **masked_doc_texts}.items()}
     pool = sorted(texts)
-    rows = Rows()
+    width = max((len(e.negatives) for e in training.examples), default=0) if layout == "ntuple" else 1
+    rows = Rows(negatives=[[] for _ in range(max(width, 1))])
     blocked: dict[str, set[bytes]] = {}
     for example in training.examples:
         block = {keys[d] for d in (*example.positives, *example.masked) if d in keys}
         blocked[example.query_id] = block
-        negatives = example.negatives
-        if not negatives:
-            candidates = [d for d in pool if keys[d] not in block]
-            if not candidates:
+        negatives = list(example.negatives)
+        wanted = len(rows.negatives) if layout == "ntuple" else 1
+        if len(negatives) < wanted:
+            taken = {keys[d] for d in negatives}
+            spare = [d for d in pool if keys[d] not in block and keys[d] not in taken]
+            if len(spare) < wanted - len(negatives):
                 continue
-            negatives = [rng.choice(candidates)]
+            negatives += rng.sample(spare, wanted - len(negatives))
             rows.filled += len(example.positives)
+        groups = [negatives] if layout == "ntuple" else [[n] for n in negatives]
         for positive in example.positives:
-            for negative in negatives:
+            for group in groups:
                 rows.anchor.append(training.query_text[example.query_id])
                 rows.positive.append(texts[positive])
-                rows.negative.append(texts[negative])
+                for column, negative in zip(rows.negatives, group):
+                    column.append(texts[negative])
                 rows.queries.append(example.query_id)
-                rows.doc_keys.append((keys[positive], keys[negative]))
+                rows.doc_keys.append((keys[positive], *(keys[n] for n in group)))
     return rows, FalseNegativeMask(rows.queries, rows.doc_keys, blocked)
 
 
@@ -242,6 +259,7 @@ def masked_texts(store, training: TrainingData) -> dict[str, str]:
 class TrainOptions:
     data: str = "raw"
     loss: str = "mnrl"
+    row_layout: str = "triplet"  # or ntuple: one row per (query, positive) with all its negatives
     epochs: float = 1.0
     batch_size: int = 32
     max_steps: int | None = None
@@ -258,6 +276,8 @@ class TrainOptions:
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise UserError(f"unknown loss {self.loss!r} (use {', '.join(LOSSES)})")
+        if self.row_layout not in ROW_LAYOUTS:
+            raise UserError(f"unknown row layout {self.row_layout!r} (use {' or '.join(ROW_LAYOUTS)})")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r} (use fp32 or bf16)")
         if self.epochs <= 0 or self.batch_size < 2:
@@ -314,7 +334,7 @@ def train(store, run_id: str, out: str | Path, options: TrainOptions | None = No
             training = leakage.exclude(training, report)
         if on_leakage is not None:
             on_leakage(report)
-    rows, mask = build_rows(training, masked_texts(store, training), options.seed)
+    rows, mask = build_rows(training, masked_texts(store, training), options.seed, options.row_layout)
     if len(rows.anchor) < 2:
         raise UserError(f"run {run_id} yields {len(rows.anchor)} training rows ({options.data}); need at least 2")
 

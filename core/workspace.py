@@ -79,7 +79,7 @@ def open_workspace(path: str | os.PathLike | None = None, create: bool = True) -
         root.mkdir(parents=True)
     ws = Workspace(root)
     for sub in (ws.embeddings_dir, ws.projections_dir, ws.models_dir, ws.exports_dir):
-        sub.mkdir(exist_ok=True)
+        sub.mkdir(parents=True, exist_ok=True)  # a shared embedding cache (NEGSPACE_EMBEDDINGS) may be new
     return ws
 
 

@@ -30,6 +30,9 @@ def rule_controls(base: RuleSpec) -> RuleSpec:
                              help="top-k, rank range (FlagEmbedding), NV-Retriever abs / marginpos / percpos, SimANS")
     num = cols[1].number_input("Negatives per query", 1, 200, base.num_negatives, key="mine_num")
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, base.seed, key="mine_seed")
+    skip = cols[3].checkbox("Skip judged false negatives", value=base.skip_judged, key="mine_skip_judged",
+                            help="Candidates resolved as false negative are never kept; each query is refilled "
+                                 "to k from its next eligible candidates.")
     cols = st.columns(4)
     use_abs = cols[0].checkbox("abs: keep s < τ", value=base.max_score is not None or rule == "abs",
                                key="mine_use_abs")
@@ -49,7 +52,8 @@ def rule_controls(base: RuleSpec) -> RuleSpec:
         a = st.number_input("SimANS a", 0.01, 100.0, base.simans_a, key="mine_a", disabled=rule != "simans")
         b = st.number_input("SimANS b", -1.0, 1.0, base.simans_b, key="mine_b", disabled=rule != "simans")
     return RuleSpec(rule, int(num), tau if use_abs else None, margin if use_margin else None,
-                    perc if use_perc or rule == "percpos" else None, int(lo), int(hi), float(a), float(b), int(seed))
+                    perc if use_perc or rule == "percpos" else None, int(lo), int(hi), float(a), float(b), int(seed),
+                    skip)
 
 
 st.subheader("Rule")

@@ -49,6 +49,9 @@ data = cols[0].radio("Data", ["curated", "raw"], horizontal=True, key="tr_data",
                      help="raw = the run's kept negatives as mined; curated = minus every candidate judged false "
                           "negative (and unsure, unless kept), plus promoted positives. Judged false negatives "
                           "are also masked as in-batch negatives.")
+layout = cols[0].radio("Rows", ["triplet", "ntuple"], horizontal=True, key="tr_rows",
+                       help="triplet = one row per negative; ntuple = one row per positive carrying all the "
+                            "query's negatives (raw and curated then train on the same rows in the same order).")
 loss = cols[1].selectbox("Loss", LOSSES, key="tr_loss",
                          format_func={"mnrl": "MultipleNegativesRanking", "cmnrl": "Cached MNRL (GradCache)",
                                       "gist": "GISTEmbed (base model as guide)"}.get)
@@ -70,7 +73,8 @@ if eval_split:
         exclude = st.checkbox("Exclude the leaked queries and documents from training", key="tr_exclude")
 
 if st.button("Train", type="primary", key="tr_go"):
-    options = TrainOptions(data=data, loss=loss, epochs=float(epochs), batch_size=int(batch_size),
+    options = TrainOptions(data=data, loss=loss, row_layout=layout, epochs=float(epochs),
+                           batch_size=int(batch_size),
                            max_steps=int(max_steps) or None, seed=int(seed),
                            max_seq_length=int(max_seq_length) or None, eval_split=eval_split,
                            exclude_leaks=exclude)

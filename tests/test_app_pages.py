@@ -53,6 +53,20 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     assert int(diff_metrics["negatives that disappears"]) > 0 or int(diff_metrics["negatives that appears"]) > 0
 
 
+def test_mine_skip_judged_refills_in_the_preview(monkeypatch, ws_root):
+    from core import labels
+
+    store = _store(ws_root)
+    kept = store.candidates(store.runs("tiny")[0]["run_id"])
+    first = kept[kept.kept].iloc[0]
+    labels.record(store, "tiny", first.query_id, first.doc_id, "ana", "false_negative")
+    at = open_app(monkeypatch, ws_root, "pages/mine.py")
+    at.checkbox(key="mine_skip_judged").check()
+    timed(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (int(metrics["no longer kept"]), int(metrics["newly kept"])) == (1, 1), metrics  # swapped, not dropped
+
+
 def test_mine_invalid_rule_is_reported(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, "pages/mine.py")
     at.selectbox(key="mine_rule").set_value("range").run()

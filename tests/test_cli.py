@@ -45,6 +45,21 @@ def test_cli_end_to_end_and_errors(tmp_path, beir_dir):
     assert exp.returncode == 0
     assert (tmp_path / "o.tsv").read_text().splitlines()[1] == "q1\tpy-join-dup\tfalse_negative\tana\t"
 
+    # re-rule the stored candidates: the judged q1/py-join-dup is skipped and q1 refilled to 2 from its next ranks
+    derived = run_cli("rerule", "--workspace", ws, "--run", out["run"], "--rule", "top", "--num-negatives", "2",
+                      "--skip-judged", "--json")
+    assert derived.returncode == 0, derived.stderr
+    new = json.loads(derived.stdout)
+    assert (new["candidates"], new["kept"], new["encoded"]) == (60, 12, 0)
+    from core.workspace import open_workspace
+    cands = open_workspace(ws).store().candidates(new["run"])
+    q1 = cands[cands.query_id == "q1"]
+    assert q1.loc[q1.doc_id == "py-join-dup", "rule"].tolist() == ["filtered:judged"]
+    assert q1[q1.kept]["rank"].tolist() == q1[q1.doc_id != "py-join-dup"]["rank"].tolist()[:2]
+    for args in (("--run", "nope"), ("--run", out["run"], "--rule", "range", "--range-min", "9", "--range-max", "3")):
+        bad = run_cli("rerule", "--workspace", ws, *args)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+
     assert run_cli("export", "--workspace", ws, "--run", "nope", "--format", "flag", "--out",
                    tmp_path / "e").returncode == 2
     help_ = run_cli("mine", "--help")

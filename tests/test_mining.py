@@ -154,3 +154,33 @@ def test_bad_requests_are_user_errors(mined):
         RuleSpec("abs")
     with pytest.raises(UserError, match="unknown rule"):
         RuleSpec("best")
+
+
+def test_skip_judged_refills_each_query_from_its_next_candidates(mined, ws_root):
+    from core import labels
+    from core.workspace import open_workspace
+
+    result = mined[2]
+    store = open_workspace(ws_root).store()
+    before = store.candidates(result.run_id)
+    kept = before[before.kept]
+    judged = {(q, d) for q, d in zip(kept.query_id, kept.doc_id)} & PLANTED_FALSE_NEGATIVES
+    assert len(judged) >= 4
+    for query_id, doc_id in sorted(judged):
+        labels.record(store, "tiny", query_id, doc_id, "alice", "false_negative")
+    labels.record(store, "tiny", "q9", "misc-1", "alice", "false_negative")  # a pair of no candidate: ignored
+    spec = RuleSpec("top", num_negatives=3, skip_judged=True)
+    pv = preview(store, result.run_id, spec)
+    derived = store.candidates(derive_run(store, result.run_id, spec, pv).run_id)
+    now = derived[derived.kept]
+    assert not {(q, d) for q, d in zip(now.query_id, now.doc_id)} & judged
+    assert now.groupby("query_id").size().eq(3).all(), "every query is refilled to k"
+    for query_id, group in derived.groupby("query_id"):
+        flagged = {d for q, d in judged if q == query_id}
+        assert set(group.loc[group.rule == "filtered:judged", "doc_id"]) == flagged
+        unjudged = group[~group.doc_id.isin(flagged)]
+        assert group[group.kept]["rank"].tolist() == unjudged["rank"].tolist()[:3]
+    assert "skip judged" in spec.describe()
+    # without the option the same verdicts leave the rule untouched
+    plain = preview(store, result.run_id, RuleSpec("top", num_negatives=3))
+    assert plain.candidates.kept.tolist() == before.kept.tolist()

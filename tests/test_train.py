@@ -89,22 +89,33 @@ def test_mask_layout_follows_the_loss_columns():
                                [False, False, False, True]]  # q1 blocks b: row 0's negative
 
 
-def test_curated_rows_and_mask_exclude_judged_false_negatives(leaky):
+def _negative_pairs(rows) -> set[tuple[str, str]]:
+    return {(q, n) for column in rows.negatives for q, n in zip(rows.queries, column)}
+
+
+@pytest.mark.parametrize("layout", ["triplet", "ntuple"])
+def test_curated_rows_and_mask_exclude_judged_false_negatives(leaky, layout):
     ws, store, run = leaky
-    raw, _ = build_rows(select(store, run, "raw"), {})
+    raw, _ = build_rows(select(store, run, "raw"), {}, layout=layout)
     planted = {(q, document_text(*DOCS[d])) for q, d in PLANTED_FALSE_NEGATIVES}
-    raw_hits = {(q, n) for q, n in zip(raw.queries, raw.negative)} & planted
-    assert len(raw_hits) >= 4, "raw data trains on the planted false negatives (this test would be vacuous)"
+    assert len(_negative_pairs(raw) & planted) >= 4, "raw data trains on the planted false negatives"
 
     training = select(store, run, "curated")
-    rows, mask = build_rows(training, masked_texts(store, training))
-    assert not {(q, n) for q, n in zip(rows.queries, rows.negative)} & planted
-    assert len(rows.anchor) == sum(len(e.positives) * max(1, len(e.negatives)) for e in training.examples)
+    rows, mask = build_rows(training, masked_texts(store, training), layout=layout)
+    assert not _negative_pairs(rows) & planted
+    if layout == "triplet":
+        assert len(rows.anchor) == sum(len(e.positives) * max(1, len(e.negatives)) for e in training.examples)
+    else:  # one row per (query, positive), k = 3 negative columns, short queries topped up with distinct documents
+        assert len(rows.negatives) == 3 and len(rows.anchor) == sum(len(e.positives) for e in training.examples)
+        assert (rows.anchor, rows.positive) == (raw.anchor, raw.positive), "raw and curated rows pair up"
+        assert rows.filled > 0 and all(len(set(keys)) == len(keys) for keys in rows.doc_keys)
+        assert list(rows.dataset().column_names) == ["anchor", "positive", "negative_1", "negative_2",
+                                                     "negative_3", "label"]
     # one batch holding every row: wherever a planted false negative of query i sits, the mask is set
     size = len(rows.anchor)
-    matrix = mask.matrix(torch.arange(size), columns=2)
+    matrix = mask.matrix(torch.arange(size), columns=1 + len(rows.negatives))
     for i, query in enumerate(rows.queries):
-        for c, column in enumerate((rows.positive, rows.negative)):
+        for c, column in enumerate((rows.positive, *rows.negatives)):
             for j, text in enumerate(column):
                 if (query, text) in planted:
                     assert matrix[i, c * size + j]
@@ -135,13 +146,14 @@ def test_cli_train_saves_a_loadable_model_with_manifest(leaky, tmp_path):
     out = ws.models_dir / "curated-mnrl"
     res = run_cli("train", "--workspace", ws.root, "--run", run, "--out", out, "--data", "curated",
                   "--max-steps", "2", "--batch-size", "4", "--max-seq-length", "32", "--seed", "1",
-                  "--exclude-leaks")
+                  "--exclude-leaks", "--rows", "ntuple")
     assert res.returncode == 0, res.stderr
     assert "warning: leakage" in res.stderr and "2 training queries" in res.stderr
     manifest = json.loads((out / "negspace_training.json").read_text())
     assert {k: manifest[k] for k in ("run", "data", "loss", "steps", "seed", "base_model")} == \
         {"run": run, "data": "curated", "loss": "mnrl", "steps": 2, "seed": 1, "base_model": "default"}
     assert manifest["leakage"]["excluded"] and manifest["masked_false_negatives"] >= 3
+    assert manifest["row_layout"] == "ntuple" and manifest["rows"] == sum(map(len, TRAIN.values())) - 2
     assert manifest["seconds"] > 0 and manifest["finished"]
     assert [m["path"] for m in trained_models(ws)] == [str(out)]
     loaded = SentenceTransformer(str(out), device="cpu", local_files_only=True)
@@ -151,7 +163,7 @@ def test_cli_train_saves_a_loadable_model_with_manifest(leaky, tmp_path):
 
     again = run_cli("train", "--workspace", ws.root, "--run", run, "--out", out, "--max-steps", "1")
     assert again.returncode == 2 and "not empty" in again.stderr
-    for args in (("--loss", "triplet"), ("--data", "cleaned"), ("--batch-size", "1")):
+    for args in (("--loss", "triplet"), ("--data", "cleaned"), ("--batch-size", "1"), ("--rows", "pairs")):
         bad = run_cli("train", "--workspace", ws.root, "--run", run, "--out", tmp_path / "x", *args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     bad = run_cli("train", "--workspace", ws.root, "--run", "nope", "--out", tmp_path / "x")

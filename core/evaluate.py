@@ -164,6 +164,8 @@ class Comparison:
     ties: int
     p_ttest: float
     p_randomization: float
+    ci_low: float  # 95 % confidence interval of the mean difference (paired t): "not worse" needs its bounds too
+    ci_high: float
     per_query: pd.DataFrame  # index query_id; columns a, b, diff
 
     @property
@@ -173,13 +175,14 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"metric": self.metric, "mean_a": self.mean_a, "mean_b": self.mean_b, "delta": self.delta,
                 "wins": self.wins, "losses": self.losses, "ties": self.ties, "p_ttest": self.p_ttest,
-                "p_randomization": self.p_randomization}
+                "p_randomization": self.p_randomization, "ci95": [self.ci_low, self.ci_high]}
 
 
 def compare(a: Evaluation, b: Evaluation, metric: str = "ndcg@10", resamples: int = 10_000,
             seed: int = 0) -> Comparison:
-    """Paired two-sided tests over per-query scores: Student's t (ranx's default) and a sign-flip randomization
-    test (Fisher; Smucker et al. 2007 recommend it for IR), plus how many queries B wins, loses and ties."""
+    """Paired two-sided tests over per-query scores: Student's t (ranx's default) with the 95 % confidence interval
+    of the mean difference and a sign-flip randomization test (Fisher; Smucker et al. 2007 recommend it for IR),
+    plus how many queries B wins, loses and ties."""
     from scipy import stats
 
     if metric not in METRICS:
@@ -191,15 +194,17 @@ def compare(a: Evaluation, b: Evaluation, metric: str = "ndcg@10", resamples: in
     diff = pair["diff"].to_numpy()
     if np.allclose(diff, 0):
         p_t = p_rand = 1.0
+        ci = (float(diff.mean()),) * 2
     else:
-        p_t = float(stats.ttest_rel(pair["b"], pair["a"]).pvalue)
+        test = stats.ttest_rel(pair["b"], pair["a"])
+        p_t, ci = float(test.pvalue), tuple(float(x) for x in test.confidence_interval(0.95))
         p_rand = float(stats.permutation_test((pair["b"].to_numpy(), pair["a"].to_numpy()),
                                               lambda x, y: np.mean(x - y), permutation_type="samples",
                                               n_resamples=resamples, alternative="two-sided",
                                               rng=np.random.default_rng(seed)).pvalue)
     eps = 1e-9
     return Comparison(metric, float(pair["a"].mean()), float(pair["b"].mean()), int((diff > eps).sum()),
-                      int((diff < -eps).sum()), int((np.abs(diff) <= eps).sum()), p_t, p_rand, pair)
+                      int((diff < -eps).sum()), int((np.abs(diff) <= eps).sum()), p_t, p_rand, *ci, pair)
 
 
 def comparison_table(evaluations: dict[str, Evaluation], baseline: str, metric: str = "ndcg@10") -> pd.DataFrame:
@@ -210,7 +215,8 @@ def comparison_table(evaluations: dict[str, Evaluation], baseline: str, metric: 
         row = {"model": name, **result.means()}
         if name != baseline:
             c = compare(evaluations[baseline], result, metric)
-            row.update({f"Δ {metric}": c.delta, "wins": c.wins, "losses": c.losses, "ties": c.ties,
-                        "p (t-test)": c.p_ttest, "p (randomization)": c.p_randomization})
+            row.update({f"Δ {metric}": c.delta, "95% CI": f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]", "wins": c.wins,
+                        "losses": c.losses, "ties": c.ties, "p (t-test)": c.p_ttest,
+                        "p (randomization)": c.p_randomization})
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")

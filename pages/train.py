@@ -118,17 +118,20 @@ if st.button("Evaluate", key="tr_eval") and chosen:
 stored = st.session_state.get("tr_results")
 if stored and stored[:2] == (dataset, eval_split):
     results = stored[2]
-    table = comparison_table(results, "base")
+    baseline = st.selectbox("Compare against", list(results), key="tr_baseline",
+                            help="e.g. pick the raw-trained model to see whether curating helped")
+    table = comparison_table(results, baseline)
     st.dataframe(table, width="stretch",
                  column_config={m: st.column_config.NumberColumn(format="%.4f") for m in
                                 [*METRICS, "Δ ndcg@10", "p (t-test)", "p (randomization)"]})
-    st.caption("Per-query wins/losses and p-values compare nDCG@10 with the base model over the same queries "
-               "(paired two-sided t-test; sign-flip randomization test).")
+    st.caption(f"Δ, the 95 % confidence interval of the mean difference, per-query wins/losses and p-values compare "
+               f"nDCG@10 with **{common.escape_markdown(baseline)}** over the same queries (paired two-sided t-test; sign-flip "
+               f"randomization test).")
     means = table[list(METRICS)].reset_index().melt("model", var_name="metric", value_name="value")
     st.plotly_chart(px.bar(means, x="metric", y="value", color="model", barmode="group"), width="stretch")
-    trained_names = [name for name in results if name != "base"]
+    trained_names = [name for name in results if name != baseline]
     pick = st.selectbox("Per-query change of", trained_names, key="tr_pick")
-    diff = (results[pick].per_query["ndcg@10"] - results["base"].per_query["ndcg@10"]).sort_values()
+    diff = (results[pick].per_query["ndcg@10"] - results[baseline].per_query["ndcg@10"]).sort_values()
     frame = pd.DataFrame({"query": diff.index, "Δ nDCG@10": diff.to_numpy(),
                           "outcome": ["win" if d > 1e-9 else "loss" if d < -1e-9 else "tie" for d in diff]})
     st.plotly_chart(px.bar(frame, x="query", y="Δ nDCG@10", color="outcome",

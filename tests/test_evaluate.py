@@ -53,6 +53,9 @@ def test_compare_counts_wins_and_matches_scipy():
     assert result.delta == pytest.approx(0.1875)
     assert result.p_ttest == pytest.approx(stats.ttest_rel(b.per_query["ndcg@10"], a.per_query["ndcg@10"]).pvalue)
     assert 0 < result.p_randomization < 0.1
+    diff = b.per_query["ndcg@10"] - a.per_query["ndcg@10"]
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / len(diff) ** 0.5
+    assert (result.ci_low, result.ci_high) == pytest.approx((diff.mean() - half, diff.mean() + half))
     same = compare(a, a)
     assert (same.p_ttest, same.p_randomization, same.ties) == (1.0, 1.0, 8)
     with pytest.raises(UserError):

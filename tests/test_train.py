@@ -194,8 +194,13 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
     assert list(table.index)[0] == "base" and len(table) == 2
-    assert {"ndcg@10", "mrr@10", "recall@100", "wins", "losses", "p (t-test)"} <= set(table.columns)
+    assert {"ndcg@10", "mrr@10", "recall@100", "wins", "losses", "p (t-test)", "95% CI"} <= set(table.columns)
     assert len(at.get("plotly_chart")) == 2
+    trained = list(table.index)[1]
+    at.selectbox(key="tr_baseline").set_value(trained).run()  # compare against the trained model instead
+    flipped = at.dataframe[0].value
+    assert flipped.loc["base", "Δ ndcg@10"] == pytest.approx(-table.loc[trained, "Δ ndcg@10"])
+    assert at.selectbox(key="tr_pick").options == ["base"]
 
 
 def test_train_page_without_a_run(monkeypatch, tmp_path):

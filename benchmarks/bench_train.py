@@ -17,7 +17,10 @@ negatives differ.
 Every model is evaluated by core.evaluate (same encoder, cache and FAISS path as mining); significance is a paired
 two-sided t-test and a sign-flip randomization test over per-query nDCG@10.
 
-    NEGSPACE_EMBEDDINGS=benchmarks/.cache/embeddings python benchmarks/bench_train.py
+Each arm can be trained with several seeds (``--seeds 0 1 2``): its per-query scores are then averaged over the
+seeds before the paired tests, and every seed is also reported on its own.
+
+    NEGSPACE_EMBEDDINGS=benchmarks/.cache/embeddings python benchmarks/bench_train.py [--study scifact] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import pandas as pd  # noqa: E402
 from benchmarks.common import RESULTS, SHARED, print_table, write_result  # noqa: E402
 from core import labels  # noqa: E402
 from core.datasets import ingest, load_beir  # noqa: E402
-from core.evaluate import METRICS, collection_from_beir, compare, default_cache_dir, evaluate  # noqa: E402
+from core.evaluate import METRICS, Evaluation, collection_from_beir, compare, default_cache_dir, evaluate  # noqa: E402
 from core.mining import derive_run, mine  # noqa: E402
 from core.rules import RuleSpec  # noqa: E402
 from core.train import TrainOptions, train  # noqa: E402
@@ -65,36 +68,57 @@ def _verdicts(store, dataset: str, pairs: list[tuple[str, str]], annotator: str,
     return labels.import_tsv(store, dataset, path, annotator) if pairs else 0
 
 
-def _train_and_evaluate(store, run_id: str, data: str, out: Path, collection,
-                        training: dict) -> tuple[dict, object]:
-    manifest = train(store, run_id, out, TrainOptions(data=data, **training))
-    started = time.perf_counter()
-    result = evaluate(str(out), collection, cache_dir=default_cache_dir())
-    return {**manifest, "eval_seconds": round(time.perf_counter() - started, 1)}, result
+def _train_arms(store, runs: dict[str, str], root: Path, collection, training: dict,
+                seeds: list[int]) -> tuple[dict[str, Evaluation], dict[str, list[dict]], dict[str, dict]]:
+    """Train and evaluate every arm once per seed. An arm's evaluation is its per-query scores averaged over the
+    seeds, so the paired tests compare seed-averaged models query by query; each seed is also compared alone."""
+    per_seed: dict[int, dict[str, Evaluation]] = {}
+    manifests: dict[str, list[dict]] = {arm: [] for arm in runs}
+    for seed in seeds:
+        per_seed[seed] = {}
+        for arm, run_id in runs.items():
+            out = root / f"{collection.name}-{arm}-s{seed}"
+            manifest = train(store, run_id, out, TrainOptions(data=arm, **{**training, "seed": seed}))
+            started = time.perf_counter()
+            per_seed[seed][arm] = evaluate(str(out), collection, cache_dir=default_cache_dir())
+            manifests[arm].append({**manifest, "eval_seconds": round(time.perf_counter() - started, 1)})
+            shutil.rmtree(out)
+    pooled = {arm: Evaluation(arm, collection.name, collection.split,
+                              sum(per_seed[seed][arm].per_query for seed in seeds) / len(seeds)) for arm in runs}
+    seeds_report = {str(seed): {"means": {arm: e.means() for arm, e in per_seed[seed].items()},
+                                "curated_vs_raw": compare(per_seed[seed]["raw"], per_seed[seed]["curated"],
+                                                          "ndcg@10", seed=SEED).to_dict()} for seed in seeds}
+    return pooled, manifests, seeds_report
 
 
-def _report(name: str, evaluations: dict[str, object], manifests: dict[str, dict]) -> dict:
-    rows, out = [], {"models": {}, "comparisons": {}}
+def _report(name: str, evaluations: dict[str, Evaluation], manifests: dict[str, list[dict]],
+            seeds_report: dict[str, dict]) -> dict:
+    rows, out = [], {"models": {}, "comparisons": {}, "seeds": seeds_report}
     for model, result in evaluations.items():
         means = result.means()
-        manifest = manifests.get(model, {})
-        out["models"][model] = {**means, "queries": result.queries, "train_seconds": manifest.get("seconds"),
-                                "steps": manifest.get("steps"), "rows": manifest.get("rows"),
-                                "masked_false_negatives": manifest.get("masked_false_negatives"),
-                                "leakage": manifest.get("leakage"), "eval_seconds": manifest.get("eval_seconds")}
-        rows.append({"model": model, **{m: f"{v:.4f}" for m, v in means.items()},
-                     "train s": manifest.get("seconds", "")})
+        runs = manifests.get(model, [])
+        first = runs[0] if runs else {}
+        seconds = round(sum(m["seconds"] for m in runs) / len(runs), 1) if runs else None
+        out["models"][model] = {**means, "queries": result.queries, "train_seconds": seconds,
+                                "steps": first.get("steps"), "rows": first.get("rows"),
+                                "masked_false_negatives": first.get("masked_false_negatives"),
+                                "leakage": first.get("leakage"), "eval_seconds": first.get("eval_seconds")}
+        rows.append({"model": model, **{m: f"{v:.4f}" for m, v in means.items()}, "train s": seconds or ""})
     pairs = [("base", "raw"), ("base", "curated"), ("raw", "curated")]
     for a, b in pairs:
         out["comparisons"][f"{b}_vs_{a}"] = {m: compare(evaluations[a], evaluations[b], m, seed=SEED).to_dict()
                                              for m in METRICS}
-    print(f"\n== {name}")
+    print(f"\n== {name} (seeds {', '.join(seeds_report)}; trained arms averaged over seeds per query)")
     print_table(rows, ["model", *METRICS, "train s"])
     for key, by_metric in out["comparisons"].items():
         c = by_metric["ndcg@10"]
         print(f"{key}: ΔnDCG@10 {c['delta']:+.4f} (95% CI {c['ci95'][0]:+.4f} … {c['ci95'][1]:+.4f})  "
               f"wins/losses/ties {c['wins']}/{c['losses']}/{c['ties']}  "
               f"p(t) {c['p_ttest']:.3g}  p(rand) {c['p_randomization']:.3g}")
+    for seed, report in seeds_report.items():
+        c = report["curated_vs_raw"]
+        print(f"  seed {seed}: raw {report['means']['raw']['ndcg@10']:.4f}  curated "
+              f"{report['means']['curated']['ndcg@10']:.4f}  Δ {c['delta']:+.4f}  p(t) {c['p_ttest']:.3g}")
     return out
 
 
@@ -110,7 +134,7 @@ def _risk_ranked(store, workspace, run_id: str) -> pd.DataFrame:
     return kept.sort_values(["risk", "score"], ascending=False)
 
 
-def scifact_study(root: Path) -> dict:
+def scifact_study(root: Path, seeds: list[int]) -> dict:
     ws = open_workspace(root / "scifact-ws")
     store = ws.store()
     ingest(store, SHARED / "scifact", "scifact")
@@ -123,13 +147,11 @@ def scifact_study(root: Path) -> dict:
     curated = derive_run(store, percpos.run_id, RuleSpec("percpos", num_negatives=NEGATIVES, skip_judged=True))
     mining_seconds = round(time.perf_counter() - started, 1)
     collection = collection_from_beir(SHARED / "scifact", "test")
-    evaluations = {"base": evaluate("default", collection, cache_dir=default_cache_dir())}
-    manifests = {}
-    for arm, run_id in (("raw", raw.run_id), ("curated", curated.run_id)):
-        manifests[arm], evaluations[arm] = _train_and_evaluate(store, run_id, arm, root / f"scifact-{arm}",
-                                                               collection, TRAINING)
-    report = _report("SciFact: base vs raw top-5 vs automatically curated (percpos + risk drop)", evaluations,
-                     manifests)
+    base = evaluate("default", collection, cache_dir=default_cache_dir())
+    arms, manifests, seeds_report = _train_arms(store, {"raw": raw.run_id, "curated": curated.run_id}, root,
+                                                collection, TRAINING, seeds)
+    report = _report("SciFact: base vs raw top-5 vs automatically curated (percpos + risk drop)",
+                     {"base": base, **arms}, manifests, seeds_report)
     report["setup"] = {"raw": f"top-{NEGATIVES} of depth {DEPTH}", "curated": f"percpos (0.95·s_P) then top "
                        f"{NEGATIVES}; its {len(dropped)} riskiest kept candidates ({RISK_DROP_SHARE:.0%}) judged "
                        f"false_negative and replaced by the next eligible ones (skip_judged)",
@@ -161,7 +183,7 @@ def _one_positive_folder(source: Path, target: Path) -> dict[str, dict[str, int]
     return full
 
 
-def cranfield_study(root: Path) -> dict:
+def cranfield_study(root: Path, seeds: list[int]) -> dict:
     full = _one_positive_folder(SHARED / "cranfield", root / "cranfield-one-positive")
     ws = open_workspace(root / "cranfield-ws")
     store = ws.store()
@@ -175,13 +197,11 @@ def cranfield_study(root: Path) -> dict:
     _verdicts(store, "cranfield", hidden, "oracle", root)
     mining_seconds = round(time.perf_counter() - started, 1)
     collection = collection_from_beir(SHARED / "cranfield", "test")
-    evaluations = {"base": evaluate("default", collection, cache_dir=default_cache_dir())}
-    manifests = {}
-    for arm in ("raw", "curated"):
-        manifests[arm], evaluations[arm] = _train_and_evaluate(store, run.run_id, arm, root / f"cranfield-{arm}",
-                                                               collection, CRANFIELD_TRAINING)
+    base = evaluate("default", collection, cache_dir=default_cache_dir())
+    arms, manifests, seeds_report = _train_arms(store, {"raw": run.run_id, "curated": run.run_id}, root,
+                                                collection, CRANFIELD_TRAINING, seeds)
     report = _report("Cranfield oracle: raw vs curated (every mined hidden positive judged false negative)",
-                     evaluations, manifests)
+                     {"base": base, **arms}, manifests, seeds_report)
     report["setup"] = {"train_queries": run.queries, "kept": run.kept, "training": CRANFIELD_TRAINING,
                        "hidden_positives_among_candidates": len(hidden),
                        "hidden_positives_among_kept_negatives": int(kept_hidden), "mining_seconds": mining_seconds}
@@ -191,15 +211,17 @@ def cranfield_study(root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", choices=["all", "scifact", "cranfield"], default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[SEED],
+                        help="training seeds; each arm is trained once per seed (mining is deterministic)")
     args = parser.parse_args()
     # a single study replaces only its own entry; each study records the training settings it ran with
     previous = RESULTS / "train.json"
     studies = json.loads(previous.read_text(encoding="utf-8"))["studies"] if previous.exists() else {}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         if args.study in ("all", "scifact"):
-            studies["scifact"] = scifact_study(Path(tmp))
+            studies["scifact"] = scifact_study(Path(tmp), args.seeds)
         if args.study in ("all", "cranfield"):
-            studies["cranfield"] = cranfield_study(Path(tmp))
+            studies["cranfield"] = cranfield_study(Path(tmp), args.seeds)
     print(f"\nwrote {write_result('train', {'depth': DEPTH, 'negatives': NEGATIVES, 'studies': studies})}")
 
 

@@ -36,7 +36,19 @@ def timed_process(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> 
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    """Where a result was measured; bf16 instructions decide whether bf16 encoding pays off (see BENCHMARKS.md)."""
+    cpu, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not cpu:
+                cpu = value.strip()
+            if key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "cpu": cpu, "bf16_instructions": sorted(flags & {"avx512_bf16", "amx_bf16"})}
 
 
 def write_result(name: str, payload: dict) -> Path:

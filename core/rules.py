@@ -36,7 +36,7 @@ class RuleSpec:
     simans_a: float = 1.0
     simans_b: float = 0.0
     seed: int = 0
-    skip_judged: bool = False  # candidates judged false negative (or promoted) are never selected; the next refill
+    skip_judged: bool = False  # candidates resolved as false negative are never kept; the next ones refill to k
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:

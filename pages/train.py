@@ -124,9 +124,9 @@ if stored and stored[:2] == (dataset, eval_split):
     st.dataframe(table, width="stretch",
                  column_config={m: st.column_config.NumberColumn(format="%.4f") for m in
                                 [*METRICS, "Δ ndcg@10", "p (t-test)", "p (randomization)"]})
-    st.caption(f"Δ, the 95 % confidence interval of the mean difference, per-query wins/losses and p-values compare "
-               f"nDCG@10 with **{common.escape_markdown(baseline)}** over the same queries (paired two-sided t-test; sign-flip "
-               f"randomization test).")
+    st.caption(f"Δ, the 95 % confidence interval of the mean difference, per-query wins/losses and p-values "
+               f"compare nDCG@10 with **{common.escape_markdown(baseline)}** over the same queries (paired two-sided "
+               f"t-test; sign-flip randomization test).")
     means = table[list(METRICS)].reset_index().melt("model", var_name="metric", value_name="value")
     st.plotly_chart(px.bar(means, x="metric", y="value", color="model", barmode="group"), width="stretch")
     trained_names = [name for name in results if name != baseline]

@@ -123,13 +123,11 @@ def _report(name: str, evaluations: dict[str, Evaluation], manifests: dict[str, 
 
 
 def _risk_ranked(store, workspace, run_id: str) -> pd.DataFrame:
-    """Kept candidates riskiest first (a derived run may not carry risk yet: compute it then)."""
-    cands = store.candidates(run_id)
-    if cands["risk"].isna().all():
-        from core.risk import compute_risk
+    """Kept candidates riskiest first, risk scored the way the app does on a run's first review."""
+    from core.risk import ensure_risk
 
-        compute_risk(store, workspace, run_id)
-        cands = store.candidates(run_id)
+    ensure_risk(store, workspace, run_id)
+    cands = store.candidates(run_id)
     kept = cands[cands["kept"]]
     return kept.sort_values(["risk", "score"], ascending=False)
 
@@ -155,7 +153,7 @@ def scifact_study(root: Path, seeds: list[int]) -> dict:
     report["setup"] = {"raw": f"top-{NEGATIVES} of depth {DEPTH}", "curated": f"percpos (0.95·s_P) then top "
                        f"{NEGATIVES}; its {len(dropped)} riskiest kept candidates ({RISK_DROP_SHARE:.0%}) judged "
                        f"false_negative and replaced by the next eligible ones (skip_judged)",
-                       "risk_source": "core.risk.compute_risk", "raw_kept": raw.kept, "percpos_kept": percpos.kept,
+                       "risk_source": "core.risk.ensure_risk", "raw_kept": raw.kept, "percpos_kept": percpos.kept,
                        "curated_kept": curated.kept, "risk_dropped": len(dropped), "mining_seconds": mining_seconds,
                        "training": TRAINING}
     return report

@@ -1,6 +1,7 @@
-"""`python -m core …`: the command-line face of the product (contract in docs/ARCHITECTURE.md).
+"""`python -m core …`: the command-line face of the product.
 
-User mistakes exit 2 with one line on stderr; only bugs produce tracebacks.
+User mistakes and environment failures (disk full, read-only or damaged files) exit 2 with one line on stderr,
+Ctrl-C exits 130 with one line; both leave the workspace as it was. Only bugs produce tracebacks.
 """
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors its own click
 
-from core.errors import UserError
+from core.errors import UserError, environment_error
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Negative Space: mine, review and clean hard negatives for dense retrievers.")
@@ -47,7 +49,9 @@ def _rule_spec(params: dict):
     return RuleSpec.from_dict(params)
 
 
-def _store(workspace: Optional[Path], create: bool = True):
+def _store(workspace: Optional[Path], create: bool = False):
+    """An existing workspace and its store: commands other than ingest need data that is already there, and a
+    typo in --workspace must not leave a new folder behind."""
     from core.workspace import open_workspace
 
     ws = open_workspace(workspace, create=create)
@@ -67,9 +71,14 @@ def ingest(path: Path = typer.Argument(..., help="BEIR folder or pairs/triplets 
                                                                  "content differs (labels are kept).")) -> None:
     """Validate and import a dataset; identical re-imports change nothing."""
     from core.datasets import ingest as do_ingest
+    from core.workspace import creating_workspace
 
-    _, store = _store(workspace)
-    result = do_ingest(store, path, name, format, replace)
+    with creating_workspace(workspace) as ws:  # removed again if the input is rejected
+        store = ws.store()
+        try:
+            result = do_ingest(store, path, name, format, replace)
+        finally:
+            store.close()
     typer.echo(result.summary())
 
 
@@ -121,7 +130,7 @@ def rerule(run: str = typer.Option(..., "--run", help="The run whose stored cand
     from core.mining import derive_run
 
     spec = _rule_spec(locals())
-    _, store = _store(workspace, create=False)
+    _, store = _store(workspace)
     result = derive_run(store, run, spec)
     if as_json:
         _echo_json(result.to_dict())
@@ -137,7 +146,7 @@ def runs(workspace: Optional[Path] = WorkspaceOpt, dataset: Optional[str] = type
     """List mining runs, newest first."""
     from core.rules import RuleSpec
 
-    _, store = _store(workspace, create=False)
+    _, store = _store(workspace)
     rows = store.runs(dataset)
     if as_json:
         _echo_json(rows)
@@ -153,7 +162,7 @@ def diff(run_a: str, run_b: str, workspace: Optional[Path] = WorkspaceOpt) -> No
     """Negatives that appear, disappear or change rank from RUN_A to RUN_B."""
     from core.mining import diff_runs
 
-    _, store = _store(workspace, create=False)
+    _, store = _store(workspace)
     frame = diff_runs(store, run_a, run_b)
     counts = frame["change"].value_counts().to_dict()
     typer.echo(" ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
@@ -207,7 +216,7 @@ def backup(workspace: Optional[Path] = WorkspaceOpt, out: Path = typer.Option(..
     """Copy the whole store with SQLite's online backup (safe while the app is writing)."""
     from core.backup import backup as do_backup
 
-    ws, _ = _store(workspace, create=False)
+    ws, _ = _store(workspace)
     do_backup(ws, out)
     typer.echo(f"backed up {ws.db_path} to {out}")
 
@@ -228,7 +237,7 @@ def risk(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., 
     """Re-score a run's candidates by false-negative risk and write them all, riskiest first, as TSV."""
     from core.risk import compute_risk, write_tsv
 
-    ws, store = _store(workspace, create=False)
+    ws, store = _store(workspace)
     compute_risk(store, ws, run)
     count = write_tsv(store, run, out)
     typer.echo(f"wrote {count} candidates to {out}")
@@ -271,7 +280,7 @@ def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
             hint = "" if report.excluded else "; pass --exclude-leaks to drop them"
             typer.echo(f"warning: {report.summary()}{hint}", err=True)
 
-    _, store = _store(workspace, create=False)
+    _, store = _store(workspace)
     manifest = do_train(store, run, out, options, on_leakage=warn)
     typer.echo(f"trained {manifest['loss']} on {manifest['data']} data of run {run}: {manifest['steps']} steps, "
                f"{manifest['rows']} rows, {manifest['seconds']:.0f}s; saved to {out}")
@@ -297,21 +306,34 @@ def evaluate(model: str = typer.Option(..., "--model", help="Trained model folde
     typer.echo("  ".join(f"{k} {v:.4f}" for k, v in means.items()) + f"  queries {result.queries}")
 
 
-def main() -> None:
-    try:
-        app(standalone_mode=False)
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        raise
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)  # always one line
+    sys.exit(code)
+
+
+def main() -> None:
+    """Run a command under the exit contract: 0 done; 2 with one ``error:`` line for a usage error, a user error or
+    an environment failure; 130 with one line for Ctrl-C. Anything else is a bug and keeps its traceback."""
+    try:
+        code = app(standalone_mode=False)  # typer turns Ctrl-C inside a command into the return value 130
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    except UserError as exc:
+        _fail(str(exc))
+    except NoArgsIsHelpError:  # no command given: typer has printed the help, and exits 2 as click does
+        sys.exit(2)
+    except ClickException as exc:  # unknown command, missing option, --depth abc, ...
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _fail(exc.format_message() + hint)
+    except OSError as exc:  # a disk that is full or read-only under a file written outside the store
+        translated = environment_error(exc)
+        if translated is None:
+            raise
+        _fail(str(translated))
+    if code == INTERRUPTED:
+        _fail("interrupted", INTERRUPTED)
+    sys.exit(code or 0)

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import sqlite_utils
 
-from core.errors import UserError
+from core.errors import UserError, environment_error
 
 T = TypeVar("T")
 
@@ -127,39 +127,56 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                               isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA temp_store = MEMORY")  # derived runs stage their decisions in a temp table
-        self.conn = conn
-        self.db = sqlite_utils.Database(conn)
-        self._lock = threading.RLock()
-        try:
-            self.migrate()
-        except BaseException:  # e.g. a store from a newer program: don't leak the connection
-            conn.close()
-            raise
+        with self._environment():  # a damaged file, a read-only or full disk: one line naming the file
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                                   isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                retrying(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA temp_store = MEMORY")  # derived runs stage their decisions in a temp table
+                self.conn = conn
+                self.db = sqlite_utils.Database(conn)
+                self._lock = threading.RLock()
+                self.migrate()
+            except BaseException:  # e.g. a store from a newer program: don't leak the connection
+                conn.close()
+                raise
 
     def close(self) -> None:
         self.conn.close()
 
+    @contextmanager
+    def _environment(self) -> Iterator[None]:
+        """Turn SQLite failing on this file (disk full, read-only, damaged) into a UserError naming it."""
+        try:
+            yield
+        except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+            translated = environment_error(exc, self.path)
+            if translated is None:
+                raise
+            raise translated from exc
+
     # -- transactions -----------------------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE so a writer takes the lock up front instead of failing to upgrade mid-transaction."""
-        with self._lock:
+        """BEGIN IMMEDIATE so a writer takes the lock up front instead of failing to upgrade mid-transaction.
+
+        Whatever stops the body or the COMMIT (an error, Ctrl-C, a full disk) rolls everything back. SQLite has
+        already rolled back after some errors (SQLITE_FULL among them), so ROLLBACK runs only while a transaction
+        is still open, and a failing ROLLBACK never hides the error that caused it.
+        """
+        with self._lock, self._environment():
             retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            else:
                 retrying(lambda: self.conn.execute("COMMIT"))
+            except BaseException:
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one immediate transaction, retried as a whole if the database stays locked."""
@@ -189,15 +206,18 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------------------------
     def frame(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=params)
+        with self._environment():
+            return pd.read_sql_query(sql, self.conn, params=params)
 
     def rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        with self._environment():
+            cur = self.conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self.conn.execute(sql, params).fetchone()
+        with self._environment():
+            row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
     def table_checksums(self) -> dict[str, str]:

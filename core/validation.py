@@ -47,9 +47,13 @@ def user_path(value: str | os.PathLike[str] | None, what: str, must_exist: bool 
         if any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in path.parts):
             raise OSError(errno.ENAMETOOLONG, f"a name in the path is longer than {MAX_NAME_BYTES} bytes")
         exists, is_dir = path.exists(), path.is_dir()
+        nearest = path if exists else next(p for p in path.parents if p.exists())
+        blocked = not exists and not nearest.is_dir()  # e.g. --out notes.txt/sub: a file where a folder must be
     except (OSError, ValueError, RuntimeError) as exc:  # name too long, undecodable, unknown ~user, link loop
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UserError(f"{what}: {display(text)}: {reason}") from None
+    if blocked:
+        raise UserError(f"{what}: {display(nearest)} is a file, not a folder")
     if must_exist and not exists:
         raise UserError(f"{what}: {display(path)}: no such file or folder")
     if exists and kind == "file" and is_dir:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.validation import user_path
+from core.validation import display, user_path
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent.parent / "data" / "workspace"
 DB_NAME = "negspace.sqlite"
+# SQLite's unix VFS opens no path over 512 bytes, and the longest file it opens in a workspace is an embedding
+# cache's rollback journal: embeddings/<16-hex fingerprint>-<precision>.sqlite-journal.
+MAX_ROOT_BYTES = 512 - len("/embeddings/0123456789abcdef-fp32.sqlite-journal")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,10 @@ class Workspace:
     @property
     def exports_dir(self) -> Path:
         return self.root / "exports"
+
+    @property
+    def subfolders(self) -> tuple[Path, ...]:
+        return self.embeddings_dir, self.projections_dir, self.models_dir, self.exports_dir
 
     @property
     def settings_path(self) -> Path:
@@ -70,17 +79,53 @@ def resolve_path(path: str | os.PathLike | None) -> Path:
 
 
 def open_workspace(path: str | os.PathLike | None = None, create: bool = True) -> Workspace:
+    """The workspace at ``path``. ``create`` makes a missing one (folder, subfolders; the store follows on first
+    open) for commands that may write the first data; without it a folder holding no store is refused, so
+    commands that only read or need existing data never leave a folder or file behind."""
     root = resolve_path(path)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"workspace path {root} exists and is not a folder")
-    if not root.exists():
-        if not create:
-            raise UserError(f"workspace {root} does not exist")
-        root.mkdir(parents=True)
+    size = len(os.fsencode(root))
+    if size > MAX_ROOT_BYTES:
+        raise UserError(f"workspace: {display(root)}: path too long ({size} bytes; SQLite allows at most "
+                        f"{MAX_ROOT_BYTES} here)")
     ws = Workspace(root)
-    for sub in (ws.embeddings_dir, ws.projections_dir, ws.models_dir, ws.exports_dir):
-        sub.mkdir(parents=True, exist_ok=True)  # a shared embedding cache (NEGSPACE_EMBEDDINGS) may be new
+    for folder in (root, *ws.subfolders):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"workspace: {display(folder)} exists and is not a folder")
+    if ws.db_path.exists() and not ws.db_path.is_file():
+        raise UserError(f"workspace: {display(ws.db_path)} is not a file")
+    if not create:
+        if not root.exists():
+            raise UserError(f"no workspace at {display(root)} (the folder does not exist)")
+        if not ws.db_path.exists():
+            raise UserError(f"no workspace at {display(root)} (it holds no {DB_NAME})")
+        return ws
+    for sub in ws.subfolders:
+        try:
+            sub.mkdir(parents=True, exist_ok=True)  # a shared embedding cache (NEGSPACE_EMBEDDINGS) may be new
+        except OSError as exc:
+            raise UserError(f"workspace: cannot create {display(sub)} ({exc.strerror})") from None
     return ws
+
+
+@contextmanager
+def creating_workspace(path: str | os.PathLike | None = None) -> Iterator[Workspace]:
+    """The workspace for a command that may be its first writer; if the command fails, what this call created
+    (folders, an empty store) is removed again, so a rejected input or a full disk leaves nothing behind."""
+    root = resolve_path(path)
+    ws = Workspace(root)
+    made = [p for p in (*reversed(root.parents), root, ws.db_path, *ws.subfolders) if not p.exists()]
+    open_workspace(root)
+    try:
+        yield ws
+    except BaseException:
+        for item in reversed(made):  # files first, then folders deepest first; a folder with content stays
+            with suppress(OSError):
+                if item == ws.db_path:
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        Path(f"{item}{suffix}").unlink(missing_ok=True)
+                else:
+                    item.rmdir()
+        raise
 
 
 def is_empty(root: Path) -> bool:

@@ -126,11 +126,3 @@ def creating_workspace(path: str | os.PathLike | None = None) -> Iterator[Worksp
                 else:
                     item.rmdir()
         raise
-
-
-def is_empty(root: Path) -> bool:
-    """True when a folder holds no store with content (used by restore to refuse overwrites)."""
-    if not root.exists():
-        return True
-    return not any(p for p in root.iterdir() if p.name not in {"embeddings", "projections", "models", "exports"}
-                   or any(p.iterdir()))

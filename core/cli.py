@@ -227,8 +227,10 @@ def restore(file: Path, workspace: Optional[Path] = WorkspaceOpt,
     """Restore a backup into a workspace (refuses a non-empty one unless --force)."""
     from core.backup import restore as do_restore
 
-    target = do_restore(file, workspace, force)
-    typer.echo(f"restored {file} into {target}")
+    restored = do_restore(file, workspace, force)
+    typer.echo(f"restored {file} into {restored.root}")
+    if restored.damaged is not None:
+        typer.echo(f"the workspace's unreadable store was kept as {restored.damaged}", err=True)
 
 
 @app.command()

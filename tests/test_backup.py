@@ -4,8 +4,11 @@ refuses files that are not Negative Space backups, all with exit code 2 and one 
 
 from __future__ import annotations
 
+import random
 import shutil
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +17,7 @@ from core.datasets import ingest
 from core.errors import UserError
 from core.store import SCHEMA_VERSION
 from core.workspace import open_workspace
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, workspace_state
 
 
 @pytest.fixture
@@ -119,3 +122,49 @@ def test_restore_refuses_foreign_and_newer_backups_before_touching_anything(labe
     with pytest.raises(UserError, match="newer than this program"):
         backup.restore(newer, tmp_path / "empty")
     assert empty.table_checksums() == before
+
+
+def damaged_backups(good: Path, tmp_path: Path) -> dict[str, Path]:
+    """Backups a restore must refuse, each made from ``good``: cut short, overwritten in the middle, random bytes,
+    another program's database, and one from a newer Negative Space."""
+    data = good.read_bytes()
+    made = {"truncated": data[: len(data) // 2], "damaged page": data[:4096 * 3] + b"\xff" * 4096 + data[4096 * 4:],
+            "random bytes": random.Random(0).randbytes(len(data))}
+    files = {}
+    for kind, content in made.items():
+        files[kind] = tmp_path / f"{kind}.sqlite"
+        files[kind].write_bytes(content)
+    files["foreign"] = tmp_path / "foreign.sqlite"
+    with closing(sqlite3.connect(files["foreign"])) as conn:
+        conn.execute("CREATE TABLE datasets (name)")
+        conn.execute("INSERT INTO datasets VALUES ('theirs')")
+        conn.commit()
+    files["newer"] = tmp_path / "newer.sqlite"
+    shutil.copy(good, files["newer"])
+    with closing(sqlite3.connect(files["newer"])) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
+        conn.commit()
+    return files
+
+
+def test_forced_restore_of_a_damaged_or_foreign_backup_keeps_the_store(labelled, tmp_path):
+    good = backup.backup(open_workspace(labelled), tmp_path / "good.sqlite")
+    before = workspace_state(labelled)
+    for kind, file in damaged_backups(good, tmp_path).items():
+        result = run_cli("restore", file, "--workspace", labelled, "--force")
+        assert_user_error(result, str(file))
+        assert workspace_state(labelled) == before, kind  # same files, same content, and it still opens
+    assert len(open_workspace(labelled).store().events("tiny")) == 10
+
+
+def test_restore_replaces_an_unreadable_store_and_keeps_it_aside(labelled, tmp_path):
+    file = backup.backup(open_workspace(labelled), tmp_path / "good.sqlite")
+    db = labelled / "negspace.sqlite"
+    garbage = random.Random(1).randbytes(8192)
+    db.write_bytes(garbage)
+    result = run_cli("restore", file, "--workspace", labelled, "--force")
+    assert result.returncode == 0, result.stderr
+    assert len(open_workspace(labelled).store().events("tiny")) == 10
+    kept = [p for p in labelled.iterdir() if p.name.startswith("negspace.sqlite.damaged-")]
+    assert [p.read_bytes() for p in kept] == [garbage] and str(kept[0]) in result.stderr
+    assert not [p for p in labelled.iterdir() if p.name.startswith(".")], "no staged copy left behind"

@@ -198,16 +198,22 @@ def labels_export(workspace: Optional[Path] = WorkspaceOpt, dataset: str = typer
 @app.command()
 def export(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
            format: str = typer.Option(..., "--format",
-                                      help="st-triplet|st-ntuple|st-labeled-list|flag|tevatron|beir-qrels"),
-           out: Path = typer.Option(..., "--out", help="Folder to write (replaced atomically)."),
+                                      help=", ".join(__import__("core.export", fromlist=["FORMATS"]).FORMATS)),
+           out: Path = typer.Option(..., "--out", help="Folder to write, replaced atomically when it is empty or "
+                                                       "holds an earlier export."),
            data: Optional[str] = typer.Option(None, "--data", help="raw|curated (default: curated once verdicts "
                                                                    "or promotions exist)."),
-           unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure.")) -> None:
+           unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure."),
+           force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no export "
+                                                             "(never the workspace or a folder holding it).")) -> None:
     """Export a run's training data with a manifest."""
+    from core.export import curation_warning
     from core.export import export as do_export
 
     _, store = _store(workspace, create=False)
-    manifest = do_export(store, run, format, out, data, unsure)
+    manifest = do_export(store, run, format, out, data, unsure, force)
+    if warning := curation_warning(store, run, manifest["data"]):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {manifest['rows']} rows ({manifest['data']}) to {out}")
 
 

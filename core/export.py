@@ -2,22 +2,48 @@
 
 An export is a folder: the data file(s), an ``ids.jsonl`` sidecar where the format has no room for ids
 (sentence-transformers trainers feed every column to the model), and ``manifest.json`` with provenance, counts
-and file hashes.
+and file hashes. An export only ever replaces an earlier export (a folder with our manifest), an empty folder, or,
+when forced, another folder the user named; never the workspace or a folder that holds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core import __version__
 from core.errors import UserError
 from core.files import atomic_dir
-from core.selection import TrainingData, select
+from core.validation import display, user_path
 
-FORMATS = ("st-triplet", "st-ntuple", "st-labeled-list", "flag", "tevatron", "beir-qrels")
+if TYPE_CHECKING:  # the CLI reads FORMATS for its help: keep this module's import free of pandas
+    from core.selection import Example, TrainingData
+
+MANIFEST = "manifest.json"
+MAX_NAME_BYTES = 200  # leaves room under NAME_MAX for the temporary sibling names of core.files
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: the name the CLI and the app offer, what it is for, and how its folder is written.
+
+    ``write(store, training data, folder, negatives per row)`` fills the folder and returns its manifest fields.
+    """
+
+    name: str
+    description: str
+    write: Callable[[object, TrainingData, Path, int], dict]
+
+
+# (data row, id row or None) pairs of one query; no pairs = the query is skipped
+Rows = list[tuple[dict, dict | None]]
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -26,53 +52,79 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _file_entry(path: Path) -> dict:
+    """sha256 and line count of a written file, read in chunks (a BEIR corpus can be large)."""
+    digest, lines = hashlib.sha256(), 0
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+    return {"sha256": digest.hexdigest(), "rows": lines}
 
 
-def _rows(fmt: str, td: TrainingData, n_negatives: int) -> tuple[list[dict], list[dict], int]:
-    """(data rows, id rows, skipped queries) for the JSONL formats."""
-    q, doc = td.query_text, td.doc
-    data: list[dict] = []
-    ids: list[dict] = []
-    skipped = 0
-    for ex in td.examples:
-        if fmt == "st-triplet":
-            if not ex.negatives:
-                skipped += 1
-            for i, neg in enumerate(ex.negatives):
-                pos = ex.positives[i % len(ex.positives)]  # spread negatives over all positives
-                data.append({"anchor": q[ex.query_id], "positive": doc(pos), "negative": doc(neg)})
-                ids.append({"query_id": ex.query_id, "positive_id": pos, "negative_id": neg})
-        elif fmt == "st-ntuple":
-            if len(ex.negatives) < n_negatives:
-                skipped += 1
-                continue
-            negs = ex.negatives[:n_negatives]
-            for pos in ex.positives:
-                row = {"anchor": q[ex.query_id], "positive": doc(pos)}
-                row.update({f"negative_{i + 1}": doc(n) for i, n in enumerate(negs)})
+def _triplet(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
+    rows = []
+    for i, neg in enumerate(ex.negatives):
+        pos = ex.positives[i % len(ex.positives)]  # spread negatives over all positives
+        rows.append(({"anchor": td.query_text[ex.query_id], "positive": td.doc(pos), "negative": td.doc(neg)},
+                     {"query_id": ex.query_id, "positive_id": pos, "negative_id": neg}))
+    return rows
+
+
+def _ntuple(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
+    if len(ex.negatives) < n_negatives:
+        return []
+    negs = ex.negatives[:n_negatives]
+    rows = []
+    for pos in ex.positives:
+        row = {"anchor": td.query_text[ex.query_id], "positive": td.doc(pos)}
+        row.update({f"negative_{i + 1}": td.doc(n) for i, n in enumerate(negs)})
+        rows.append((row, {"query_id": ex.query_id, "positive_id": pos, "negative_ids": negs}))
+    return rows
+
+
+def _labeled_list(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
+    docs = ex.positives + ex.negatives
+    return [({"query": td.query_text[ex.query_id], "docs": [td.doc(d) for d in docs],
+              "labels": [1] * len(ex.positives) + [0] * len(ex.negatives)},
+             {"query_id": ex.query_id, "doc_ids": docs})]
+
+
+def _flag(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
+    return [({"query": td.query_text[ex.query_id], "pos": [td.doc(d) for d in ex.positives],
+              "neg": [td.doc(d) for d in ex.negatives]},
+             {"query_id": ex.query_id, "pos_ids": ex.positives, "neg_ids": ex.negatives})]
+
+
+def _tevatron(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
+    def passages(doc_ids: list[str]) -> list[dict]:
+        return [{"docid": d, "title": td.doc_title.get(d, ""), "text": td.doc_text[d]} for d in doc_ids]
+    return [({"query_id": ex.query_id, "query": td.query_text[ex.query_id],
+              "positive_passages": passages(ex.positives), "negative_passages": passages(ex.negatives)}, None)]
+
+
+def _jsonl_writer(rows_of: Callable[[Example, TrainingData, int], Rows], per_row: bool = False):
+    """A writer of ``data.jsonl`` (and ``ids.jsonl`` when the rows have ids) from a per-query row function."""
+    def write(store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
+        data: list[dict] = []
+        ids: list[dict] = []
+        skipped = 0
+        for ex in td.examples:
+            rows = rows_of(ex, td, n_negatives)
+            skipped += not rows
+            for row, id_row in rows:
                 data.append(row)
-                ids.append({"query_id": ex.query_id, "positive_id": pos, "negative_ids": negs})
-        elif fmt == "st-labeled-list":
-            docs = ex.positives + ex.negatives
-            data.append({"query": q[ex.query_id], "docs": [doc(d) for d in docs],
-                         "labels": [1] * len(ex.positives) + [0] * len(ex.negatives)})
-            ids.append({"query_id": ex.query_id, "doc_ids": docs})
-        elif fmt == "flag":
-            data.append({"query": q[ex.query_id], "pos": [doc(d) for d in ex.positives],
-                         "neg": [doc(d) for d in ex.negatives]})
-            ids.append({"query_id": ex.query_id, "pos_ids": ex.positives, "neg_ids": ex.negatives})
-        elif fmt == "tevatron":
-            def passages(doc_ids: list[str]) -> list[dict]:
-                return [{"docid": d, "title": td.doc_title.get(d, ""), "text": td.doc_text[d]} for d in doc_ids]
-            data.append({"query_id": ex.query_id, "query": q[ex.query_id],
-                         "positive_passages": passages(ex.positives),
-                         "negative_passages": passages(ex.negatives)})
-    return data, ids, skipped
+                if id_row is not None:
+                    ids.append(id_row)
+        _jsonl(folder / "data.jsonl", data)
+        if ids:
+            _jsonl(folder / "ids.jsonl", ids)
+        return {"rows": len(data), "queries": len(td.examples) - skipped, "skipped_queries": skipped,
+                "negatives_per_row": n_negatives if per_row else None}
+    return write
 
 
-def _write_beir(store, td: TrainingData, folder: Path) -> dict[str, int]:
+def _beir(store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
     dataset = td.run["dataset"]
     docs = store.documents(dataset)
     _jsonl(folder / "corpus.jsonl", [{"_id": r.doc_id, "title": r.title, "text": r.text}
@@ -89,47 +141,134 @@ def _write_beir(store, td: TrainingData, folder: Path) -> dict[str, int]:
                                                   for r in group.itertuples(index=False)]
         (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         counts[split] = len(group)
-    return counts
+    return {"rows": sum(counts.values()), "qrels_per_split": counts, "queries": len(td.examples)}
 
 
-def export(store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop") -> dict:
-    """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist."""
-    if fmt not in FORMATS:
+EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("st-triplet", "sentence-transformers (anchor, positive, negative) rows", _jsonl_writer(_triplet)),
+    ExportFormat("st-ntuple", "sentence-transformers (anchor, positive, negative_1 … negative_n) rows",
+                 _jsonl_writer(_ntuple, per_row=True)),
+    ExportFormat("st-labeled-list", "sentence-transformers (query, docs, labels) rows for listwise losses",
+                 _jsonl_writer(_labeled_list)),
+    ExportFormat("flag", 'FlagEmbedding JSONL {"query", "pos": [], "neg": []}', _jsonl_writer(_flag)),
+    ExportFormat("tevatron", "Tevatron JSONL {query_id, query, positive_passages, negative_passages}",
+                 _jsonl_writer(_tevatron)),
+    ExportFormat("beir-qrels", "BEIR folder with promoted positives added to the qrels", _beir),
+)}
+FORMATS = tuple(EXPORT_FORMATS)
+
+
+def disagreement_rule() -> str:
+    """How ``labels.resolved`` settles a pair nobody adjudicated, in words for the people exporting."""
+    from core.labels import CAUTION_ORDER
+
+    order = " > ".join(label.replace("_", " ") for label in sorted(CAUTION_ORDER, key=CAUTION_ORDER.get))
+    return f"the majority label wins, ties go to the cautious label: {order}; adjudicate on the Team page"
+
+
+def default_data(store, run_id: str) -> str:
+    """What ``data=None`` (the app's *auto*) exports: curated once the dataset has a verdict or a promoted
+    positive, raw before anyone reviewed."""
+    from core import labels
+    from core.mining import require_run
+
+    dataset = require_run(store, run_id)["dataset"]
+    reviewed = not labels.current(store, dataset).empty or store.count("qrels", dataset=dataset, origin="promoted")
+    return "curated" if reviewed else "raw"
+
+
+def export_name(run_id: str, fmt: str, data: str, unsure: str) -> str:
+    """A folder name that says what was selected, so exports of different selections never replace each other:
+    ``<run>-<format>-raw`` or ``<run>-<format>-curated-unsure-<drop|keep>`` (the unsure policy only changes
+    curated data), in safe characters only so it can never leave the exports folder."""
+    selection = re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join(
+        [fmt, data] + (["unsure", unsure] if data == "curated" else [])))
+    run = re.sub(r"[^A-Za-z0-9_-]+", "_", run_id)
+    return f"{run[-(MAX_NAME_BYTES - len(selection) - 1):]}-{selection}"  # the run id ends with its unique part
+
+
+def curation_warning(store, run_id: str, data: str) -> str | None:
+    """The warning a curated export needs when annotators disagree on pairs nobody adjudicated: those pairs
+    are settled by a rule, not by a person. None for raw data or when every disagreement is settled."""
+    from core import agreement
+    from core.mining import require_run
+
+    if data != "curated":
+        return None
+    dataset = require_run(store, run_id)["dataset"]
+    count = len(agreement.disagreements(store, dataset))
+    if not count:
+        return None
+    return (f"{count} open disagreement{'s' if count != 1 else ''} between annotators in dataset {dataset!r} "
+            f"decided by rule: {disagreement_rule()}")
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    """The manifest of an earlier export in ``folder``, or None when the folder holds no export of ours."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(manifest, dict) and {"format", "run_id", "negspace_version", "files"} <= manifest.keys()
+    return manifest if ours else None
+
+
+def check_out(out: str | Path, workspace: Path, force: bool = False) -> Path:
+    """The folder an export may be written to, or a UserError naming the path and why not; changes nothing.
+
+    The workspace, a folder holding it and the workspace's own folders are never replaced (an export inside it
+    goes to a subfolder of ``exports/``); a non-empty folder is replaced only when it holds an earlier export,
+    or with ``force``.
+    """
+    out = user_path(out, "--out")
+    workspace = workspace.resolve()
+    if len(os.fsencode(out.name)) > MAX_NAME_BYTES:
+        raise UserError(f"--out {display(out)}: folder name longer than {MAX_NAME_BYTES} bytes")
+    if workspace.is_relative_to(out):
+        raise UserError(f"--out {display(out)} is the workspace or holds it ({display(workspace)}); "
+                        "exporting would replace it, give a new folder")
+    exports = workspace / "exports"
+    if out.is_relative_to(workspace) and (out == exports or not out.is_relative_to(exports)):
+        raise UserError(f"--out {display(out)} is inside the workspace; write to a folder under {display(exports)} "
+                        "or outside the workspace")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"--out {display(out)}: {display(existing)} is a file, not a folder")
+    try:
+        occupied = existing == out and any(out.iterdir())
+    except OSError as exc:
+        raise UserError(f"--out {display(out)}: cannot read the folder ({exc.strerror})") from None
+    if occupied and not force and read_manifest(out) is None:
+        raise UserError(f"--out {display(out)} is a folder that is not empty and holds no export ({MANIFEST}); "
+                        "pass --force to replace it and everything in it")
+    return out
+
+
+def export(store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
+           force: bool = False) -> dict:
+    """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist;
+    ``out`` is checked by ``check_out`` against the store's workspace before anything is written."""
+    from core.selection import select
+
+    if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
-    out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    probe = select(store, run_id, "raw", unsure)
-    if data is None:
-        data = "curated" if probe.label_counts or probe.promoted_positives or \
-            store.count("qrels", dataset=probe.run["dataset"], origin="promoted") else "raw"
-    td = probe if data == "raw" else select(store, run_id, data, unsure)
+    out = check_out(out, store.path.parent, force)
+    td = select(store, run_id, data or default_data(store, run_id), unsure)
     run = td.run
     n_neg = int(run["params"]["rules"].get("num_negatives", 5))
     manifest = {
-        "format": fmt, "dataset": run["dataset"], "run_id": run_id, "split": run["split"], "data": data,
+        "format": fmt, "dataset": run["dataset"], "run_id": run_id, "split": run["split"], "data": td.data,
         "unsure": unsure, "rules": run["params"]["rules"], "model_fingerprint": run["model_fingerprint"],
         "model_path": run["params"].get("model_path"), "label_counts": td.label_counts,
         "removed_negatives": td.removed_negatives, "promoted_positives": td.promoted_positives,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "negspace_version": __version__,
     }
-    with atomic_dir(out) as tmp:
-        files: dict[str, dict] = {}
-        if fmt == "beir-qrels":
-            counts = _write_beir(store, td, tmp)
-            manifest.update(rows=sum(counts.values()), qrels_per_split=counts, queries=len(td.examples))
-            for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-                files[str(path.relative_to(tmp))] = {"sha256": _sha256(path),
-                                                     "rows": sum(1 for _ in path.open(encoding="utf-8"))}
-        else:
-            rows, ids, skipped = _rows(fmt, td, n_neg)
-            _jsonl(tmp / "data.jsonl", rows)
-            files["data.jsonl"] = {"sha256": _sha256(tmp / "data.jsonl"), "rows": len(rows)}
-            if ids:
-                _jsonl(tmp / "ids.jsonl", ids)
-                files["ids.jsonl"] = {"sha256": _sha256(tmp / "ids.jsonl"), "rows": len(ids)}
-            manifest.update(rows=len(rows), queries=len(td.examples) - skipped, skipped_queries=skipped,
-                            negatives_per_row=n_neg if fmt == "st-ntuple" else None)
-        manifest["files"] = files
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    try:
+        with atomic_dir(out) as tmp:
+            manifest.update(EXPORT_FORMATS[fmt].write(store, td, tmp, n_neg))
+            manifest["files"] = {str(p.relative_to(tmp)): _file_entry(p)
+                                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    except OSError as exc:  # disk full, no permission, a read-only file system
+        raise UserError(f"--out {display(out)}: cannot write the export ({exc.strerror or exc})") from None
     return manifest

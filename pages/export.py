@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
 from pathlib import Path
 
 import streamlit as st
 
 from core.errors import UserError
-from core.export import FORMATS, export
+from core.export import EXPORT_FORMATS, FORMATS, curation_warning, default_data, export, export_name, read_manifest
 from pages import common
 
 common.through_app(__file__)
-
-DESCRIPTIONS = {
-    "st-triplet": "sentence-transformers (anchor, positive, negative) rows",
-    "st-ntuple": "sentence-transformers (anchor, positive, negative_1 … negative_n) rows",
-    "st-labeled-list": "sentence-transformers (query, docs, labels) rows for listwise losses",
-    "flag": 'FlagEmbedding JSONL {"query", "pos": [], "neg": []}',
-    "tevatron": "Tevatron JSONL {query_id, query, positive_passages, negative_passages}",
-    "beir-qrels": "BEIR folder with promoted positives added to the qrels",
-}
 
 
 def zipped(folder: Path) -> bytes:
@@ -39,21 +29,31 @@ st.title("Export")
 run_id = common.require_run()
 store = common.store()
 cols = st.columns(3)
-fmt = cols[0].selectbox("Format", FORMATS, format_func=lambda f: f"{f} — {DESCRIPTIONS[f]}", key="exp_fmt")
+fmt = cols[0].selectbox("Format", FORMATS, format_func=lambda f: f"{f} — {EXPORT_FORMATS[f].description}",
+                        key="exp_fmt")
 data = cols[1].radio("Data", ["auto", "curated", "raw"], horizontal=True, key="exp_data",
                      help="curated drops candidates judged false negative (and unsure, unless kept) and adds "
                           "promoted positives; auto picks curated once verdicts exist.")
 unsure = cols[2].radio("Candidates judged *unsure*", ["drop", "keep"], horizontal=True, key="exp_unsure")
-# run ids embed the user's dataset name: keep only safe characters so the name can never leave exports/
-out = common.workspace().exports_dir / re.sub(r"[^A-Za-z0-9_-]+", "_", f"{run_id}-{fmt}")
+chosen = default_data(store, run_id) if data == "auto" else data
+out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure)
+if warning := curation_warning(store, run_id, chosen):
+    st.warning(warning, icon="⚖️")
 st.caption(f"Written atomically to `{out}`")
-if st.button("Export", type="primary", key="exp_go"):
+confirmed = True
+if (previous := read_manifest(out)) is not None:
+    st.info(f"`{out.name}` already exists (created {previous.get('created_at', 'at an unknown time')}); "
+            "exporting again replaces it.")
+    # keyed by the folder and the exports done so far, so a confirmation never carries over to the next one
+    confirmed = st.checkbox("Overwrite", key=f"exp_overwrite_{out.name}_{st.session_state.get('exp_count', 0)}")
+if st.button("Export", type="primary", key="exp_go", disabled=not confirmed):
     try:
-        manifest = export(store, run_id, fmt, out, None if data == "auto" else data, unsure)
+        manifest = export(store, run_id, fmt, out, chosen, unsure)
     except UserError as exc:
         common.user_error(exc)
     else:
         st.session_state["exp_last"] = (str(out), manifest)
+        st.session_state["exp_count"] = st.session_state.get("exp_count", 0) + 1
 last = st.session_state.get("exp_last")
 if last and Path(last[0]).is_dir():
     folder, manifest = Path(last[0]), last[1]

@@ -84,7 +84,7 @@ def test_export_every_format(monkeypatch, ws_root, fmt):
     manifest = json.loads(manifest) if isinstance(manifest, str) else manifest
     assert manifest["format"] == fmt and manifest["rows"] > 0
     assert at.get("download_button")
-    assert list((ws_root / "exports").glob(f"*{fmt}/manifest.json"))
+    assert list((ws_root / "exports").glob(f"*-{fmt}-raw/manifest.json"))
 
 
 def test_import_bad_file_shows_location_and_imports_nothing(monkeypatch, ws_root, tmp_path):

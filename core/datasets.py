@@ -6,10 +6,14 @@ transaction, so a bad file can never leave a half-imported workspace behind.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
+import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,26 +52,46 @@ def lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def _read_text(path: Path) -> str:
+def require_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or socket by its file mode, without opening it: reading one blocks or never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file")
+        raise DatasetError(path, None, None, f"is {kind}, not a regular file")
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 file (a leading BOM dropped); bad bytes are reported with their line and byte offset."""
+    require_regular_file(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw.decode("utf-8-sig")
+        return raw[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise DatasetError(path, line, None, "not valid UTF-8") from None
+        offset = bom + exc.start
+        line = raw[:offset].count(b"\n") + 1
+        raise DatasetError(path, line, None, f"not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset} "
+                                             "of the file)") from None
 
 
 def _text_field(obj: dict, key: str, path: Path, line: int, required: bool = True) -> str:
-    if key not in obj or obj[key] is None:
+    """A text or id value as a string. Integers are taken as their digits (ids like 1 are common); floats are
+    refused, since NaN would become the text "nan" and 1.0 the id "1.0"."""
+    if obj.get(key) is None:
         if required:
-            raise DatasetError(path, line, key, "missing")
+            raise DatasetError(path, line, key, "missing" if key not in obj else "null (expected a string)")
         return ""
     value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise DatasetError(path, line, key, f"expected a string, got {type(value).__name__}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        got = f"the number {value!r}" if isinstance(value, float) else type(value).__name__
+        raise DatasetError(path, line, key, f"expected a string, got {got}")
     value = str(value)
     if len(value) > MAX_FIELD_CHARS:
         raise DatasetError(path, line, key, f"longer than {MAX_FIELD_CHARS:,} characters")
@@ -89,14 +113,31 @@ def _id_field(obj: dict, key: str, path: Path, line: int) -> str:
     return value
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names the same key twice (``json`` would silently keep the last value)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    text = _read_text(path)
+    text = read_text(path)
     seen_any = False
     for number, line in enumerate(lines(text), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise DatasetError(path, number, str(exc), "duplicate key in one JSON object") from None
         except RecursionError:
             raise DatasetError(path, number, None, "invalid JSON (nested too deeply)") from None
         except ValueError as exc:  # JSONDecodeError, or an integer longer than int() converts (4,300 digits)
@@ -115,7 +156,7 @@ def load_beir(folder: Path) -> DatasetContent:
     folder = Path(folder)
     corpus_path, queries_path, qrels_dir = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels"
     for needed in (corpus_path, queries_path):
-        if not needed.is_file():
+        if not needed.exists():
             raise DatasetError(needed, None, None, "missing (a BEIR folder needs corpus.jsonl and queries.jsonl)")
     content = DatasetContent("beir")
     doc_lines: dict[str, int] = {}
@@ -135,10 +176,16 @@ def load_beir(folder: Path) -> DatasetContent:
                                f"duplicate id {query_id!r} (first on line {query_lines[query_id]})")
         query_lines[query_id] = number
         content.queries.append((query_id, _text_field(obj, "text", queries_path, number)))
-    qrel_files = sorted(qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+    # Any case of the suffix: a split saved as test.TSV must not be dropped without a word.
+    qrel_files = sorted(p for p in qrels_dir.iterdir() if p.suffix.lower() == ".tsv") if qrels_dir.is_dir() else []
     if not qrel_files:
         raise DatasetError(qrels_dir, None, None, "no qrels/<split>.tsv file found")
+    split_files: dict[str, Path] = {}
     for qrel_path in qrel_files:
+        if qrel_path.stem in split_files:
+            raise DatasetError(qrel_path, None, None,
+                               f"split {qrel_path.stem!r} is also in {split_files[qrel_path.stem].name}")
+        split_files[qrel_path.stem] = qrel_path
         content.qrels.extend(_load_qrels(qrel_path, qrel_path.stem, doc_lines, query_lines))
     return content
 
@@ -146,7 +193,7 @@ def load_beir(folder: Path) -> DatasetContent:
 def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str, int]) -> list[tuple]:
     rows: list[tuple[str, str, str, int]] = []
     seen: dict[tuple[str, str], int] = {}
-    for number, line in enumerate(lines(_read_text(path)), start=1):
+    for number, line in enumerate(lines(read_text(path)), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -179,44 +226,99 @@ def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str,
 
 
 # -- sentence-transformers pairs / triplets ------------------------------------------------------------------------
-ANCHOR_NAMES = ("anchor", "query", "question")
-POSITIVE_NAMES = ("positive", "pos", "answer")
+# Column roles come from these exact names (any case), across the whole file: a guessed role turns a score
+# column into documents, and a column that only some rows have must not be missed.
+QUERY_COLUMNS = ("anchor", "query", "question")
+POSITIVE_COLUMNS = ("positive", "pos", "answer")
+NEGATIVE_COLUMN = re.compile(r"negatives|(?:negative|neg)(?:_[1-9][0-9]*)?")
+# Teacher scores have no place in a dataset (the miner scores candidates itself): such columns are ignored.
+SCORE_COLUMN = re.compile(r"scores?|(?:positive|pos|negative|neg)(?:_[1-9][0-9]*)?_scores?")
+COLUMN_HELP = ("anchor|query|question, positive|pos|answer, negative|negatives|neg|negative_N|neg_N, "
+               "or an ignored score column (score, negative_score, ...)")
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
-    """Rows of a JSONL/CSV/TSV/Parquet file with a 1-based line number (data row number for Parquet)."""
-    suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".json"}:
-        yield from _jsonl_objects(path)
-        return
-    if suffix in {".csv", ".tsv"}:
-        text = _read_text(path)
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
-        any_row = False
+@dataclass
+class _Table:
+    """A pairs file: its columns (each with the line that first names it; None for Parquet) and its rows."""
+
+    columns: list[tuple[str, int | None]]
+    rows: list[tuple[int, dict]]
+
+
+def _delimited(path: Path, text: str, tab: bool) -> _Table:
+    """CSV with the csv module's quoting; TSV literally (no quoting, no escapes): one field per tab-separated
+    cell, so a '"' inside a TSV field stays a character. Every row needs exactly the header's number of fields."""
+    if tab:
+        records = [(number, line.split("\t")) for number, line in enumerate(lines(text), start=1) if line]
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
         try:
-            for row in reader:
-                if None in row:
-                    raise DatasetError(path, reader.line_num, None, "more values than header columns")
-                any_row = True
-                yield reader.line_num, row
+            records = [(reader.line_num, row) for row in reader if row]
         except csv.Error as exc:
             raise DatasetError(path, reader.line_num, None, f"malformed CSV ({exc})") from None
-        if not any_row:
-            raise DatasetError(path, None, None, "file is empty")
-        return
+    if not records:
+        raise DatasetError(path, None, None, "file is empty")
+    (header_line, header), body = records[0], records[1:]
+    kind = "tab-separated fields" if tab else "comma-separated fields"
+    for number, row in body:
+        if len(row) != len(header):
+            raise DatasetError(path, number, None, f"{len(row)} {kind}, the header has {len(header)}")
+    return _Table([(name, header_line) for name in header], [(number, dict(zip(header, row))) for number, row in body])
+
+
+def _table(path: Path) -> _Table:
+    """Columns and rows of a JSONL/CSV/TSV/Parquet file, rows with a 1-based line (data row for Parquet)."""
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".json"}:
+        rows = list(_jsonl_objects(path))
+        first_seen: dict[str, int] = {}
+        for number, row in rows:
+            for key in row:
+                first_seen.setdefault(key, number)
+        return _Table(list(first_seen.items()), rows)
+    if suffix in {".csv", ".tsv"}:
+        return _delimited(path, read_text(path), tab=suffix == ".tsv")
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        try:
-            table = pq.read_table(path)
+        require_regular_file(path)
+        try:  # ParquetFile keeps duplicate column names (read_table refuses them), so they get our message
+            with pq.ParquetFile(path) as parquet:
+                table = parquet.read()
         except Exception as exc:  # pyarrow raises many types for a corrupt file
-            raise DatasetError(path, None, None, f"not a readable Parquet file ({exc})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatasetError(path, None, None, f"not a readable Parquet file ({reason})") from None
         if table.num_rows == 0:
             raise DatasetError(path, None, None, "file is empty")
-        for number, row in enumerate(table.to_pylist(), start=1):
-            yield number, row
-        return
+        return _Table([(name, None) for name in table.column_names], list(enumerate(table.to_pylist(), start=1)))
     raise DatasetError(path, None, None, f"unsupported file type {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
+
+
+def _roles(path: Path, columns: list[tuple[str, int | None]]) -> tuple[str, str, list[str]]:
+    """(query column, positive column, negative columns), or an error naming the first column that does not fit:
+    a duplicate, a second query or positive column, a missing one, or a name with no role."""
+    seen: dict[str, str] = {}
+    for name, line in columns:
+        if name.lower() in seen:
+            also = "" if seen[name.lower()] == name else f" (as {seen[name.lower()]!r})"
+            raise DatasetError(path, line, name, f"duplicate column{also}")
+        seen[name.lower()] = name
+    first_line = dict(columns)
+    names = [name for name, _ in columns]
+    chosen = []
+    for role, pool in (("anchor", QUERY_COLUMNS), ("positive", POSITIVE_COLUMNS)):
+        found = [name for name in names if name.lower() in pool]
+        if len(found) > 1:
+            raise DatasetError(path, first_line[found[1]], found[1],
+                               f"a second {role} column besides {found[0]!r} (use one of {', '.join(pool)})")
+        if not found:
+            raise DatasetError(path, None, role, f"missing column (one of {', '.join(pool)}; columns are {names})")
+        chosen.append(found[0])
+    negatives = [name for name in names if NEGATIVE_COLUMN.fullmatch(name.lower())]
+    for name in names:
+        if name not in chosen and name not in negatives and not SCORE_COLUMN.fullmatch(name.lower()):
+            raise DatasetError(path, first_line[name], name, f"unknown column (expected {COLUMN_HELP})")
+    return chosen[0], chosen[1], negatives
 
 
 def _stable_id(prefix: str, text: str) -> str:
@@ -226,26 +328,20 @@ def _stable_id(prefix: str, text: str) -> str:
 def load_pairs(path: Path) -> DatasetContent:
     """Pairs/triplets/n-tuples: anchor + positive (+ negative columns); ids are content hashes of the texts.
 
-    Given negatives become documents (so the miner and reviewer see them); they are not judgments.
+    Given negatives become documents (so the miner and reviewer see them); they are not judgments. A row without
+    a value in a negative column (an empty cell, null, or a JSONL row without the key) has no negative there.
     """
     path = Path(path)
+    table = _table(path)
+    anchor_key, positive_key, negative_keys = _roles(path, table.columns)
+    if not table.rows:
+        raise DatasetError(path, None, None, "file has a header but no rows")
     content = DatasetContent("pairs")
     docs: dict[str, str] = {}
     queries: dict[str, str] = {}
     qrels: set[tuple[str, str]] = set()
-    anchor_key = positive_key = None
-    negative_keys: list[str] = []
     has_negatives = False
-    for number, row in _records(path):
-        if anchor_key is None:
-            keys = list(row)
-            anchor_key = next((k for k in keys if k.lower() in ANCHOR_NAMES), None)
-            positive_key = next((k for k in keys if k.lower() in POSITIVE_NAMES), None)
-            if anchor_key is None:
-                raise DatasetError(path, number, "anchor", f"missing (columns are {keys})")
-            if positive_key is None:
-                raise DatasetError(path, number, "positive", f"missing (columns are {keys})")
-            negative_keys = [k for k in keys if k.lower().startswith("neg")]
+    for number, row in table.rows:
         query = _text_field(row, anchor_key, path, number)
         positive = _text_field(row, positive_key, path, number)
         if not query.strip():
@@ -282,6 +378,7 @@ def detect_format(path: Path) -> str:
         raise UserError(f"{path}: folder has no corpus.jsonl (expected a BEIR folder)")
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
+    require_regular_file(path)
     if path.suffix.lower() in PAIR_SUFFIXES:
         return "pairs"
     raise UserError(f"{path}: cannot tell the format (expected a BEIR folder or a .jsonl/.csv/.parquet file)")
@@ -316,26 +413,18 @@ class ImportResult:
 
 
 def ingest(store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False) -> ImportResult:
-    """Validate the whole input, then write it in one transaction (or do nothing if the content is unchanged)."""
+    """Validate the whole input, then write it in one transaction (or do nothing if the content is unchanged).
+
+    Whether the name exists, and with which content, is decided inside that transaction, so of two imports of
+    one name with different content only one can succeed."""
     if not name or not name.strip() or len(name) > 200:
         raise UserError("dataset name must be 1-200 characters")
     check_name(name, "dataset name")
     path = user_path(path, "dataset path", must_exist=True)
     content = load(path, fmt)
-    sha = content.sha256()
-    existing = store.dataset(name)
     splits: dict[str, int] = {}
     for split, *_ in content.qrels:
         splits[split] = splits.get(split, 0) + 1
-    result = ImportResult(name, "imported", len(content.documents), len(content.queries), len(content.qrels), splits)
-    if existing is not None:
-        if existing["content_sha256"] == sha:
-            result.status = "unchanged"
-            return result
-        if not replace:
-            raise UserError(f"dataset {name!r} already exists with different content; "
-                            "pass --replace to overwrite it (labels and promoted positives are kept)")
-        result.status = "replaced"
-    store.save_dataset(name, display(path), content.format, sha, content.documents,
-                       content.queries, content.qrels)
-    return result
+    status = store.save_dataset(name, display(path), content.format, content.sha256(), content.documents,
+                                content.queries, content.qrels, replace=replace)
+    return ImportResult(name, status, len(content.documents), len(content.queries), len(content.qrels), splits)

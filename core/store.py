@@ -247,23 +247,77 @@ class Store:
                                    (SELECT COUNT(*) FROM qrels WHERE dataset = d.name) AS qrels
                             FROM datasets d ORDER BY imported_at""")
 
-    def save_dataset(self, name: str, source: str, fmt: str, sha: str, documents: Iterable[tuple],
-                     queries: Iterable[tuple], qrels: Iterable[tuple]) -> None:
-        """Replace a dataset's imported content in one transaction; promoted qrels and labels are kept."""
-        def run(conn: sqlite3.Connection) -> None:
+    def save_dataset(self, name: str, source: str, fmt: str, sha: str, documents: Sequence[tuple],
+                     queries: Sequence[tuple], qrels: Sequence[tuple], replace: bool = False) -> str:
+        """Import a dataset, or replace its imported content, in one transaction; returns 'imported', 'unchanged'
+        or 'replaced'.
+
+        Whether the name exists, and with which content, is read inside the write transaction, so two processes
+        importing one name cannot both see it missing. A replace keeps promoted qrels and labels, and is rolled
+        back when the new content lacks documents or queries that runs, positives or label events still use.
+        """
+        def run(conn: sqlite3.Connection) -> str:
+            row = conn.execute("SELECT content_sha256 FROM datasets WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] == sha:
+                return "unchanged"
+            if row is not None and not replace:
+                raise UserError(f"dataset {name!r} already exists with different content (use --replace to "
+                                "overwrite it; labels and promoted positives are kept)")
             conn.execute("""INSERT INTO datasets VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET
                             source = excluded.source, format = excluded.format,
                             content_sha256 = excluded.content_sha256, imported_at = excluded.imported_at""",
                          (name, source, fmt, sha, now()))
             conn.execute("DELETE FROM documents WHERE dataset = ?", (name,))
             conn.execute("DELETE FROM queries WHERE dataset = ?", (name,))
-            conn.execute("DELETE FROM qrels WHERE dataset = ? AND origin = 'imported'", (name,))
             conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)", ((name, *d) for d in documents))
             conn.executemany("INSERT INTO queries VALUES (?, ?, ?)", ((name, *q) for q in queries))
+            if row is not None:  # checked before the old qrels go: the positives runs were mined with count too
+                self._refuse_dangling_references(conn, name)
+            conn.execute("DELETE FROM qrels WHERE dataset = ? AND origin = 'imported'", (name,))
             conn.executemany("""INSERT INTO qrels VALUES (?, ?, ?, ?, ?, 'imported', NULL)
                                 ON CONFLICT DO UPDATE SET score = excluded.score, origin = 'imported'""",
                              ((name, *r) for r in qrels))
-        self.write(run)
+            return "imported" if row is None else "replaced"
+        return self.write(run)
+
+    @staticmethod
+    def _refuse_dangling_references(conn: sqlite3.Connection, name: str) -> None:
+        """Raise (rolling the replace back) if a dataset's new documents and queries lack ids still used by its
+        runs' candidates, the qrels of a split a run was mined on, promoted positives or label events: exports,
+        training and review would fail on them."""
+        no_doc = "NOT EXISTS (SELECT 1 FROM documents d WHERE d.dataset = :name AND d.doc_id = x.doc_id)"
+        no_query = "NOT EXISTS (SELECT 1 FROM queries q WHERE q.dataset = :name AND q.query_id = x.query_id)"
+        missing = f"({no_doc} OR {no_query})"
+        used = """SELECT c.query_id, c.doc_id FROM candidates c JOIN runs r ON r.run_id = c.run_id
+                  WHERE r.dataset = :name
+                  UNION SELECT query_id, doc_id FROM qrels WHERE dataset = :name AND (origin = 'promoted'
+                        OR split IN (SELECT split FROM runs WHERE dataset = :name))
+                  UNION SELECT query_id, doc_id FROM label_events WHERE dataset = :name"""
+        params = {"name": name}
+        docs, queries = conn.execute(f"""SELECT COUNT(DISTINCT CASE WHEN {no_doc} THEN x.doc_id END),
+                                                COUNT(DISTINCT CASE WHEN {no_query} THEN x.query_id END)
+                                         FROM ({used}) x""", params).fetchone()
+        if not docs and not queries:
+            return
+        runs = [r[0] for r in conn.execute(f"""SELECT run_id FROM runs r WHERE dataset = :name AND (
+            EXISTS (SELECT 1 FROM candidates x WHERE x.run_id = r.run_id AND {missing})
+            OR EXISTS (SELECT 1 FROM qrels x WHERE x.dataset = :name AND x.split = r.split AND {missing}))
+            ORDER BY created_at, run_id""", params)]
+        events = conn.execute(f"SELECT COUNT(*) FROM label_events x WHERE dataset = :name AND {missing}",
+                              params).fetchone()[0]
+        promoted = conn.execute(f"""SELECT COUNT(*) FROM qrels x WHERE dataset = :name AND origin = 'promoted'
+                                    AND {missing}""", params).fetchone()[0]
+        users = []
+        if runs:
+            more = f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+            users.append(f"{len(runs)} run(s) ({', '.join(runs[:3])}{more})")
+        if events:
+            users.append(f"{events} label event(s)")
+        if promoted:
+            users.append(f"{promoted} promoted positive(s)")
+        lacks = " and ".join(f"{n} {what}" for n, what in ((docs, "document(s)"), (queries, "query(ies)")) if n)
+        raise UserError(f"dataset {name!r}: the new content lacks {lacks} still used by {', '.join(users)}; "
+                        "nothing was replaced (keep those ids, or import under another name)")
 
     def documents(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
         if ids is None:

@@ -19,11 +19,21 @@ MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX: checked here because stat() reports a missing parent first
 
 
+# Bidirectional controls: invisible, yet they reorder how a name is displayed, so two names that look alike
+# (or a name that looks like another) would be different people or datasets.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def check_name(value: str, what: str) -> str:
     """Reject control characters and lone surrogates in a name (dataset, annotator), which SQLite cannot store
-    as UTF-8 and which would break one-line CLI and TSV output; returns the value unchanged."""
+    as UTF-8 and which would break one-line CLI and TSV output, plus bidirectional controls and surrounding
+    spaces, which make two different names look the same; returns the value unchanged (never stripped)."""
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise UserError(f"{what} must not contain control characters or undecodable bytes")
+    if bidi := sorted({f"U+{ord(ch):04X}" for ch in value if ch in BIDI_CONTROLS}):
+        raise UserError(f"{what} must not contain bidirectional control characters ({', '.join(bidi)})")
+    if value != value.strip():
+        raise UserError(f"{what} {value!r} must not start or end with spaces")
     return value
 
 

@@ -65,7 +65,7 @@ def _verdicts(store, dataset: str, pairs: list[tuple[str, str]], annotator: str,
     path = folder / f"{annotator}.tsv"
     path.write_text("query-id\tcorpus-id\tlabel\n" + "".join(f"{q}\t{d}\tfalse_negative\n" for q, d in pairs),
                     encoding="utf-8")
-    return labels.import_tsv(store, dataset, path, annotator) if pairs else 0
+    return labels.import_tsv(store, dataset, path, annotator).added if pairs else 0
 
 
 def _train_arms(store, runs: dict[str, str], root: Path, collection, training: dict,

@@ -179,8 +179,7 @@ def labels_import(file: Path, workspace: Optional[Path] = WorkspaceOpt,
     from core.labels import import_tsv
 
     _, store = _store(workspace)
-    count = import_tsv(store, dataset, file, annotator)
-    typer.echo(f"imported {count} verdicts into {dataset!r}")
+    typer.echo(import_tsv(store, dataset, file, annotator).summary())
 
 
 @labels_app.command("export")

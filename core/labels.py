@@ -6,13 +6,14 @@ verdict is their latest event that has not been undone; undo is itself an event,
 
 from __future__ import annotations
 
-import csv
-import io
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from core.datasets import lines as split_lines
+from core.datasets import read_text
 from core.errors import DatasetError, UserError
 from core.validation import check_name, user_path
 
@@ -26,8 +27,9 @@ CAUTION_ORDER = {"false_negative": 0, "unsure": 1, "true_negative": 2}
 
 
 def check_annotator(name: str) -> str:
-    name = (name or "").strip()
-    if not name or len(name) > 100:
+    """The name as given, or a UserError: surrounding spaces are refused, not stripped, so that one person's
+    verdicts never end up under two names that look the same."""
+    if not name or not name.strip() or len(name) > 100:
         raise UserError("annotator name must be 1-100 characters")
     return check_name(name, "annotator name")
 
@@ -109,20 +111,57 @@ def _require_dataset(store, dataset: str) -> None:
         raise UserError(f"no dataset named {dataset!r} in this workspace")
 
 
-def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> int:
-    """Validate a whole labels TSV, then append all its verdicts in one transaction; returns the row count."""
+# Labels TSV fields are backslash-escaped (as PostgreSQL's text format and "linear TSV" do), so that any id or
+# note fits one line and one column and reads back exactly; no quoting. \" is read as " because the earlier,
+# csv-module exporter wrote a quote that way.
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", '"': '"'}
+_TO_ESCAPE = re.compile(r"[\\\t\n\r]")
+_ESCAPED = re.compile(r"\\(.?)", re.DOTALL)
+
+
+def escape_field(value: str) -> str:
+    return _TO_ESCAPE.sub(lambda m: _ESCAPES[m.group()], value)
+
+
+def unescape_field(value: str) -> str:
+    """The text of one escaped field; ValueError for a backslash that starts no known escape."""
+    def one(match: re.Match) -> str:
+        char = match.group(1)
+        if char not in _UNESCAPES:
+            raise ValueError(f"unknown escape \\{char} (a backslash is written \\\\)" if char else
+                             "a backslash at the end of the field (a backslash is written \\\\)")
+        return _UNESCAPES[char]
+    return _ESCAPED.sub(one, value)
+
+
+@dataclass
+class LabelImport:
+    """What a labels import did: rows appended as events, and rows equal to the annotator's current verdict."""
+
+    dataset: str
+    added: int
+    unchanged: int
+
+    def summary(self) -> str:
+        return f"imported {self.added} new verdicts into {self.dataset!r} ({self.unchanged} unchanged)"
+
+
+def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> LabelImport:
+    """Validate a whole labels TSV, then append its verdicts in one transaction.
+
+    A row equal to that annotator's current verdict on the pair (same label and note) adds no event, so
+    importing the same file (or an export) again changes nothing.
+    """
     path = user_path(path, "labels file", must_exist=True, kind="file")
     _require_dataset(store, dataset)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise DatasetError(path, None, None, "not valid UTF-8") from None
-    lines = split_lines(text)
+    lines = split_lines(read_text(path))
     if not lines or not lines[0].strip():
         raise DatasetError(path, 1, None, "file is empty (expected header query-id, corpus-id, label)")
     header = [h.strip().lower() for h in lines[0].split("\t")]
+    for position, name in enumerate(header):
+        if name in header[:position]:
+            raise DatasetError(path, 1, name, "duplicate column")
     for needed in ("query-id", "corpus-id", "label"):
         if needed not in header:
             raise DatasetError(path, 1, needed, f"missing column (header is {header})")
@@ -133,11 +172,16 @@ def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = No
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        parts = line.split("\t")
-        if len(parts) < len(header):
-            parts += [""] * (len(header) - len(parts))
-        if len(parts) > len(header):
-            raise DatasetError(path, number, None, f"{len(parts)} columns, header has {len(header)}")
+        cells = line.split("\t")
+        if len(cells) > len(header):
+            raise DatasetError(path, number, None, f"{len(cells)} columns, header has {len(header)}")
+        cells += [""] * (len(header) - len(cells))
+        parts = []
+        for name, cell in zip(header, cells):
+            try:
+                parts.append(unescape_field(cell))
+            except ValueError as exc:
+                raise DatasetError(path, number, name, str(exc)) from None
         query_id, doc_id = parts[col["query-id"]].strip(), parts[col["corpus-id"]].strip()
         if query_id not in known_queries:
             raise DatasetError(path, number, "query-id", f"unknown query id {query_id!r}")
@@ -147,8 +191,7 @@ def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = No
             label = normalise_label(parts[col["label"]])
         except UserError as exc:
             raise DatasetError(path, number, "label", str(exc)) from None
-        who = parts[col["annotator"]].strip() if "annotator" in col else ""
-        who = who or annotator
+        who = (parts[col["annotator"]] if "annotator" in col else "") or annotator
         if not who:
             raise DatasetError(path, number, "annotator", "empty; pass --annotator NAME for rows without one")
         try:
@@ -160,8 +203,21 @@ def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = No
                        "label": label, "note": note})
     if not events:
         raise DatasetError(path, None, None, "no label rows")
-    store.add_events(events)
-    return len(events)
+
+    def write(conn) -> LabelImport:
+        # Compared with the current verdicts inside the write transaction, so a concurrent import of the same
+        # file cannot slip its copies in between.
+        latest = {(r.annotator, r.query_id, r.doc_id): (r.label, r.note)
+                  for r in current(store, dataset).itertuples(index=False)}
+        added = 0
+        for event in events:
+            key = (event["annotator"], event["query_id"], event["doc_id"])
+            if latest.get(key) != (event["label"], event["note"]):
+                latest[key] = (event["label"], event["note"])
+                store._insert_event(conn, event)
+                added += 1
+        return LabelImport(dataset, added, len(events) - added)
+    return store.write(write)
 
 
 def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> int:
@@ -171,18 +227,15 @@ def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> i
     out = user_path(out, "--out", kind="file", create_parent=True)
     _require_dataset(store, dataset)
     frame = store.events(dataset) if history else current(store, dataset)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar="\\")
     columns = TSV_COLUMNS + (["id", "kind", "undoes", "created_at"] if history else [])
-    writer.writerow(columns)
+    rows = ["\t".join(columns)]
     for row in frame.itertuples(index=False):
-        values = [row.query_id, row.doc_id, row.label or "", row.annotator,
-                  (row.note or "").replace("\t", " ").replace("\n", " ")]
+        values = [row.query_id, row.doc_id, row.label or "", row.annotator, row.note or ""]
         if history:
             values += [row.id, row.kind, "" if pd.isna(row.undoes) else int(row.undoes), row.created_at]
-        writer.writerow(values)
+        rows.append("\t".join(escape_field(str(value)) for value in values))
     try:
-        atomic_write_text(out, buffer.getvalue())
+        atomic_write_text(out, "".join(row + "\n" for row in rows))
     except OSError as exc:  # disk full, no permission, a name the file system refuses
         raise UserError(f"--out: cannot write {out} ({exc.strerror})") from None
     return len(frame)

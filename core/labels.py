@@ -43,26 +43,46 @@ def normalise_label(label: str) -> str:
 
 def record(store, dataset: str, query_id: str, doc_id: str, annotator: str, label: str, note: str = "",
            adjudication: bool = False) -> int:
-    """Append one verdict and return its event id."""
-    event = {"dataset": dataset, "query_id": query_id, "doc_id": doc_id, "annotator": check_annotator(annotator),
-             "label": normalise_label(label), "note": note or "",
-             "kind": "adjudication" if adjudication else "verdict"}
-    return store.add_events([event])[0]
+    """Append one verdict and return its event id (closes open suggestions on the pair, see record_batch)."""
+    return record_batch(store, dataset, [(query_id, doc_id)], annotator, label, note, adjudication)[0]
+
+
+def record_batch(store, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str, note: str = "",
+                 adjudication: bool = False) -> list[int]:
+    """Append the same verdict on several (query, doc) pairs as one batch in one transaction; returns event ids.
+
+    A batch (e.g. a lasso selection on the map) is undone by a single ``undo``. Open suggestions on the judged
+    pairs are closed: the person decided them directly.
+    """
+    if not pairs:
+        raise UserError("no candidates selected")
+    who, value = check_annotator(annotator), normalise_label(label)
+    kind = "adjudication" if adjudication else "verdict"
+    return store.add_verdicts([{"dataset": dataset, "query_id": q, "doc_id": d, "annotator": who, "label": value,
+                                "note": note or "", "kind": kind} for q, d in dict.fromkeys(pairs)])
 
 
 def undo(store, dataset: str, annotator: str, query_id: str | None = None,
-         doc_id: str | None = None) -> dict | None:
-    """Undo the annotator's latest still-active verdict (optionally on one pair); returns the undone event."""
+         doc_id: str | None = None) -> list[dict]:
+    """Undo the annotator's latest still-active verdict (optionally on one pair) and, when it was given as part
+    of a batch, every still-active verdict of that batch; returns the undone events, latest first (empty when
+    there is nothing to undo)."""
     events = store.events(dataset, check_annotator(annotator))
     active = _active(events)
     if query_id is not None:
-        active = active[(active["query_id"] == query_id) & ((doc_id is None) | (active["doc_id"] == doc_id))]
-    if active.empty:
-        return None
-    target = active.sort_values("id").iloc[-1]
-    store.add_events([{"dataset": dataset, "query_id": target["query_id"], "doc_id": target["doc_id"],
-                       "annotator": annotator, "label": None, "kind": "undo", "undoes": int(target["id"])}])
-    return target.to_dict()
+        mine = active[(active["query_id"] == query_id) & ((doc_id is None) | (active["doc_id"] == doc_id))]
+    else:
+        mine = active
+    if mine.empty:
+        return []
+    target = mine.sort_values("id").iloc[-1]
+    if pd.notna(target["batch"]) and query_id is None:
+        targets = active[active["batch"] == target["batch"]].sort_values("id", ascending=False)
+    else:
+        targets = mine.sort_values("id").tail(1)
+    records = targets.to_dict("records")
+    store.undo_events(records, annotator)
+    return records
 
 
 def _active(events: pd.DataFrame) -> pd.DataFrame:
@@ -214,7 +234,7 @@ def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = No
             key = (event["annotator"], event["query_id"], event["doc_id"])
             if latest.get(key) != (event["label"], event["note"]):
                 latest[key] = (event["label"], event["note"])
-                store._insert_event(conn, event)
+                store.insert_verdict(conn, event)
                 added += 1
         return LabelImport(dataset, added, len(events) - added)
     return store.write(write)

@@ -199,3 +199,18 @@ def dataset_points(projection: pd.DataFrame, candidates: pd.DataFrame, positive_
     frame = frame.assign(kind=np.where(is_pos, "positive", frame["kind"]), hover=frame["text"])
     frame[colour] = values
     return frame[["x", "y", "kind", "id", "hover", colour]]
+
+
+def documents_queries(candidates: pd.DataFrame, doc_ids: list[str], shown: int = 5) -> pd.DataFrame:
+    """For documents picked on the whole-dataset map: how many of the run's queries mined each, and which.
+
+    A whole-dataset point is a document, but a verdict belongs to a (query, document) pair, so the map lists the
+    pairs a selection stands for instead of judging them all alike. Columns: doc_id, queries, query_ids (the
+    first ``shown`` ids, comma-separated); only documents that are candidates, in selection order.
+    """
+    picked = list(dict.fromkeys(doc_ids))
+    own = candidates[candidates["doc_id"].isin(picked)]
+    grouped = own.groupby("doc_id", sort=False)["query_id"].agg(list)
+    rows = [{"doc_id": d, "queries": len(grouped[d]), "query_ids": ", ".join(map(str, grouped[d][:shown]))
+             + (" …" if len(grouped[d]) > shown else "")} for d in picked if d in grouped.index]
+    return pd.DataFrame(rows, columns=["doc_id", "queries", "query_ids"])

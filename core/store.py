@@ -100,8 +100,13 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO risk_scored SELECT DISTINCT run_id, ? FROM candidates WHERE risk IS NOT NULL", (now(),))
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """Verdicts given together (a lasso selection) share a batch id, so one undo takes the whole batch back."""
+    db.execute("ALTER TABLE label_events ADD COLUMN batch INTEGER")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -469,6 +474,38 @@ class Store:
     def add_events(self, events: Sequence[dict[str, Any]]) -> list[int]:
         """Append label events atomically; returns their ids."""
         return self.write(lambda conn: [self._insert_event(conn, ev) for ev in events])
+
+    def add_verdicts(self, events: Sequence[dict[str, Any]]) -> list[int]:
+        """Append verdicts given together as one batch, in one transaction, and close the open suggestions on
+        their pairs: a person's direct verdict decides a suggestion (accepted when the labels agree, rejected
+        otherwise). Every event of a batch of two or more carries the first event's id as ``batch``."""
+        def run(conn: sqlite3.Connection) -> list[int]:
+            ids = [self.insert_verdict(conn, ev) for ev in events]
+            if len(ids) > 1:
+                conn.execute(f"UPDATE label_events SET batch = ? WHERE id IN ({','.join('?' * len(ids))})",
+                             (ids[0], *ids))
+            return ids
+        return self.write(run)
+
+    def insert_verdict(self, conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
+        """Append one verdict inside the caller's transaction and close the open suggestions on its pair."""
+        conn.execute("""UPDATE suggestions SET status = CASE WHEN label = ? THEN 'accepted' ELSE 'rejected' END
+                        WHERE dataset = ? AND query_id = ? AND doc_id = ? AND status = 'open'""",
+                     (ev["label"], ev["dataset"], ev["query_id"], ev["doc_id"]))
+        return self._insert_event(conn, ev)
+
+    def undo_events(self, targets: Sequence[dict[str, Any]], annotator: str) -> list[int]:
+        """Append an undo event for each target event in one transaction, and withdraw the open suggestions
+        those verdicts had spread (nobody decided them yet, and their reason no longer holds)."""
+        def run(conn: sqlite3.Connection) -> list[int]:
+            ids = [self._insert_event(conn, {"dataset": t["dataset"], "query_id": t["query_id"],
+                                             "doc_id": t["doc_id"], "annotator": annotator, "label": None,
+                                             "kind": "undo", "undoes": int(t["id"])}) for t in targets]
+            undone = [int(t["id"]) for t in targets]
+            conn.execute(f"DELETE FROM suggestions WHERE status = 'open' AND source_event IN "
+                         f"({','.join('?' * len(undone))})", undone)
+            return ids
+        return self.write(run)
 
     def _insert_event(self, conn: sqlite3.Connection, ev: dict[str, Any]) -> int:
         self.ensure_annotator(conn, ev["annotator"])

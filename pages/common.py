@@ -1,9 +1,13 @@
 """Shared sidebar, session state and cached readers for every page.
 
-Session-state contract (read by every page, including other teams' pages):
+Session-state contract (read by every page):
 ``ns_workspace`` (str path), ``ns_dataset`` (str | None), ``ns_run`` (str | None), ``ns_annotator`` (str).
 Pages change the dataset or run with ``select_dataset`` / ``select_run`` (applied before the sidebar widgets
 exist on the next run, because Streamlit forbids writing a widget's key after it is drawn).
+
+The workspace, dataset, run and annotator are mirrored in the URL's query parameters, so a reload (which starts
+a new session) comes back to the same run under the same annotator instead of falling back to defaults: a
+verdict recorded under the wrong name would corrupt agreement statistics.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from core.workspace import Workspace, open_workspace, resolve_path
 
 WORKSPACE, DATASET, RUN, ANNOTATOR = "ns_workspace", "ns_dataset", "ns_run", "ns_annotator"
 QUERY = "ns_query"  # the query under review; the Map page anchors on it
-APP_RAN, DEEP_LINK = "ns_app_ran", "ns_deep_link"
+APP_RAN, DEEP_LINK, DEEP_LINK_PARAMS = "ns_app_ran", "ns_deep_link", "ns_deep_link_params"
 _PENDING = "_ns_pending"
-DEFAULT_ANNOTATOR = "reviewer"
+URL_RESTORED = "_ns_url_restored"
+URL_KEYS = {WORKSPACE: "workspace", DATASET: "dataset", RUN: "run", ANNOTATOR: "annotator"}
 CACHE_TTL_S = 60  # derived reports that verdicts can change (e.g. leakage of curated data) are recomputed this often
 
 
@@ -35,6 +40,7 @@ def through_app(page_file: str) -> None:
     """
     if not st.session_state.get(APP_RAN):
         st.session_state[DEEP_LINK] = Path(page_file).name
+        st.session_state[DEEP_LINK_PARAMS] = st.query_params.to_dict()  # switch_page drops the URL's parameters
         st.switch_page("app.py")
 
 
@@ -117,8 +123,36 @@ def _run_label(store: Store, run_id: str) -> str:
     return f"{created} · {run_spec(run).describe()} · {run['stats'].get('kept', 0)} kept"
 
 
+def _restore_from_url() -> None:
+    """Once per browser session, take the pickers' values from the URL (a reload keeps who and what)."""
+    if st.session_state.get(URL_RESTORED):
+        return
+    st.session_state[URL_RESTORED] = True
+    params = st.session_state.pop(DEEP_LINK_PARAMS, None) or st.query_params.to_dict()
+    for key, param in URL_KEYS.items():
+        value = params.get(param)
+        if value and key not in st.session_state:
+            st.session_state[key] = value
+
+
+def _mirror_to_url() -> None:
+    """Write the pickers' current values into the URL (the default workspace is left out)."""
+    default_ws = str(resolve_path(None))
+    for key, param in URL_KEYS.items():
+        value = st.session_state.get(key)
+        if key == WORKSPACE and value == default_ws:
+            value = None
+        value = (value or "").strip() if isinstance(value, str) else value
+        if value:
+            if st.query_params.get(param) != value:
+                st.query_params[param] = value
+        elif param in st.query_params:
+            del st.query_params[param]
+
+
 def sidebar() -> None:
-    """Workspace, dataset, run and annotator pickers; values live in session state for the browser session."""
+    """Workspace, dataset, run and annotator pickers; values live in session state and in the URL."""
+    _restore_from_url()
     pending = st.session_state.pop(_PENDING, {})
     for key, value in pending.items():
         st.session_state[key] = value
@@ -143,9 +177,11 @@ def sidebar() -> None:
         st.session_state[RUN] = run_ids[0] if run_ids else None
     side.selectbox("Mining run", run_ids or [None], key=RUN, disabled=not run_ids,
                    format_func=lambda r: _run_label(current, r) if r else "(no run yet)")
-    st.session_state.setdefault(ANNOTATOR, DEFAULT_ANNOTATOR)
-    side.text_input("Annotator", key=ANNOTATOR, max_chars=100,
-                    help="Your verdicts are recorded under this name.")
+    st.session_state.setdefault(ANNOTATOR, "")
+    side.text_input("Annotator", key=ANNOTATOR, max_chars=100, placeholder="your name (required to judge)",
+                    help="Your verdicts are recorded under this name; it stays in the address bar, so a reload "
+                         "keeps it.")
+    _mirror_to_url()
 
 
 def require_dataset() -> str:
@@ -167,11 +203,13 @@ def require_run() -> str:
 
 
 def annotator() -> str:
-    """The annotator name, or a warning and stop when it is blank (every verdict must say who made it)."""
+    """The annotator name, shown on the page, or a warning and stop when none was chosen: every verdict must say
+    who made it, and no default name stands in for a person."""
     name = (st.session_state.get(ANNOTATOR) or "").strip()
     if not name:
         st.warning("Enter your annotator name in the sidebar to record verdicts.")
         st.stop()
+    st.caption(f"Judging as **{escape_markdown(name)}**")
     return name
 
 

@@ -1,7 +1,8 @@
 """Map: the run's queries, positives and candidates in 2-D; box/lasso a query's candidates to judge them at once.
 
 PCA shows at once; UMAP (better neighbourhoods) is computed once per mining run in a background job and replaces
-PCA when stored. Both come from cached embeddings, never re-encoded.
+PCA when stored. Both come from cached embeddings, never re-encoded. A selection is judged as one batch after a
+confirmation that lists what is selected (core.judging: one undo, spread like a click on Review).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import os
 
 import streamlit as st
 
-from core import charts, labels, review
+from core import charts, judging, review
+from core.errors import UserError
 from core.jobs import Job
 from core.mining import positives_by_query
-from core.projection import COLOUR_BY, anchored_points, best_projection, dataset_points, ensure_projection, root_run
+from core.projection import (COLOUR_BY, anchored_points, best_projection, dataset_points, documents_queries,
+                             ensure_projection, root_run)
 from core.workspace import open_workspace
 from pages import common
 
@@ -41,11 +44,27 @@ def wait_for_umap(job: Job) -> None:
                "compiles numba kernels, ~35 s). Showing PCA until then.")
 
 
-def _judge_selection(dataset: str, query_id: str, doc_ids: list[str], who: str, label: str) -> None:
-    for doc_id in doc_ids:
-        labels.record(common.store(), dataset, query_id, doc_id, who, label, "map selection")
-    st.session_state["map_done"] = f"{len(doc_ids)} candidate(s) marked {label.replace('_', ' ')}"
+def _judge_selection(dataset: str, pairs: list[tuple[str, str]], who: str, label: str) -> None:
+    """One batch: a single undo (z on Review) takes the whole selection back; spread like a click on Review."""
+    st.session_state.pop(CONFIRM, None)
+    try:
+        done = judging.judge(common.store(), common.workspace(), dataset, pairs, who, label, "map selection")
+    except UserError as exc:
+        st.session_state["map_done"] = f"Nothing recorded: {exc}"
+        return
+    st.session_state["map_done"] = (f"{len(done.events)} candidate(s) marked {label.replace('_', ' ')} as one "
+                                    f"batch (one undo takes it back); {done.suggested} suggestion(s) spread")
 
+
+def _ask(label: str | None) -> None:
+    if label is None:
+        st.session_state.pop(CONFIRM, None)
+    else:
+        st.session_state[CONFIRM] = label
+
+
+CONFIRM = "map_confirm"  # the verdict waiting for confirmation on the current selection
+VERDICTS = [("false_negative", "False negative"), ("true_negative", "True negative"), ("unsure", "Unsure")]
 
 st.title("Map")
 run_id = common.require_run()
@@ -82,8 +101,18 @@ positives = positives_by_query(store, dataset, run["split"])
 continuous = colour in ("score", "risk")
 if view == "Whole dataset":
     points = dataset_points(projection, cands, {d for ds in positives.values() for d in ds}, judged, colour)
-    st.plotly_chart(charts.map_figure(points, colour, f"{len(points):,} points · {method.upper()}", continuous),
-                    key="map_all")
+    event = st.plotly_chart(charts.map_figure(points, colour, f"{len(points):,} points · {method.upper()}",
+                                              continuous),
+                            key="map_all", on_select="rerun", selection_mode=("box", "lasso"))
+    picked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+    spread = documents_queries(cands, picked)
+    if spread.empty:
+        st.caption("Box or lasso select documents to see which queries mined them.")
+    else:
+        st.info(f"{len(spread)} document(s) selected. A verdict belongs to a (query, document) pair and these "
+                f"documents were mined for {int(spread['queries'].sum())} pair(s): a document can be a false "
+                "negative for one query and a true negative for another, so judge them in the *This query* view.")
+        st.dataframe(spread, hide_index=True)
     st.stop()
 
 query_ids = list(dict.fromkeys(cands["query_id"]))
@@ -98,15 +127,26 @@ event = st.plotly_chart(charts.map_figure(points, colour, f"Query {query_id}, it
                                           f"{method.upper()}", continuous),
                         key=f"map_q_{query_id}", on_select="rerun", selection_mode=("box", "lasso"))
 selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
-own = set(cands.loc[cands["query_id"] == query_id, "doc_id"])
-chosen = [d for d in dict.fromkeys(selected) if d in own]
-if chosen:
-    st.write(f"**{len(chosen)}** candidate(s) of this query selected: {common.escape_markdown(', '.join(chosen[:12]))}"
-             + (" …" if len(chosen) > 12 else ""))
-    buttons = st.columns(3)
-    for col, (label, title) in zip(buttons, [("false_negative", "False negative"),
-                                             ("true_negative", "True negative"), ("unsure", "Unsure")]):
-        col.button(f"Mark selected: {title}", key=f"map_{label}", on_click=_judge_selection,
-                   args=(dataset, query_id, chosen, who, label))
-else:
+own = cands.loc[cands["query_id"] == query_id, ["doc_id"]]
+chosen = [d for d in dict.fromkeys(selected) if d in set(own["doc_id"])]
+if not chosen:
+    st.session_state.pop(CONFIRM, None)
     st.caption("Use box or lasso select on the chart to pick candidates of this query, then judge them at once.")
+    st.stop()
+st.write(f"**{len(chosen)}** candidate(s) of this query selected:")
+st.dataframe(store.documents(dataset, chosen).set_index("doc_id").loc[chosen].reset_index()[["doc_id", "title",
+                                                                                          "text"]],
+             hide_index=True, height=min(38 + 35 * len(chosen), 300))
+pending = st.session_state.get(CONFIRM)
+if pending is None:
+    buttons = st.columns(3)
+    for col, (label, title) in zip(buttons, VERDICTS):
+        col.button(f"Mark {len(chosen)} selected: {title}", key=f"map_{label}", on_click=_ask, args=(label,))
+else:
+    title = dict(VERDICTS)[pending].lower()
+    st.warning(f"Mark all **{len(chosen)}** selected candidates of query {common.escape_markdown(query_id)} as "
+               f"**{title}**? One undo (z on Review) takes the whole batch back.")
+    yes, no = st.columns(2)
+    yes.button(f"Confirm: {len(chosen)} × {title}", key="map_confirm_yes", type="primary",
+               on_click=_judge_selection, args=(dataset, [(query_id, d) for d in chosen], who, pending))
+    no.button("Cancel", key="map_confirm_no", on_click=_ask, args=(None,))

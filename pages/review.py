@@ -1,51 +1,103 @@
 """Review: one query at a time, judge each mined candidate as false negative / true negative / unsure.
 
 Keyboard: f / t / u judge the current candidate, j / k next / previous candidate, n / p next / previous query
-(or queue item), z undo. Everything read here comes from stored data (core.review); writes go through core.labels.
+(or queue item), z undo; the keys live in pages/candidate_list.js, which names the (query, document) each key
+meant. Everything read here comes from stored data (core.review); verdicts go through core.judging.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import MutableMapping
+from functools import partial
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
-from core import charts, labels, review, triage
+from core import charts, judging, review, triage
 from core.errors import UserError
-from pages import common
+from core.store import Store
+from core.workspace import Workspace
+from pages import candidate_list, common
 
 CURSOR, NOTE, SEARCH, TRIAGE_POS, TRIAGE_ITEM = "ns_cursor", "ns_note", "ns_search", "ns_triage_pos", "ns_triage_item"
-TABLE_SEEN = "ns_table_seen"
+TOKEN = "ns_keys_token"  # names this browser session's stream of key events (pages/candidate_list.py)
 VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
-BUTTONS = (("false_negative", "False neg.", "f", "primary"), ("true_negative", "True neg.", "t", "secondary"),
-           ("unsure", "Unsure", "u", "secondary"))  # (label, button text, shortcut, style)
+BUTTONS = (("false_negative", "False neg. (f)", "primary"), ("true_negative", "True neg. (t)", "secondary"),
+           ("unsure", "Unsure (u)", "secondary"))  # (label, button text, style); keys: pages/candidate_list.js
 
 
-# -- callbacks: run before the next script run, so they may set any session key -----------------------------------
-def _judge(dataset: str, query_id: str, doc_id: str, who: str, label: str, order: list[str]) -> None:
+# -- actions: each takes the session-state mapping it reads and writes, so a button click (st.session_state) and a
+# key event (a plain dict, see pages/candidate_list.py) run the same code ----------------------------------------
+State = MutableMapping[str, Any]
+ERROR, INFO = "ns_review_error", "ns_review_info"
+
+
+def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str, query_id: str, doc_id: str,
+           who: str, label: str, cursor_after: str | None) -> None:
+    """Record a verdict on exactly this (query, document), spread it, and move the cursor where the screen did."""
+    if store.candidates(run_id, query_id, with_signals=False)["doc_id"].eq(doc_id).sum() != 1:
+        state[ERROR] = f"{doc_id} is not a candidate of query {query_id} in this run."
+        return
     try:
-        event = labels.record(common.store(), dataset, query_id, doc_id, who, label, st.session_state.get(NOTE, ""))
-        spread = triage.propagate(common.store(), common.workspace(), dataset, query_id, doc_id, label, event)
+        done = judging.judge(store, ws, dataset, [(query_id, doc_id)], who, label, state.get(NOTE) or "")
     except UserError as exc:
-        st.session_state["ns_review_error"] = str(exc)
+        state[ERROR] = str(exc)
         return
-    if spread:
-        st.session_state["ns_review_info"] = (f"Suggested the same verdict for {spread} near-duplicate pair(s); "
-                                              "they wait for confirmation under *Suggestions*.")
-    st.session_state[NOTE] = ""
-    position = order.index(doc_id) if doc_id in order else -1
-    if 0 <= position < len(order) - 1:
-        st.session_state[CURSOR] = order[position + 1]
+    if done.suggested:
+        state[INFO] = (f"Suggested the same verdict for {done.suggested} near-duplicate pair(s); they wait for "
+                       "confirmation under *Suggestions*.")
+    state[NOTE] = ""
+    state[common.QUERY] = query_id
+    if cursor_after is not None:
+        state[CURSOR] = cursor_after
 
 
-def _undo(dataset: str, who: str) -> None:
-    undone = labels.undo(common.store(), dataset, who)
-    if undone is None:
-        st.session_state["ns_review_error"] = "Nothing to undo."
+def _undo(state: State, store: Store, dataset: str, who: str) -> None:
+    undone = judging.undo(store, dataset, who)
+    if not undone:
+        state[ERROR] = "Nothing to undo."
         return
-    st.session_state[common.QUERY] = undone["query_id"]
-    st.session_state[CURSOR] = undone["doc_id"]
+    if len(undone) > 1:
+        state[INFO] = f"Undid a batch of {len(undone)} verdicts."
+    state[common.QUERY], state[CURSOR] = undone[-1]["query_id"], undone[-1]["doc_id"]
 
 
+def _goto_query(state: State, query_id: str) -> None:
+    state[common.QUERY] = query_id
+    state[CURSOR] = None
+
+
+def _step_query(state: State, query_ids: list[str], query_id: str, step: int) -> None:
+    index = query_ids.index(query_id) if query_id in query_ids else 0
+    _goto_query(state, query_ids[max(0, min(len(query_ids) - 1, index + step))])
+
+
+def _move_triage(state: State, step: int, size: int) -> None:
+    state[TRIAGE_POS] = max(0, min(size - 1, (state.get(TRIAGE_POS) or 0) + step))
+
+
+def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, who: str, query_ids: list[str],
+               queue_size: int | None, state: State, event: dict) -> None:
+    """One key from the candidate list; it names the (query, document) that was on screen when it was pressed."""
+    query_id, action = str(event.get("query_id")), event["action"]
+    if action == "verdict":
+        _judge(state, store, ws, run_id, dataset, query_id, str(event.get("doc_id")), who,
+               str(event.get("label")), event.get("cursor"))
+    elif action == "move" and event.get("cursor"):
+        state[common.QUERY], state[CURSOR] = query_id, str(event["cursor"])
+    elif action == "query":
+        step = 1 if event.get("step") == 1 else -1
+        if queue_size is None:
+            _step_query(state, query_ids, query_id, step)
+        else:
+            _move_triage(state, step, queue_size)
+    elif action == "undo":
+        _undo(state, store, dataset, who)
+
+
+# -- button callbacks: run before the next script run, so they may set any session key --------------------------
 def _decide_suggestion(suggestion_id: int, who: str, accept: bool) -> None:
     try:
         if accept:
@@ -53,14 +105,14 @@ def _decide_suggestion(suggestion_id: int, who: str, accept: bool) -> None:
         else:
             triage.reject_suggestion(common.store(), suggestion_id, who)
     except UserError as exc:
-        st.session_state["ns_review_error"] = str(exc)
+        st.session_state[ERROR] = str(exc)
 
 
 def _promotion(dataset: str, split: str, query_id: str, doc_id: str, promote: bool) -> None:
     try:
         (triage.promote if promote else triage.demote)(common.store(), dataset, split, query_id, doc_id)
     except UserError as exc:
-        st.session_state["ns_review_error"] = str(exc)
+        st.session_state[ERROR] = str(exc)
 
 
 def _move_cursor(order: list[str], current: str, step: int) -> None:
@@ -68,26 +120,25 @@ def _move_cursor(order: list[str], current: str, step: int) -> None:
     st.session_state[CURSOR] = order[max(0, min(len(order) - 1, position + step))]
 
 
-def _goto_query(query_id: str) -> None:
-    st.session_state[common.QUERY] = query_id
-    st.session_state.pop(CURSOR, None)
-
-
-def _move_triage(step: int, size: int) -> None:
-    st.session_state[TRIAGE_POS] = max(0, min(size - 1, st.session_state.get(TRIAGE_POS, 0) + step))
+def _next_in(order: list[str], doc_id: str) -> str | None:
+    position = order.index(doc_id) if doc_id in order else -1
+    return order[position + 1] if 0 <= position < len(order) - 1 else None
 
 
 def _jump() -> None:
     choice = st.session_state.get("ns_jump")
     if choice:
-        _goto_query(choice)
+        _goto_query(st.session_state, choice)
 
 
 # -- page -----------------------------------------------------------------------------------------------------------
 common.through_app(__file__)
 run_id = common.require_run()
 who = common.annotator()
+st.session_state.setdefault(TOKEN, uuid.uuid4().hex)
+candidate_list.catch_up(st.session_state[TOKEN])
 store = common.store()
+ws = common.workspace()
 run = store.run(run_id)
 dataset = run["dataset"]
 cands = common.candidates(run_id)
@@ -96,9 +147,9 @@ if cands.empty:
     st.warning("This run has no candidates (no query had a labelled positive in its split, or the corpus holds "
                "nothing but positives). Mine another split or dataset on the **Mine** page.")
     st.stop()
-if error := st.session_state.pop("ns_review_error", None):
+if error := st.session_state.pop(ERROR, None):
     st.toast(error, icon="⚠️")
-if info := st.session_state.pop("ns_review_info", None):
+if info := st.session_state.pop(INFO, None):
     st.toast(info, icon="💡")
 
 queries = common.run_queries(run_id)
@@ -171,31 +222,14 @@ with left:
             common.show_document(pos_row.doc_id if pos_row.title in ("", pos_row.doc_id)
                                  else f"{pos_row.doc_id} · {pos_row.title}", pos_row.text)
     cand = view.candidates
+    candidate_list.show(cand, query_id, cursor, st.session_state[TOKEN],
+                        partial(_key_event, store, ws, run_id, dataset, who, query_ids,
+                                None if queue is None else len(queue)),
+                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO), verdicts_wait=queue is not None)
     if cand.empty:
         st.info("No candidates in this scope for this query (the rule kept none). Switch *Candidates* to "
                 "'all mined' to see everything retrieved.")
     else:
-        table = pd.DataFrame({
-            " ": ["▶" if d == cursor else "" for d in cand["doc_id"]],
-            "rank": cand["rank"], "verdict": [VERDICT_NAME.get(lab, "") for lab in cand["label"]],
-            "score": cand["score"], "margin": cand["margin"], "rule": cand["rule"], "risk": cand["risk"],
-            "document": cand["doc_id"], "text": [str(t)[:140].replace("\n", " ") for t in cand["text"]],
-        })
-        table_key = f"ns_table_{query_id}_{scope}_{sort}"
-        picked = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row",
-                              key=table_key, height=min(38 + 35 * len(table), 460),
-                              column_config={" ": st.column_config.TextColumn(width=20),
-                                             "rank": st.column_config.NumberColumn(width=45),
-                                             "score": st.column_config.NumberColumn(format="%.3f", width=60),
-                                             "margin": st.column_config.NumberColumn("s − s_P", format="%+.3f",
-                                                                                     width=65),
-                                             "risk": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
-                                                                                     format="%.2f", width=80)})
-        rows = picked.selection.rows if picked is not None else []
-        if rows and st.session_state.get(TABLE_SEEN) != (table_key, rows[0]):
-            st.session_state[TABLE_SEEN] = (table_key, rows[0])
-            st.session_state[CURSOR] = order[rows[0]]
-            st.rerun()
         with st.expander("Scores of this query's candidates"):
             st.plotly_chart(charts.query_scores(cand, float(pos_score)), key="rv_query_scores")
 
@@ -203,17 +237,18 @@ with left:
 with right:
     nav = st.columns(2)
     if mode == "Triage queue":
-        nav[0].button("Prev item", key="ns_prev_query", shortcut="p", icon=":material/arrow_back:", width="stretch",
-                      on_click=_move_triage, args=(-1, len(queue)))
-        nav[1].button("Next item", key="ns_next_query", shortcut="n", icon=":material/arrow_forward:",
-                      width="stretch", on_click=_move_triage, args=(1, len(queue)))
+        nav[0].button("Prev item (p)", key="ns_prev_query", icon=":material/arrow_back:", width="stretch",
+                      on_click=_move_triage, args=(st.session_state, -1, len(queue)))
+        nav[1].button("Next item (n)", key="ns_next_query", icon=":material/arrow_forward:",
+                      width="stretch", on_click=_move_triage, args=(st.session_state, 1, len(queue)))
     else:
-        nav[0].button("Prev query", key="ns_prev_query", shortcut="p", icon=":material/arrow_back:",
+        nav[0].button("Prev query (p)", key="ns_prev_query", icon=":material/arrow_back:",
                       width="stretch", disabled=index == 0,
-                      on_click=_goto_query, args=(query_ids[max(0, index - 1)],))
-        nav[1].button("Next query", key="ns_next_query", shortcut="n", icon=":material/arrow_forward:",
+                      on_click=_goto_query, args=(st.session_state, query_ids[max(0, index - 1)]))
+        nav[1].button("Next query (n)", key="ns_next_query", icon=":material/arrow_forward:",
                       width="stretch", disabled=index == len(query_ids) - 1,
-                      on_click=_goto_query, args=(query_ids[min(len(query_ids) - 1, index + 1)],))
+                      on_click=_goto_query,
+                      args=(st.session_state, query_ids[min(len(query_ids) - 1, index + 1)]))
     st.progress(q_done / q_total if q_total else 1.0, text=f"This query: {q_done} / {q_total} judged")
     st.progress(done / total if total else 1.0,
                 text=f"Overall: {done} / {total} judged · {complete} of {len(per_query)} queries complete")
@@ -238,17 +273,19 @@ with right:
                 st.dataframe(pd.DataFrame({"signal": list(signals), "value": list(signals.values())}),
                              hide_index=True)
     buttons = st.columns(3)
-    for col, (label, title, key, kind) in zip(buttons, BUTTONS):
-        col.button(title, key=f"ns_{label}", shortcut=key, type=kind, width="stretch", help=VERDICT_NAME[label],
-                   on_click=_judge, args=(dataset, query_id, doc_id, who, label, order))
-    st.text_input("Note", key=NOTE, label_visibility="collapsed", placeholder="Note (saved with the next verdict)")
+    for col, (label, title, kind) in zip(buttons, BUTTONS):
+        col.button(title, key=f"ns_{label}", type=kind, width="stretch", help=VERDICT_NAME[label],
+                   on_click=_judge, args=(st.session_state, store, ws, run_id, dataset, query_id, doc_id, who, label,
+                                                  _next_in(order, doc_id)))
+    st.text_input("Note", key=NOTE, label_visibility="collapsed",
+                  placeholder="Note (saved with the next verdict; Esc returns to the keys)")
     moves = st.columns(3)
-    moves[0].button("Prev", key="ns_prev_cand", shortcut="k", icon=":material/keyboard_arrow_up:", width="stretch",
+    moves[0].button("Prev (k)", key="ns_prev_cand", icon=":material/keyboard_arrow_up:", width="stretch",
                     on_click=_move_cursor, args=(order, cursor, -1))
-    moves[1].button("Next", key="ns_next_cand", shortcut="j", icon=":material/keyboard_arrow_down:",
+    moves[1].button("Next (j)", key="ns_next_cand", icon=":material/keyboard_arrow_down:",
                     width="stretch", on_click=_move_cursor, args=(order, cursor, 1))
-    moves[2].button("Undo", key="ns_undo", shortcut="z", icon=":material/undo:", width="stretch",
-                    on_click=_undo, args=(dataset, who))
+    moves[2].button("Undo (z)", key="ns_undo", icon=":material/undo:", width="stretch",
+                    on_click=_undo, args=(st.session_state, store, dataset, who))
 
 # suggestions propagated from verdicts on near-duplicates, and promotion of confirmed false negatives --------------
 with right:

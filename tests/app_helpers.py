@@ -52,8 +52,11 @@ class _NavigationPagesManager(PagesManager):
         PagesManager.uses_pages_directory = False
 
 
-def open_app(monkeypatch, workspace: Path, page: str | None = None, password: str | None = None) -> AppTest:
-    """Run app.py on ``workspace`` (demo build and UMAP off) and switch to ``page``; fails on any exception."""
+def open_app(monkeypatch, workspace: Path, page: str | None = None, password: str | None = None,
+             annotator: str | None = "reviewer", url: dict[str, str] | None = None) -> AppTest:
+    """Run app.py on ``workspace`` (demo build and UMAP off) as ``annotator`` (None: nobody chose a name yet),
+    opened on a URL with the query parameters ``url`` (as after a reload), and switch to ``page``; fails on any
+    exception."""
     monkeypatch.setenv("NEGSPACE_WORKSPACE", str(workspace))
     monkeypatch.setenv("NEGSPACE_DEMO", "0")
     monkeypatch.setenv("NEGSPACE_UMAP", "0")
@@ -63,12 +66,25 @@ def open_app(monkeypatch, workspace: Path, page: str | None = None, password: st
         monkeypatch.setenv("NEGSPACE_PASSWORD", password)
     monkeypatch.setattr("streamlit.testing.v1.app_test.PagesManager", _NavigationPagesManager)
     at = AppTest.from_file(APP, default_timeout=180)
+    if annotator is not None:
+        at.session_state["ns_annotator"] = annotator
+    at.query_params.update(url or {})
     at.run()
     if page is not None:
         at.switch_page(page)
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def candidate_list(at: AppTest) -> dict:
+    """What the Review page's candidate list (a custom component, pages/candidate_list.py) was mounted with:
+    query_id, cursor and rows (doc_id, rank, label, score, margin, rule, risk, text)."""
+    import json
+
+    mounted = [e for e in at.get("bidi_component") if e.proto.component_name == "ns_candidate_list"]
+    assert len(mounted) == 1, "the candidate list is not on the page"
+    return json.loads(mounted[0].proto.json)
 
 
 def timed(at: AppTest) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from core import labels
-from tests.app_helpers import open_app, store_at, timed
+from tests.app_helpers import candidate_list, open_app, store_at, timed
 
 PAGE = "pages/review.py"
 
@@ -20,9 +20,11 @@ def _texts(at) -> list[str]:
 def test_review_shows_query_positives_and_candidates(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, PAGE)
     assert "how do I join path components" in _texts(at)  # q1, the first train query
-    table = at.dataframe[0].value
+    shown = candidate_list(at)
+    table = pd.DataFrame(shown["rows"])
+    assert shown["query_id"] == "q1" and shown["cursor"] == table["doc_id"].iloc[0]
     assert list(table["rank"]) == sorted(table["rank"])
-    assert {"score", "margin", "rule", "risk", "verdict"} <= set(table.columns)
+    assert {"score", "margin", "rule", "risk", "label", "text"} <= set(table.columns)
     assert "Join one or more path components intelligently, inserting a slash between them." in _texts(at)
 
 
@@ -46,7 +48,7 @@ def test_verdict_then_undo_round_trip(monkeypatch, ws_root):
 
 def test_next_previous_query_and_candidate(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, PAGE)
-    order = list(at.dataframe[0].value["document"])
+    order = [row["doc_id"] for row in candidate_list(at)["rows"]]
     at.button(key="ns_next_cand").click().run()
     assert at.session_state["ns_cursor"] == order[1]
     at.button(key="ns_prev_cand").click().run()
@@ -73,7 +75,7 @@ def test_sort_by_risk_and_all_candidates(monkeypatch, ws_root):
     at.session_state["ns_scope"] = "all"
     at.session_state["ns_sort"] = "risk"
     at.run()
-    table = at.dataframe[0].value
+    table = pd.DataFrame(candidate_list(at)["rows"])
     assert len(table) > 3  # every mined candidate, not only the kept three
     risk = table["risk"].astype(float).to_numpy()
     assert (risk[:-1] >= risk[1:]).all()
@@ -88,6 +90,31 @@ def test_markup_in_documents_renders_literally(monkeypatch, ws_root):
     assert any("<script>alert('x')</script> **not bold**" in t for t in _texts(at))
     assert not any("<script>" in m.value for m in at.markdown)  # never passed to markdown unescaped
     assert not any(getattr(m.proto, "allow_html", False) for m in at.markdown)
+
+
+def test_no_verdict_until_an_annotator_is_chosen_and_the_choice_lives_in_the_url(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE, annotator=None)
+    assert at.text_input(key="ns_annotator").value == ""  # no default name stands in for a person
+    assert any("annotator name" in w.value for w in at.warning)
+    assert not [b for b in at.button if b.key == "ns_false_negative"]
+    run_id = at.session_state["ns_run"]
+    at.text_input(key="ns_annotator").input("ana").run()
+    assert at.query_params["annotator"] == "ana" and at.query_params["run"] == run_id
+    assert any("Judging as **ana**" in c.value for c in at.caption)
+
+
+def test_a_reload_restores_annotator_and_run_from_the_url(monkeypatch, ws_root):
+    store = _store(ws_root)
+    newest, older = store.runs("tiny")[0]["run_id"], "tiny-older"
+    parent = store.runs("tiny")[0]
+    store.save_run({**parent, "run_id": older, "created_at": "2000-01-01T00:00:00"}, store.candidates(newest))
+    assert store.runs("tiny")[0]["run_id"] == newest
+    at = open_app(monkeypatch, ws_root, annotator=None, url={"annotator": "ana", "dataset": "tiny", "run": older})
+    assert at.session_state["ns_annotator"] == "ana" and at.session_state["ns_run"] == older
+    at.switch_page(PAGE).run()
+    at.button(key="ns_false_negative").click().run()
+    assert labels.current(store, "tiny", "ana")["query_id"].tolist() == ["q1"]
+    assert labels.current(store, "tiny", "reviewer").empty
 
 
 def test_blank_annotator_blocks_judging(monkeypatch, ws_root):

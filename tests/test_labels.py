@@ -21,11 +21,11 @@ def test_undo_is_an_event_and_restores_previous_verdict(store):
     labels.record(store, "tiny", "q1", "py-join-dup", "ana", "false_negative", note="same function")
     assert labels.current(store, "tiny").label.tolist() == ["false_negative"]
     undone = labels.undo(store, "tiny", "ana")
-    assert undone["label"] == "false_negative"
+    assert [u["label"] for u in undone] == ["false_negative"]
     assert labels.current(store, "tiny").label.tolist() == ["true_negative"]
     labels.undo(store, "tiny", "ana")
     assert labels.current(store, "tiny").empty
-    assert labels.undo(store, "tiny", "ana") is None
+    assert labels.undo(store, "tiny", "ana") == []
     events = store.events("tiny")
     assert events.kind.tolist() == ["verdict", "verdict", "undo", "undo"]
 

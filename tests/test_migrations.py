@@ -43,9 +43,22 @@ def seed_v1(db: sqlite_utils.Database) -> None:
     ex("INSERT INTO models VALUES ('m1', 'r1', '/models/m1', '{}', ?)", (T0,))
 
 
+def seed_v4(db: sqlite_utils.Database) -> None:
+    """v1's rows plus a two-verdict batch and its undo (v4 added label_events.batch)."""
+    seed_v1(db)
+    for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
+                                                      (7, "d2", "true_negative", None, "verdict", 6),
+                                                      (8, "d2", None, 7, "undo", None),
+                                                      (9, "d1", None, 6, "undo", None)):
+        db.execute("""INSERT INTO label_events (id, dataset, query_id, doc_id, annotator, label, note, created_at,
+                      undoes, kind, batch) VALUES (?, 'tiny', 'q1', ?, 'ana', ?, 'map selection', ?, ?, ?, ?)""",
+                   (event_id, doc, label, T0, undoes, kind, batch))
+
+
 # Data for each schema version, in that version's columns. A new migration adds its seed here, so the test below
 # proves the upgrade from the previous version keeps data (it fails until one exists).
-SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1, 3: seed_v1}  # v2, v3: an index, a table
+SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1, 3: seed_v1,  # v2, v3: an index, a table
+                                                              4: seed_v4}
 
 
 def build_store(path: Path, version: int) -> None:

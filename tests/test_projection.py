@@ -70,3 +70,17 @@ def test_umap_projection(own):
     assert np.isfinite(frame[["x", "y"]].to_numpy()).all()
     assert best_projection(store, ws, result.run_id)[1] == "umap"
     assert umap_2d(np.eye(12, dtype=np.float32)).shape == (12, 2)
+
+
+def test_documents_queries_lists_the_pairs_a_whole_dataset_selection_stands_for():
+    import pandas as pd
+
+    from core.projection import documents_queries
+
+    cands = pd.DataFrame({"query_id": ["q1", "q2", "q3", "q1", "q4", "q5", "q6", "q7", "q8"],
+                          "doc_id": ["d1", "d1", "d1", "d2", "d3", "d3", "d3", "d3", "d3"]})
+    frame = documents_queries(cands, ["d3", "nope", "d1", "d3"], shown=4)
+    assert frame["doc_id"].tolist() == ["d3", "d1"]
+    assert frame["queries"].tolist() == [5, 3]
+    assert frame["query_ids"].tolist() == ["q4, q5, q6, q7 …", "q1, q2, q3"]
+    assert documents_queries(cands, []).empty

@@ -1,0 +1,35 @@
+"""Judging: the one way a person's verdict enters the store, whatever screen it came from.
+
+A verdict (a key on Review, a lasso batch on the Map, a CLI call) is recorded as one batch in one transaction,
+closes the open suggestions on its pairs, and is spread as *suggestions* to near-duplicates (core.triage.propagate)
+exactly the same way. ``undo`` takes back the annotator's latest verdict, or the whole batch it belonged to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core import labels, triage
+
+
+@dataclass
+class Judgement:
+    """What a judge call did: the new event ids and how many suggestions it spread."""
+
+    events: list[int] = field(default_factory=list)
+    suggested: int = 0
+
+
+def judge(store, workspace, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str,
+          note: str = "") -> Judgement:
+    """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions."""
+    pairs = list(dict.fromkeys(pairs))
+    events = labels.record_batch(store, dataset, pairs, annotator, label, note)
+    suggested = sum(triage.propagate(store, workspace, dataset, q, d, label, event)
+                    for (q, d), event in zip(pairs, events))
+    return Judgement(events, suggested)
+
+
+def undo(store, dataset: str, annotator: str) -> list[dict]:
+    """Undo the annotator's latest verdict, or its whole batch; returns the undone events, latest first."""
+    return labels.undo(store, dataset, annotator)

@@ -1,0 +1,126 @@
+"""The Review page's candidate list: a small custom component that owns the keyboard.
+
+Streamlit's button shortcuts act on whatever the *next* script run shows, so keys pressed while the page reruns
+landed on the wrong candidate. This component applies each key at once to the row on screen and sends the server
+an event naming its (query, document) and a sequence number; the server applies each event exactly once, in
+order, and tells the list which it has applied.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+_COMPONENT = st.components.v2.component(
+    "ns_candidate_list",
+    html='<div class="ns-status"></div><div class="ns-list"></div>',
+    css=(HERE / "candidate_list.css").read_text(encoding="utf-8"),
+    js=(HERE / "candidate_list.js").read_text(encoding="utf-8"),
+)
+KEY = "ns_candidate_list"
+ACTIONS = ("verdict", "move", "query", "undo")
+
+
+def rows(candidates: pd.DataFrame) -> list[dict[str, Any]]:
+    """The columns the list shows, JSON-ready (NaN risk becomes None; text cut to a line)."""
+    out = []
+    for r in candidates.itertuples(index=False):
+        out.append({"doc_id": str(r.doc_id), "rank": int(r.rank), "label": r.label, "score": float(r.score),
+                    "margin": float(r.margin), "rule": str(r.rule),
+                    "risk": None if pd.isna(r.risk) else float(r.risk),
+                    "text": str(r.text)[:160].replace("\n", " ")})
+    return out
+
+
+@dataclass
+class _Stream:
+    """A browser session's key events: the last one applied, and the session-state values they left behind that
+    may not have been written yet."""
+
+    applied: int = 0
+    unwritten: dict[str, Any] = field(default_factory=dict)
+
+
+_STREAMS: OrderedDict[str, _Stream] = OrderedDict()
+_LOCK = threading.Lock()
+MAX_STREAMS = 10_000  # browser sessions remembered per server process; the oldest are forgotten first
+
+
+def _stream(token: str) -> _Stream:
+    """The stream of ``token`` (call with the lock held)."""
+    stream = _STREAMS.setdefault(token, _Stream())
+    _STREAMS.move_to_end(token)
+    while len(_STREAMS) > MAX_STREAMS:
+        _STREAMS.popitem(last=False)
+    return stream
+
+
+def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str,
+         on_event: Callable[[MutableMapping[str, Any], dict], None], tracked: Sequence[str],
+         verdicts_wait: bool = False) -> None:
+    """Mount the list for one query. Each key event is passed once, in order, to ``on_event(state, event)``, where
+    ``state`` holds the ``tracked`` session-state keys; what it sets there is written to the session state.
+
+    ``verdicts_wait``: the server, not the list, decides where a verdict moves the cursor (the triage queue jumps
+    to the next riskiest item), so keys after a verdict wait for its answer.
+    """
+    with _LOCK:
+        acked = _stream(token).applied
+    _COMPONENT(key=KEY, data={"token": token, "acked": acked, "query_id": query_id, "cursor": cursor,
+                              "rows": rows(candidates), "verdicts_wait": verdicts_wait},
+               on_events_change=partial(_receive, token, on_event, tuple(tracked)))
+
+
+def _receive(token: str, on_event: Callable[[MutableMapping[str, Any], dict], None], tracked: tuple[str, ...]) -> None:
+    """Apply the new key events exactly once.
+
+    Streamlit may abandon a callback at any session-state access when a newer rerun request arrives (keys pressed
+    meanwhile), so everything is read first, the events are applied under a lock with no Streamlit call in
+    between, and their session-state effects stay with the stream until written (``catch_up`` finishes the job
+    for a callback that was cut off).
+    """
+    value = st.session_state.get(KEY)
+    state = {key: st.session_state.get(key) for key in tracked}
+    with _LOCK:
+        stream = _stream(token)
+        events = _pending(value, token, stream.applied)
+        if not events:
+            return
+        state.update(stream.unwritten)
+        for event in events:
+            on_event(state, event)
+            stream.applied = event["seq"]
+        stream.unwritten = state
+    catch_up(token)
+
+
+def catch_up(token: str) -> None:
+    """Write the session-state effects of applied key events that are not written yet (call before reading the
+    keys they track)."""
+    with _LOCK:
+        unwritten = _stream(token).unwritten
+    for key, value in unwritten.items():
+        st.session_state[key] = value
+    with _LOCK:
+        stream = _stream(token)
+        if stream.unwritten is unwritten:
+            stream.unwritten = {}
+
+
+def _pending(value: Any, token: str, applied: int) -> list[dict[str, Any]]:
+    """Events of this browser session newer than ``applied``, oldest first; malformed ones are dropped."""
+    sent = value.get("events") if isinstance(value, dict) else None
+    if not isinstance(sent, dict) or sent.get("token") != token:
+        return []
+    events = [e for e in sent.get("events") or [] if isinstance(e, dict) and isinstance(e.get("seq"), int)
+              and e["seq"] > applied and e.get("action") in ACTIONS]
+    return sorted(events, key=lambda e: e["seq"])

@@ -1,6 +1,6 @@
 """False-negative risk: how likely a mined candidate is an unlabelled positive, from signals a reviewer can read.
 
-Each candidate gets a handful of signals (PRODUCT.md "Risk") and one score in [0, 1] from a logistic model over
+Each candidate gets a handful of signals and one score in [0, 1] from a logistic model over
 standardised signals. Logistic weights stay transparent: every signal's contribution to the logit can be shown
 next to the score. The default weights were fitted once on a simulation (see ``DEFAULT_MODEL``); once a workspace
 holds enough verdicts of both kinds on a run's candidates, the weights are refitted from those verdicts instead.
@@ -42,7 +42,7 @@ SIGNALS: dict[str, str] = {
     "query_fn_rate": "share of this query's verdicts that are false negatives, smoothed towards the share over "
                      "all queries",
 }
-NEAR_DUPLICATE_COSINE = 0.95  # PRODUCT.md: near-duplicate of a positive
+NEAR_DUPLICATE_COSINE = 0.95  # at or above: a near-duplicate of a positive
 EXPANSION_TOP = 5  # candidates averaged into the expanded query (pseudo-relevance feedback)
 PRIOR_VERDICTS = 2.0  # strength of the smoothing prior of query_fn_rate, in verdicts
 MIN_VERDICTS_PER_CLASS = 30  # refit from the workspace's own verdicts once both classes have this many
@@ -185,13 +185,62 @@ def tfidf_matrix(texts: list[str]):
         return csr_matrix((len(texts), 1), dtype=np.float32)
 
 
-def _best_other(sims: np.ndarray, rows: np.ndarray, others: list[int]) -> np.ndarray:
-    """Per candidate row, the highest similarity to ``others`` that is not the candidate itself (0 if none)."""
-    if not others:
-        return np.zeros(len(rows))
-    sims = np.where(rows[:, None] == np.asarray(others)[None, :], -np.inf, sims)
-    best = sims.max(axis=1)
+PAIR_CHUNK = 1 << 15  # rows per block of vectorised work: bounds memory at ~100 MB whatever the run's size
+
+
+class _Groups:
+    """Members of numbered groups in CSR form (``members[start[g]:start[g + 1]]``), for expanding pairs."""
+
+    def __init__(self, groups: np.ndarray, members: np.ndarray, n_groups: int):
+        order = np.argsort(groups, kind="stable")
+        self.members = members[order]
+        self.start = np.zeros(n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(groups, minlength=n_groups), out=self.start[1:])
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.start)
+
+    def pairs(self, group_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(item, member) for every item and every member of the item's group."""
+        counts = self.sizes()[group_of]
+        item = np.repeat(np.arange(len(group_of)), counts)
+        offset = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return item, self.members[self.start[group_of[item]] + offset]
+
+
+def _row_dots(a, a_rows: np.ndarray, b, b_rows: np.ndarray) -> np.ndarray:
+    """``a[a_rows[k]] · b[b_rows[k]]`` for every k, in float64, block by block (dense arrays or sparse rows)."""
+    out = np.empty(len(a_rows))
+    for s in range(0, len(a_rows), PAIR_CHUNK):
+        x, y = a[a_rows[s:s + PAIR_CHUNK]], b[b_rows[s:s + PAIR_CHUNK]]
+        if isinstance(x, np.ndarray):
+            out[s:s + PAIR_CHUNK] = np.einsum("ij,ij->i", x.astype(np.float64), y.astype(np.float64))
+        else:
+            out[s:s + PAIR_CHUNK] = np.asarray(x.astype(np.float64).multiply(y).sum(axis=1)).ravel()
+    return out
+
+
+def _group_sums(groups: np.ndarray, weights: np.ndarray, vecs: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the weighted sum of the rows of ``vecs`` that belong to it (``groups[k]``: row k's group)."""
+    from scipy.sparse import csr_matrix
+
+    members = csr_matrix((weights, (groups, np.arange(len(groups)))), shape=(n_groups, len(groups)))
+    return members @ vecs.astype(np.float64)
+
+
+def _best_match(n: int, item: np.ndarray, sims: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Per item, the highest of its kept pair similarities (0 where it has none)."""
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, item[keep], sims[keep])
     return np.where(np.isfinite(best), best, 0.0)
+
+
+def _pair_codes(pairs: list[tuple[str, str]], queries: pd.Index, docs: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """(query code, document row) of (query_id, doc_id) pairs whose query and document are both known."""
+    q = queries.get_indexer([p[0] for p in pairs]) if pairs else np.zeros(0, dtype=np.int64)
+    d = docs.get_indexer([p[1] for p in pairs]) if pairs else np.zeros(0, dtype=np.int64)
+    ok = (q >= 0) & (d >= 0)
+    return q[ok], d[ok]
 
 
 def _verdicts(store, dataset: str) -> pd.DataFrame:
@@ -205,6 +254,8 @@ def signal_frame(store, workspace, run_id: str, verdicts: pd.DataFrame | None = 
     """A run's candidates with one column per signal in ``SIGNALS`` (see there for "known positives").
 
     ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
+    Every step is vectorised over the whole run (candidates paired with their query's known positives, rejected
+    documents or neighbour queries), so the cost grows linearly with the number of candidates.
     """
     run = require_run(store, run_id)
     dataset = run["dataset"]
@@ -212,76 +263,84 @@ def signal_frame(store, workspace, run_id: str, verdicts: pd.DataFrame | None = 
     if cands.empty:
         return cands.assign(**{name: pd.Series(dtype=float) for name in SIGNALS})
     verdicts = _verdicts(store, dataset) if verdicts is None else verdicts
-    is_fn = verdicts["label"] == "false_negative"
+    is_fn = (verdicts["label"] == "false_negative").to_numpy(dtype=bool)
     known = {q: set(docs) for q, docs in positives_by_query(store, dataset, run["split"]).items()}
-    for q, d in zip(verdicts.loc[is_fn, "query_id"], verdicts.loc[is_fn, "doc_id"]):
+    for q, d in zip(verdicts["query_id"][is_fn], verdicts["doc_id"][is_fn]):
         known.setdefault(q, set()).add(d)
-    rejected: dict[str, set[str]] = {}
-    for q, d in zip(verdicts.loc[~is_fn, "query_id"], verdicts.loc[~is_fn, "doc_id"]):
-        rejected.setdefault(q, set()).add(d)
-    positive_of: dict[str, list[str]] = {}
-    for q, docs in known.items():
-        for d in docs:
-            positive_of.setdefault(d, []).append(q)
+    rejected = list(zip(verdicts["query_id"][~is_fn], verdicts["doc_id"][~is_fn]))
+    known_pairs = [(q, d) for q, docs in known.items() for d in docs]
 
     vectors = Vectors(store, dataset, run_encoder(workspace, run))
-    run_queries = cands["query_id"].unique().tolist()
-    doc_ids = sorted(set(cands["doc_id"]).union(*(known.get(q, set()) | rejected.get(q, set())
-                                                  for q in run_queries)))
-    doc_row, doc_vecs, doc_texts = vectors.documents(doc_ids)
+    run_queries = pd.Index(cands["query_id"].unique())
+    needed = set(cands["doc_id"]).union(d for q, d in known_pairs + rejected if q in run_queries)
+    doc_row, doc_vecs, doc_texts = vectors.documents(sorted(needed))
+    docs = pd.Index(list(doc_row))  # position = row of doc_vecs
     tfidf = tfidf_matrix(doc_texts)
-    neighbour_queries = {q for d in cands["doc_id"].unique() for q in positive_of.get(d, [])}
+    cand_docs = pd.Index(cands["doc_id"].unique())
+    neighbour_queries = {q for q, d in known_pairs if d in cand_docs}
     query_row, query_vecs = vectors.queries(sorted(set(run_queries) | neighbour_queries))
+    queries = pd.Index(list(query_row))  # position = row of query_vecs
 
     out = cands.copy()
     out["margin"] = out["score"] - out["pos_score"]
     out["bm25_norm"] = _within_query(out["bm25"].fillna(0.0), out["query_id"], "max")
-    columns = {name: np.zeros(len(out)) for name in ("pos_cosine", "pos_overlap", "expansion", "neighbour_query",
-                                                    "tn_cosine", "query_fn_rate")}
-    judged_fn = verdicts.groupby("query_id")["label"].apply(lambda s: (s == "false_negative").to_numpy())
+    n = len(out)
+    code = run_queries.get_indexer(out["query_id"])  # query code, 0..len(run_queries)
+    rows = docs.get_indexer(out["doc_id"])
+    n_q = len(run_queries)
+
+    # a candidate against its query's known positives (itself excluded) and rejected documents
+    pos_q, pos_d = _pair_codes(known_pairs, run_queries, docs)
+    positives = _Groups(pos_q, pos_d, n_q)
+    item, member = positives.pairs(code)
+    keep = member != rows[item]
+    pos_cosine = _best_match(n, item, _row_dots(doc_vecs, rows[item], doc_vecs, member), keep)
+    pos_overlap = _best_match(n, item, _row_dots(tfidf, rows[item], tfidf, member), keep)
+    item, member = _Groups(*_pair_codes(rejected, run_queries, docs), n_q).pairs(code)
+    tn_cosine = _best_match(n, item, _row_dots(doc_vecs, rows[item], doc_vecs, member),
+                            member != rows[item]).clip(min=0)
+
+    # Rocchio: query + mean of the known positives other than the candidate + mean of the closest candidates
+    per_query = np.bincount(code, minlength=n_q)
+    by_rank = np.lexsort((out["rank"].to_numpy(), code))  # grouped by query, best rank first
+    top = by_rank[np.arange(n) - np.repeat(np.cumsum(per_query) - per_query, per_query) < EXPANSION_TOP]
+    centre = (_group_sums(code[top], 1.0 / np.minimum(per_query, EXPANSION_TOP)[code[top]], doc_vecs[rows[top]], n_q)
+              + query_vecs[queries.get_indexer(run_queries)])
+    pos_sum = _group_sums(pos_q, np.ones(len(pos_q)), doc_vecs[pos_d], n_q)
+    own = np.isin(code * len(docs) + rows, pos_q * len(docs) + pos_d)
+    pos_count = positives.sizes()[code] - own
+    expansion = np.empty(n)
+    for s in range(0, n, PAIR_CHUNK):
+        block = slice(s, s + PAIR_CHUNK)
+        vecs, c, o, k = doc_vecs[rows[block]].astype(np.float64), code[block], own[block, None], pos_count[block, None]
+        expanded = centre[c] + np.divide(pos_sum[c] - o * vecs, k, out=np.zeros_like(vecs), where=k > 0)
+        expansion[block] = np.einsum("ij,ij->i", vecs, expanded) / np.linalg.norm(expanded, axis=1)
+
+    # the closest other query that has this candidate as a known positive
+    qrow = queries.get_indexer(run_queries)[code]
+    kq, kd = _pair_codes(known_pairs, queries, docs)
+    item, member = _Groups(kd, kq, len(docs)).pairs(rows)  # grouped by document, members are queries
+    neighbour = _best_match(n, item, _row_dots(query_vecs, member, query_vecs, qrow[item]), member != qrow[item])
+
+    # leave-one-out: a judged candidate's own verdict is not part of its query's rate
     overall_rate = float(is_fn.mean()) if len(verdicts) else 0.5
-    verdict_of = {(q, d): label == "false_negative"
-                  for q, d, label in zip(verdicts["query_id"], verdicts["doc_id"], verdicts["label"])}
-    for query_id, idx in out.groupby("query_id", sort=False).indices.items():
-        cand_docs = out["doc_id"].to_numpy()[idx]
-        rows = np.array([doc_row[d] for d in cand_docs])
-        cand_vecs = doc_vecs[rows]
-        pos_rows = [doc_row[d] for d in known.get(query_id, ()) if d in doc_row]
-        neg_rows = [doc_row[d] for d in rejected.get(query_id, ()) if d in doc_row]
-        if pos_rows:
-            columns["pos_cosine"][idx] = _best_other(cand_vecs @ doc_vecs[pos_rows].T, rows, pos_rows)
-            columns["pos_overlap"][idx] = _best_other((tfidf[rows] @ tfidf[pos_rows].T).toarray(), rows, pos_rows)
-        if neg_rows:
-            columns["tn_cosine"][idx] = _best_other(cand_vecs @ doc_vecs[neg_rows].T, rows, neg_rows).clip(min=0)
-        # Rocchio: query + mean of the known positives other than the candidate + mean of the closest candidates
-        qvec = query_vecs[query_row[query_id]]
-        pos_sum = doc_vecs[pos_rows].sum(axis=0) if pos_rows else np.zeros_like(qvec)
-        own = np.isin(rows, pos_rows)[:, None]
-        pos_count = len(pos_rows) - own
-        pos_mean = np.divide(pos_sum[None, :] - own * cand_vecs, pos_count, out=np.zeros_like(cand_vecs),
-                             where=pos_count > 0)
-        top = cand_vecs[np.argsort(out["rank"].to_numpy()[idx])[:EXPANSION_TOP]].mean(axis=0)
-        expanded = qvec[None, :] + pos_mean + top[None, :]
-        expanded /= np.linalg.norm(expanded, axis=1, keepdims=True)
-        columns["expansion"][idx] = np.einsum("ij,ij->i", cand_vecs, expanded)
-        for i, d in zip(idx, cand_docs):
-            others = [query_row[q] for q in positive_of.get(d, []) if q != query_id]
-            if others:
-                columns["neighbour_query"][i] = float((query_vecs[others] @ qvec).max())
-        # leave-one-out: a judged candidate's own verdict is not part of its query's rate
-        fn_flags = judged_fn.get(query_id, np.zeros(0, dtype=bool))
-        own_fn = np.array([float(verdict_of.get((query_id, d), 0.0)) for d in cand_docs])
-        own_judged = np.array([float((query_id, d) in verdict_of) for d in cand_docs])
-        columns["query_fn_rate"][idx] = ((fn_flags.sum() - own_fn + PRIOR_VERDICTS * overall_rate)
-                                         / (len(fn_flags) - own_judged + PRIOR_VERDICTS))
-    for name, values in columns.items():
-        out[name] = values
+    judged = verdicts.groupby("query_id").size()
+    fn = pd.Series(is_fn, index=verdicts.index).groupby(verdicts["query_id"]).sum()
+    at = pd.MultiIndex.from_arrays([verdicts["query_id"].astype(str), verdicts["doc_id"].astype(str)]) \
+        .get_indexer(pd.MultiIndex.from_arrays([out["query_id"].astype(str), out["doc_id"].astype(str)]))
+    own_judged = (at >= 0).astype(float)
+    own_fn = np.append(is_fn, False)[at].astype(float)  # at = -1: not judged
+    query_fn_rate = ((out["query_id"].map(fn).fillna(0).to_numpy(float) - own_fn + PRIOR_VERDICTS * overall_rate)
+                     / (out["query_id"].map(judged).fillna(0).to_numpy(float) - own_judged + PRIOR_VERDICTS))
+
+    out["pos_cosine"], out["pos_overlap"], out["expansion"] = pos_cosine, pos_overlap, expansion
+    out["neighbour_query"], out["tn_cosine"], out["query_fn_rate"] = neighbour, tn_cosine, query_fn_rate
     out["second_model"] = 0.0
     second_model = second_model or workspace.settings().get(SECOND_MODEL_SETTING)
     if second_model:
         second = Vectors(store, dataset, run_encoder(workspace, run, second_model))
-        s_doc_row, s_doc_vecs, _ = second.documents(doc_ids)
-        s_query_row, s_query_vecs = second.queries(run_queries)
+        s_doc_row, s_doc_vecs, _ = second.documents(list(docs))
+        s_query_row, s_query_vecs = second.queries(list(run_queries))
         scores = np.einsum("ij,ij->i", s_doc_vecs[[s_doc_row[d] for d in out["doc_id"]]],
                            s_query_vecs[[s_query_row[q] for q in out["query_id"]]])
         out["second_model"] = _within_query(pd.Series(scores, index=out.index), out["query_id"], "z")
@@ -335,7 +394,7 @@ TSV_COLUMNS = ["query-id", "corpus-id", "rank", "score", "pos-score", "risk"]
 
 
 def write_tsv(store, run_id: str, out: str | Path) -> int:
-    """Every candidate of a run, riskiest first (ties by query and rank), as TSV (ARCHITECTURE.md); returns rows."""
+    """Every candidate of a run, riskiest first (ties by query and rank), as TSV; returns rows."""
     out = Path(out).expanduser()
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file path")

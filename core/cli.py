@@ -15,6 +15,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors its own click
 
 from core.errors import UserError, environment_error
+from core.export import FORMATS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Negative Space: mine, review and clean hard negatives for dense retrievers.")
@@ -197,7 +198,7 @@ def labels_export(workspace: Optional[Path] = WorkspaceOpt, dataset: str = typer
 @app.command()
 def export(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
            format: str = typer.Option(..., "--format",
-                                      help=", ".join(__import__("core.export", fromlist=["FORMATS"]).FORMATS)),
+                                      help=", ".join(FORMATS)),
            out: Path = typer.Option(..., "--out", help="Folder to write, replaced atomically when it is empty or "
                                                        "holds an earlier export."),
            data: Optional[str] = typer.Option(None, "--data", help="raw|curated (default: curated once verdicts "

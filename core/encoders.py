@@ -15,7 +15,8 @@ import os
 import platform
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.errors import UserError  # noqa: E402
+from core.errors import UserError, environment_error  # noqa: E402
 
 BF16_MIN_COSINE = 0.999
 BF16_MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this factor on this machine to be worth its tiny drift
@@ -93,16 +94,33 @@ class EmbeddingCache:
     """Vectors keyed by sha256(prompt, text) in one SQLite file per (model, precision)."""
 
     def __init__(self, path: Path, dim: int):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.dim = dim
-        self.conn = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+        self.path, self.dim = path, dim
         self._lock = threading.Lock()
+        with self._machine_failures():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL)")
+
+    @contextmanager
+    def _machine_failures(self) -> Iterator[None]:
+        """A full disk, a read-only mount or a damaged cache file is one line naming the file, not a traceback;
+        an interrupted write is rolled back, so the cache only ever holds whole batches."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            conn = getattr(self, "conn", None)
+            if conn is not None and conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            translated = environment_error(exc, self.path)
+            if translated is None:
+                raise
+            raise translated from None
 
     def get(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
-        with self._lock:
+        with self._lock, self._machine_failures():
             for start in range(0, len(keys), 900):
                 chunk = list(keys[start:start + 900])
                 rows = self.conn.execute(
@@ -112,7 +130,7 @@ class EmbeddingCache:
         return found
 
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-        with self._lock:
+        with self._lock, self._machine_failures():
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
                                   ((k, np.ascontiguousarray(v, dtype=np.float32).tobytes())

@@ -178,3 +178,22 @@ def test_read_only_file_system_is_one_line_and_changes_nothing(tiny_ws, beir_dir
         f"exec \"$PYTHON\" -m core ingest {q(str(beir_dir))} --workspace {q(ws)} --name again")
     assert_user_error(res, f"{tiny_ws}/negspace.sqlite: read-only")
     assert workspace_state(tiny_ws) == before
+
+
+def test_embedding_cache_failures_are_one_line_and_keep_whole_batches(tmp_path):
+    import numpy as np
+
+    from core.encoders import EmbeddingCache
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(UserError, match=re.escape(f"{damaged}: not a SQLite database")):
+        EmbeddingCache(damaged, 4).get([b"k"])
+    cache = EmbeddingCache(tmp_path / "cache.sqlite", 4)
+    cache.put([b"a", b"b"], np.ones((2, 4), dtype=np.float32))
+    pages = cache.conn.execute("PRAGMA page_count").fetchone()[0]
+    cache.conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # the disk fills up during the next batch
+    keys = [i.to_bytes(4, "big") for i in range(2000)]
+    with pytest.raises(UserError, match="cache.sqlite: disk full"):
+        cache.put(keys, np.ones((len(keys), 4), dtype=np.float32))
+    assert len(cache) == 2 and set(cache.get([b"a", b"b", keys[0]])) == {b"a", b"b"}  # no half batch

@@ -16,16 +16,21 @@ from core.validation import user_path
 from core.workspace import DB_NAME, open_workspace, resolve_path
 
 
+def _copy(src: sqlite3.Connection, target: Path) -> None:
+    """SQLite's online backup of ``src`` into a new database file at ``target``."""
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+
+
 def backup(workspace, out: str | Path) -> Path:
     out = user_path(out, "--out", kind="file", create_parent=True)
     src = sqlite3.connect(workspace.db_path)
     try:
         with locked_temp(out) as tmp:
-            dst = sqlite3.connect(tmp)
-            try:
-                src.backup(dst)
-            finally:
-                dst.close()
+            _copy(src, tmp)
             tmp.replace(out)
     except (OSError, sqlite3.OperationalError) as exc:  # disk full, no permission, a name refused
         raise UserError(f"--out: cannot write {out} ({getattr(exc, 'strerror', None) or exc})") from None
@@ -88,11 +93,7 @@ def _replace_store(staged: sqlite3.Connection, db_path: Path) -> Path | None:
         dst.close()
     aside = db_path.with_name(f"{db_path.name}.damaged-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
     with locked_temp(db_path) as tmp:
-        copy = sqlite3.connect(tmp)
-        try:
-            staged.backup(copy)
-        finally:
-            copy.close()
+        _copy(staged, tmp)
         for suffix in ("", *SIDE_SUFFIXES):  # the damaged store's journal belongs with it
             if (side := db_path.with_name(db_path.name + suffix)).exists():
                 os.replace(side, aside.with_name(aside.name + suffix))

@@ -22,25 +22,20 @@ st.set_page_config(page_title="Negative Space", page_icon=":material/search:", l
 
 
 PAGES = HERE / "pages"
-OPTIONAL_PAGES = [("triage.py", "Triage", ":material/priority_high:", "Negatives"),
-                  ("team.py", "Team", ":material/group:", "Team & training"),
-                  ("train.py", "Train", ":material/model_training:", "Team & training")]
 
 
 def page_sections() -> dict[str, list]:
-    """Every page by sidebar section; other teams' pages are listed only when their file exists."""
-    sections: dict[str, list] = {
+    """Every page by sidebar section."""
+    return {
         "Data": [st.Page("pages/overview.py", title="Overview", icon=":material/bar_chart:", default=True),
                  st.Page("pages/import_data.py", title="Import", icon=":material/upload_file:")],
         "Negatives": [st.Page("pages/mine.py", title="Mine", icon=":material/filter_alt:"),
                       st.Page("pages/review.py", title="Review", icon=":material/gavel:"),
                       st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:")],
+        "Team & training": [st.Page("pages/team.py", title="Team", icon=":material/group:"),
+                            st.Page("pages/train.py", title="Train", icon=":material/model_training:")],
+        "Output": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
     }
-    for filename, title, icon, section in OPTIONAL_PAGES:
-        if (PAGES / filename).exists():
-            sections.setdefault(section, []).append(st.Page(f"pages/{filename}", title=title, icon=icon))
-    sections["Output"] = [st.Page("pages/export.py", title="Export", icon=":material/download:")]
-    return sections
 
 
 def hide_navigation() -> None:

@@ -292,9 +292,12 @@ def _load_st_model(path: Path):
             from sentence_transformers import SentenceTransformer
 
             torch.set_num_threads(max(1, os.cpu_count() or 1))
+            from safetensors import SafetensorError
+
             try:
                 model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-            except Exception as exc:
+            except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or foreign files: the
+                # folder's fault; any other exception is a bug and keeps its traceback
                 raise UserError(f"model {path}: cannot be loaded as a sentence-transformers model ({exc})") from None
             model.eval()
             _st_models[str(path)] = model

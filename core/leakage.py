@@ -1,4 +1,4 @@
-"""Leakage between training data and the evaluation split (F13).
+"""Leakage between training data and the evaluation split.
 
 Training on a test query, or on a document the test split judges, inflates the held-out score without making the
 model better. Before training we count training queries, positives and negatives that also occur in the evaluation

@@ -1,4 +1,4 @@
-"""Fine-tune a small retriever on a run's raw or curated negatives with sentence-transformers (F11).
+"""Fine-tune a small retriever on a run's raw or curated negatives with sentence-transformers.
 
 Rows are (query, positive, negative) triplets or (query, positive, negative_1..k) n-tuples, batched with
 ``NO_DUPLICATES`` so a text never meets itself in a batch.

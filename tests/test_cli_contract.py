@@ -197,3 +197,23 @@ def test_embedding_cache_failures_are_one_line_and_keep_whole_batches(tmp_path):
     with pytest.raises(UserError, match="cache.sqlite: disk full"):
         cache.put(keys, np.ones((len(keys), 4), dtype=np.float32))
     assert len(cache) == 2 and set(cache.get([b"a", b"b", keys[0]])) == {b"a", b"b"}  # no half batch
+
+
+def test_a_broken_model_folder_is_a_user_error_but_a_bug_keeps_its_type(tmp_path, monkeypatch):
+    import sentence_transformers
+
+    from core import encoders
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # no model_type: transformers cannot tell what it is
+    (folder / "modules.json").write_text("not json")
+    with pytest.raises(UserError, match="cannot be loaded as a sentence-transformers model"):
+        encoders._load_st_model(folder)
+
+    def bug(*args, **kwargs):
+        raise TypeError("a bug in the loading code")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", bug)
+    with pytest.raises(TypeError, match="a bug in the loading code"):
+        encoders._load_st_model(tmp_path / "other")

@@ -47,7 +47,7 @@ def new_run_id(dataset: str) -> str:
 def positives_by_query(store, dataset: str, split: str) -> dict[str, list[str]]:
     qrels = store.qrels(dataset, split)
     qrels = qrels[qrels["score"] > 0]
-    return {q: list(g["doc_id"]) for q, g in qrels.groupby("query_id", sort=False)}
+    return qrels.groupby("query_id", sort=False)["doc_id"].agg(list).to_dict()  # one pass, not a frame per query
 
 
 def retrieve(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,

@@ -21,6 +21,12 @@ T0 = "2025-01-01T00:00:00.000+00:00"
 
 def seed_v1(db: sqlite_utils.Database) -> None:
     """A row in every table of schema v1, written with v1's own columns (not through today's Store)."""
+    seed_tables_kept(db)
+    db.execute("INSERT INTO models VALUES ('m1', 'r1', '/models/m1', '{}', ?)", (T0,))
+
+
+def seed_tables_kept(db: sqlite_utils.Database) -> None:
+    """A row in every table of schema v1 that later versions keep (v5 dropped models)."""
     ex = db.execute
     ex("INSERT INTO datasets VALUES ('tiny', '/data/tiny', 'beir', 'abc', ?)", (T0,))
     ex("INSERT INTO documents VALUES ('tiny', 'd1', 'Title', 'Text ünïcödé <b>')")
@@ -40,12 +46,22 @@ def seed_v1(db: sqlite_utils.Database) -> None:
               kind) VALUES (?, 'tiny', 'q1', 'd2', ?, ?, 'note', ?, ?, ?)""", (event_id, who, label, T0, undoes, kind))
     ex("""INSERT INTO suggestions (dataset, query_id, doc_id, label, source_event, reason, similarity, created_at)
           VALUES ('tiny', 'q1', 'd1', 'false_negative', 1, 'near-duplicate', 0.97, ?)""", (T0,))
-    ex("INSERT INTO models VALUES ('m1', 'r1', '/models/m1', '{}', ?)", (T0,))
 
 
 def seed_v4(db: sqlite_utils.Database) -> None:
     """v1's rows plus a two-verdict batch and its undo (v4 added label_events.batch)."""
     seed_v1(db)
+    seed_batch(db)
+
+
+def seed_v5(db: sqlite_utils.Database) -> None:
+    """v4's rows less the models table, which v5 dropped."""
+    seed_tables_kept(db)
+    seed_batch(db)
+
+
+def seed_batch(db: sqlite_utils.Database) -> None:
+    """A two-verdict batch and its undo, in label_events.batch (added by v4)."""
     for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
                                                       (7, "d2", "true_negative", None, "verdict", 6),
                                                       (8, "d2", None, 7, "undo", None),
@@ -58,7 +74,9 @@ def seed_v4(db: sqlite_utils.Database) -> None:
 # Data for each schema version, in that version's columns. A new migration adds its seed here, so the test below
 # proves the upgrade from the previous version keeps data (it fails until one exists).
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1, 3: seed_v1,  # v2, v3: an index, a table
-                                                              4: seed_v4}
+                                                              4: seed_v4, 5: seed_v5}
+# Tables a migration dropped on purpose, with their rows: nothing used them.
+DROPPED = {"models"}
 
 
 def build_store(path: Path, version: int) -> None:
@@ -133,8 +151,14 @@ def test_upgrade_from_each_version_keeps_data(tmp_path, fresh_schema, version):
     assert labels.resolved(store, "tiny")["source"].tolist() == ["adjudicated"]
     store.close()
     assert schema(path) == fresh_schema
-    for table, old_rows in before.items():  # every row, in the columns it had, is still there
-        assert rows(path, table, [c[0] for c in old[f"table:{table}"]]) == old_rows, table
+    assert {table for table in before if f"table:{table}" not in fresh_schema} <= DROPPED
+    for table, old_rows in before.items():  # every row of a kept table, in the columns it had, is still there
+        if table not in DROPPED:
+            assert rows(path, table, [c[0] for c in old[f"table:{table}"]]) == old_rows, table
+
+
+def test_fresh_store_has_no_models_table(fresh_schema):
+    assert not {f"table:{table}" for table in DROPPED} & set(fresh_schema)
 
 
 def test_reopening_a_current_store_changes_nothing(tmp_path):

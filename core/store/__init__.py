@@ -1,0 +1,20 @@
+"""The SQLite store: the only code that writes SQL. Other modules call ``Store`` methods.
+
+Split by concern: ``connection`` (opening, WAL, retried writes, SQLite failures as user errors), ``schema``
+(migrations), then one module per table group: ``datasets``, ``runs``, ``labels`` and ``suggestions``.
+"""
+
+from __future__ import annotations
+
+from core.store.connection import BUSY_TIMEOUT_MS, now, retrying
+from core.store.datasets import DatasetTables
+from core.store.runs import RunTables
+from core.store.schema import MIGRATIONS, SCHEMA_VERSION, Schema
+from core.store.suggestions import SuggestionTables
+
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now", "retrying"]
+
+
+class Store(Schema, DatasetTables, RunTables, SuggestionTables):
+    """One connection to a workspace's SQLite file, at the current schema, with every table's queries;
+    safe to share between threads of one process."""

@@ -1,0 +1,129 @@
+"""The schema: forward migrations from every released version, applied once when a store is opened."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from core.errors import UserError
+from core.store.connection import Connection, now
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """The first data model: imported datasets (documents, queries, qrels), mining runs and their candidates,
+    annotators and their append-only label events, and suggestions spread from those events."""
+    db.execute("""CREATE TABLE datasets (
+        name TEXT PRIMARY KEY, source TEXT NOT NULL, format TEXT NOT NULL,
+        content_sha256 TEXT NOT NULL, imported_at TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE documents (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        doc_id TEXT NOT NULL, title TEXT NOT NULL DEFAULT '', text TEXT NOT NULL,
+        PRIMARY KEY (dataset, doc_id))""")
+    db.execute("""CREATE TABLE queries (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        query_id TEXT NOT NULL, text TEXT NOT NULL,
+        PRIMARY KEY (dataset, query_id))""")
+    db.execute("""CREATE TABLE qrels (
+        dataset TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+        split TEXT NOT NULL, query_id TEXT NOT NULL, doc_id TEXT NOT NULL, score INTEGER NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'imported' CHECK (origin IN ('imported', 'promoted')),
+        created_at TEXT,
+        PRIMARY KEY (dataset, split, query_id, doc_id))""")
+    db.execute("""CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, dataset TEXT NOT NULL REFERENCES datasets(name),
+        split TEXT NOT NULL, model_fingerprint TEXT NOT NULL, params_json TEXT NOT NULL,
+        created_at TEXT NOT NULL, stats_json TEXT NOT NULL, parent_run TEXT)""")
+    db.execute("""CREATE TABLE candidates (
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+        query_id TEXT NOT NULL, doc_id TEXT NOT NULL, rank INTEGER NOT NULL, score REAL NOT NULL,
+        pos_score REAL NOT NULL, bm25 REAL, kept INTEGER NOT NULL, rule TEXT NOT NULL, risk REAL,
+        signals TEXT,
+        PRIMARY KEY (run_id, query_id, doc_id))""")
+    db.execute("""CREATE TABLE annotators (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE label_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL, query_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL, annotator TEXT NOT NULL REFERENCES annotators(name),
+        label TEXT CHECK (label IS NULL OR label IN ('false_negative', 'true_negative', 'unsure')),
+        note TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL,
+        undoes INTEGER REFERENCES label_events(id),
+        kind TEXT NOT NULL DEFAULT 'verdict' CHECK (kind IN ('verdict', 'undo', 'adjudication')))""")
+    db.execute("""CREATE TABLE suggestions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL, query_id TEXT NOT NULL,
+        doc_id TEXT NOT NULL, label TEXT NOT NULL, source_event INTEGER REFERENCES label_events(id),
+        reason TEXT NOT NULL, similarity REAL, created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'accepted', 'rejected')))""")
+    db.execute("""CREATE TABLE models (
+        model_id TEXT PRIMARY KEY, run_id TEXT, path TEXT NOT NULL, manifest_json TEXT NOT NULL,
+        created_at TEXT NOT NULL)""")
+    db.execute("CREATE INDEX idx_qrels_query ON qrels(dataset, query_id)")
+    db.execute("CREATE INDEX idx_runs_dataset ON runs(dataset, created_at)")
+    db.execute("CREATE INDEX idx_candidates_query ON candidates(run_id, query_id, rank)")
+    db.execute("CREATE INDEX idx_candidates_risk ON candidates(run_id, risk DESC)")
+    db.execute("CREATE INDEX idx_events_pair ON label_events(dataset, query_id, doc_id)")
+    db.execute("CREATE INDEX idx_events_annotator ON label_events(dataset, annotator, id)")
+    db.execute("CREATE INDEX idx_suggestions_pair ON suggestions(dataset, query_id, doc_id, status)")
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """Drop the candidates' risk index: no query orders or filters by risk in SQL (pages sort the cached frame),
+    and saving or re-ruling a scored run paid a random B-tree insert per row for it."""
+    db.execute("DROP INDEX IF EXISTS idx_candidates_risk")
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """When each run's risk was last scored: the app caches a run's candidates until this changes, instead of
+    re-reading 100k rows every minute in case another process re-scored them."""
+    db.execute("""CREATE TABLE risk_scored (run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+                  scored_at TEXT NOT NULL)""")
+    db.execute("INSERT INTO risk_scored SELECT DISTINCT run_id, ? FROM candidates WHERE risk IS NOT NULL", (now(),))
+
+
+def _v4(db: sqlite_utils.Database) -> None:
+    """Verdicts given together (a lasso selection) share a batch id, so one undo takes the whole batch back."""
+    db.execute("ALTER TABLE label_events ADD COLUMN batch INTEGER")
+
+
+def _v5(db: sqlite_utils.Database) -> None:
+    """Drop the models table: nothing ever wrote or read it; a trained model is described by the manifest saved
+    in its own folder."""
+    db.execute("DROP TABLE IF EXISTS models")
+
+
+# Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Schema(Connection):
+    """A connection whose file is at SCHEMA_VERSION: opening migrates an older store and refuses a newer one."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        try:
+            with self._environment():
+                self.migrate()
+        except BaseException:  # e.g. a store from a newer program: don't leak the connection
+            self.close()
+            raise
+
+    def version(self) -> int:
+        if "schema_version" not in self.db.table_names():
+            return 0
+        row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0] or 0)
+
+    def migrate(self) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+            current = self.version()
+            if current > SCHEMA_VERSION:
+                raise UserError(f"{self.path} has schema version {current}, newer than this program "
+                                f"({SCHEMA_VERSION}); upgrade Negative Space")
+            for version in range(current, SCHEMA_VERSION):
+                MIGRATIONS[version](self.db)
+                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version + 1, now()))
+        if self.version() != SCHEMA_VERSION:  # older: migrate; newer: run() refuses it
+            self.write(run)

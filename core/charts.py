@@ -22,23 +22,11 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h",
 
 
 def threshold_lines(spec: RuleSpec, pos_scores: np.ndarray, axis: str) -> list[tuple[float, str]]:
-    """(x, label) for each active filter, on the ``score`` or the ``margin`` axis."""
+    """(x, label) for each active filter, on the ``score`` or the ``margin`` axis, as the filter declares them."""
     pos = np.asarray(pos_scores, dtype=float)
     if pos.size == 0:
         return []
-    median_pos = float(np.median(pos))
-    lines = []
-    if spec.max_score is not None:
-        x = spec.max_score if axis == "score" else float(np.median(spec.max_score - pos))
-        lines.append((x, f"abs s<{spec.max_score:g}" + ("" if axis == "score" else " (median query)")))
-    if spec.absolute_margin is not None:
-        x = -spec.absolute_margin if axis == "margin" else median_pos - spec.absolute_margin
-        lines.append((x, f"marginpos −{spec.absolute_margin:g}" + ("" if axis == "margin" else " (median query)")))
-    if spec.relative_margin is not None:
-        cut = -np.abs(pos) * spec.relative_margin
-        x = float(np.median(cut)) if axis == "margin" else float(np.median(pos + cut))
-        lines.append((x, f"percpos {spec.relative_margin:g} (median query)"))
-    return lines
+    return [line for rule, t in spec.active_filters() for line in rule.lines(t, pos, axis)]
 
 
 def _draw_lines(fig: go.Figure, lines: list[tuple[float, str]]) -> go.Figure:

@@ -6,16 +6,20 @@ Ctrl-C exits 130 with one line; both leave the workspace as it was. Only bugs pr
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, Optional
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors its own click
 
+from core import rules
 from core.errors import UserError, environment_error
 from core.export import FORMATS
+from core.rules import RuleSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Negative Space: mine, review and clean hard negatives for dense retrievers.")
@@ -26,28 +30,45 @@ WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (d
                                                             "data/workspace).")
 
 
-# rule options, shared by `mine` and `rerule`
-RuleOpt = typer.Option("top", "--rule", help="top|range|abs|marginpos|percpos|simans")
-NumNegativesOpt = typer.Option(5, "--num-negatives")
-RelativeOpt = typer.Option(None, "--relative-margin",
-                           help="percpos: keep s < s_P − |s_P|·m (default 0.05 with --rule percpos).")
-AbsoluteOpt = typer.Option(None, "--absolute-margin",
-                           help="marginpos: keep s < s_P − M (default 0.05 with --rule marginpos).")
-MaxScoreOpt = typer.Option(None, "--max-score", help="abs: keep s < T.")
-RangeMinOpt = typer.Option(10, "--range-min")
-RangeMaxOpt = typer.Option(100, "--range-max")
-SimansAOpt = typer.Option(1.0, "--simans-a")
-SimansBOpt = typer.Option(0.0, "--simans-b")
-SeedOpt = typer.Option(0, "--seed")
-SkipJudgedOpt = typer.Option(False, "--skip-judged",
-                             help="Never keep a candidate judged false negative; refill from the next ones.")
+class _RuleOptions:
+    """Default of a command's ``spec`` parameter: it stands for every registered rule's options."""
 
 
-def _rule_spec(params: dict):
-    """The RuleSpec named by a command's rule options (its parameters carry RuleSpec's field names)."""
-    from core.rules import RuleSpec
+RuleOpts = _RuleOptions()
 
-    return RuleSpec.from_dict(params)
+
+def _rule_options() -> list[inspect.Parameter]:
+    """``--rule`` and an option per registered rule parameter (``--num-negatives``, ``--relative-margin`` …)."""
+    options = [inspect.Parameter("rule", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                 default=typer.Option(rules.DEFAULT_SELECTOR, "--rule",
+                                                      help="|".join(rules.REGISTRY)))]
+    for param in rules.parameters():
+        options.append(inspect.Parameter(param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                         annotation=param.type if param.default is not None else Optional[param.type],
+                                         default=typer.Option(param.default, param.flag, help=rules.param_help(param))))
+    return options
+
+
+class _WithRuleOptions:
+    """A command whose ``spec: RuleSpec = RuleOpts`` parameter is offered as the rule options and handed to it as
+    one RuleSpec. Typer reads ``__signature__`` each time it builds the CLI, so a rule registered after this
+    module was imported still gets its options."""
+
+    def __init__(self, func: Callable[..., None]) -> None:
+        self.func = func
+        self.__name__, self.__doc__, self.__annotations__ = func.__name__, func.__doc__, {}
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        signature = inspect.signature(self.func, eval_str=True)
+        params = [option for p in signature.parameters.values()
+                  for option in (_rule_options() if p.default is RuleOpts else [p])]
+        return signature.replace(parameters=params)
+
+    def __call__(self, **kwargs: object) -> None:
+        names = {"rule", *(p.name for p in rules.parameters())}
+        options = {name: kwargs.pop(name) for name in names}
+        self.func(spec=RuleSpec.from_dict(options), **kwargs)
 
 
 def _store(workspace: Optional[Path], create: bool = False):
@@ -84,16 +105,14 @@ def ingest(path: Path = typer.Argument(..., help="BEIR folder or pairs/triplets 
 
 
 @app.command()
+@_WithRuleOptions
 def mine(workspace: Optional[Path] = WorkspaceOpt,
          dataset: str = typer.Option(..., "--dataset"),
          split: str = typer.Option("train", "--split"),
          model: Optional[str] = typer.Option(None, "--model", help="Local sentence-transformers folder "
                                                                      "(default: bundled all-MiniLM-L6-v2)."),
          depth: int = typer.Option(100, "--depth", help="Candidates kept per query (after removing positives)."),
-         rule: str = RuleOpt, num_negatives: int = NumNegativesOpt, relative_margin: Optional[float] = RelativeOpt,
-         absolute_margin: Optional[float] = AbsoluteOpt, max_score: Optional[float] = MaxScoreOpt,
-         range_min: int = RangeMinOpt, range_max: int = RangeMaxOpt, simans_a: float = SimansAOpt,
-         simans_b: float = SimansBOpt, seed: int = SeedOpt, skip_judged: bool = SkipJudgedOpt,
+         spec: RuleSpec = RuleOpts,
          bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
          precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 (auto = bf16 when it keeps "
                                                                     "cosine ≥ 0.999 to fp32 and is faster on "
@@ -104,7 +123,6 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
     """Mine candidates with FAISS and apply a rule; prints the new run id."""
     from core.mining import mine as do_mine
 
-    spec = _rule_spec(locals())
     ws, store = _store(workspace)
     result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
                      document_prompt)
@@ -120,17 +138,14 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
 
 
 @app.command()
+@_WithRuleOptions
 def rerule(run: str = typer.Option(..., "--run", help="The run whose stored candidates get the new rule."),
            workspace: Optional[Path] = WorkspaceOpt,
-           rule: str = RuleOpt, num_negatives: int = NumNegativesOpt, relative_margin: Optional[float] = RelativeOpt,
-           absolute_margin: Optional[float] = AbsoluteOpt, max_score: Optional[float] = MaxScoreOpt,
-           range_min: int = RangeMinOpt, range_max: int = RangeMaxOpt, simans_a: float = SimansAOpt,
-           simans_b: float = SimansBOpt, seed: int = SeedOpt, skip_judged: bool = SkipJudgedOpt,
+           spec: RuleSpec = RuleOpts,
            as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
     """Apply another rule to a run's stored candidates (no encoding, no search); prints the new run id."""
     from core.mining import derive_run
 
-    spec = _rule_spec(locals())
     _, store = _store(workspace)
     result = derive_run(store, run, spec)
     if as_json:

@@ -160,7 +160,11 @@ def require_run(store, run_id: str) -> dict:
 
 
 def run_spec(run: dict) -> RuleSpec:
-    return RuleSpec.from_dict(run["params"]["rules"])
+    """The rule a run was made with; stored parameters that no registered rule declares are refused, naming the run."""
+    try:
+        return RuleSpec.from_dict(run["params"]["rules"])
+    except UserError as exc:
+        raise UserError(f"run {run['run_id']}: stored rule: {exc}") from None
 
 
 @dataclass

@@ -1,135 +1,258 @@
-"""The published hard-negative mining rules, as pure functions over stored candidates.
+"""The hard-negative mining rules, each declared once, applied as pure functions over stored candidates.
 
-A rule is a filter (abs, marginpos, percpos, and optionally a cross-encoder) followed by a selector (top-k,
-rank range, SimANS). Everything here works on the candidate table alone, so changing a rule never re-encodes.
-Definitions follow PRODUCT.md: s = cosine score, s_P = the query's minimum positive score.
+A rule is a *filter* (abs, marginpos, percpos: drop candidates scored too close to the positive) or a *selector*
+(top-k, rank range, SimANS: pick k of the candidates left). A ``RuleSpec`` names a headline rule and gives every
+registered parameter a value: all filters whose threshold is set apply (the headline filter always does), then one
+selector (the headline rule if it is one, else top-k). Everything works on the candidate table alone, so changing a
+rule never re-encodes.
+
+Each declaration below holds a rule's parameters (types, defaults, ranges), its formula, a one-line summary, its
+chart threshold lines and its description; the ``mine`` / ``rerule`` options, the Mine page widgets, the charts and
+``RuleSpec.describe`` are generated from them, so adding a rule is one declaration passed to ``register``.
+
+Notation: s = a candidate's cosine score, s_P = its query's weakest labelled positive score, rank = 1 for the best
+candidate that is not a positive, k = ``num_negatives``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields, replace
+import operator
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from core.errors import UserError
 
-FILTERS = ("abs", "marginpos", "percpos")
-SELECTORS = ("top", "range", "simans")
-RULES = ("top", "range", "abs", "marginpos", "percpos", "simans")
-DEFAULT_RELATIVE_MARGIN = 0.05
-DEFAULT_ABSOLUTE_MARGIN = 0.05
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_SELECTOR = "top"
+_HOLDS = {"at least": operator.ge, "above": operator.gt, "below": operator.lt}
 
 
 @dataclass(frozen=True)
-class RuleSpec:
-    """A filter+selector. ``rule`` names the headline rule; filter thresholds left as None are off."""
+class Param:
+    """One rule parameter. Its CLI option is ``--name-with-dashes``; widgets and messages use ``words``.
 
-    rule: str = "top"
-    num_negatives: int = 5
-    max_score: float | None = None
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
-    range_min: int = 10
-    range_max: int = 100
-    simans_a: float = 1.0
-    simans_b: float = 0.0
-    seed: int = 0
-    skip_judged: bool = False  # candidates resolved as false negative are never kept; the next ones refill to k
+    ``default`` is the value when it is not given (None for a filter threshold: the filter is off). Bounds are
+    checked for every spec: ``low`` inclusive, ``above`` and ``below`` exclusive. ``step`` and ``start`` (the
+    widget's value while the parameter is None) only shape the Mine page widget.
+    """
 
-    def __post_init__(self) -> None:
-        if self.rule not in RULES:
-            raise UserError(f"unknown rule {self.rule!r} (use one of {', '.join(RULES)})")
-        if self.num_negatives < 1:
-            raise UserError("--num-negatives must be at least 1")
-        if not 0 <= self.range_min < self.range_max:
-            raise UserError("--range-min must be ≥ 0 and below --range-max")
-        if self.simans_a <= 0:
-            raise UserError("--simans-a must be positive")
-        # A named filter rule with no threshold gets the published default.
-        if self.rule == "percpos" and self.relative_margin is None:
-            object.__setattr__(self, "relative_margin", DEFAULT_RELATIVE_MARGIN)
-        if self.rule == "marginpos" and self.absolute_margin is None:
-            object.__setattr__(self, "absolute_margin", DEFAULT_ABSOLUTE_MARGIN)
-        if self.rule == "abs" and self.max_score is None:
-            raise UserError("--rule abs needs --max-score T (keep candidates with score < T)")
-        if self.relative_margin is not None and not 0 <= self.relative_margin < 1:
-            raise UserError("--relative-margin must be in [0, 1)")
+    name: str
+    type: type
+    default: object
+    help: str
+    label: str = ""
+    low: float | None = None
+    above: float | None = None
+    below: float | None = None
+    step: float | None = None
+    start: float | None = None
 
     @property
-    def selector(self) -> str:
-        return self.rule if self.rule in SELECTORS else "top"
+    def words(self) -> str:
+        return self.name.replace("_", " ")
 
-    def filters(self) -> list[str]:
-        active = []
-        if self.max_score is not None:
-            active.append("abs")
-        if self.absolute_margin is not None:
-            active.append("marginpos")
-        if self.relative_margin is not None:
-            active.append("percpos")
-        if self.skip_judged:
-            active.append("judged")
-        return active
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value: object) -> object:
+        """``value`` as this parameter's type, or a UserError in parameter words; None stays None (off)."""
+        if value is None:
+            if self.default is not None:
+                raise UserError(f"{self.words} must be given")
+            return None
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise UserError(f"{self.words} must be true or false, not {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{self.words} must be a number, not {value!r}")
+        if self.type is int:
+            if value != int(value):
+                raise UserError(f"{self.words} must be a whole number, not {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        limits = [(word, bound) for word, bound in (("at least", self.low), ("above", self.above),
+                                                    ("below", self.below)) if bound is not None]
+        if not all(_HOLDS[word](value, bound) for word, bound in limits):
+            raise UserError(f"{self.words} must be {' and '.join(f'{w} {b:g}' for w, b in limits)} (got {value:g})")
+        return value
+
+
+class Rule:
+    """A mining rule: ``name`` (what ``--rule`` takes), a one-line ``summary`` and its ``params``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    params: tuple[Param, ...] = ()
+
+    def check(self, values: dict) -> None:
+        """Refuse a combination of parameter values (each value is already within its own bounds)."""
+
+    def option_help(self, param: Param) -> str:
+        """What ``param`` (one of this rule's) does, for ``param_help``."""
+        return f"{self.name}: {param.help}."
+
+
+class Filter(Rule):
+    """A rule that drops candidates. It applies whenever its threshold is set, with any selector."""
+
+    threshold: ClassVar[Param]
+    named_default: ClassVar[float | None] = None  # the threshold when this is the headline rule (None: must be given)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return (self.threshold,)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Mask of the candidates that pass under threshold ``t``."""
+        raise NotImplementedError
+
+    def label(self, t: float) -> str:
+        """This filter's part of ``RuleSpec.describe``."""
+        raise NotImplementedError
+
+    def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
+        """(x, label) of the cut on the ``score`` or ``margin`` axis, for queries whose s_P are ``pos``."""
+        return []
+
+    def option_help(self, param: Param) -> str:
+        default = "" if self.named_default is None else f" ({self.named_default:g} when the rule is {self.name})"
+        return f"{self.name}: {param.help}{default}."
+
+
+class Selector(Rule):
+    """A rule that keeps each query's k eligible candidates with the largest keys."""
+
+    samples: ClassVar[bool] = True  # whether the choice is random (then the seed is part of the description)
+
+    def keys(self, spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """A key per candidate; −inf never selected."""
+        raise NotImplementedError
+
+    def label(self, spec: RuleSpec) -> str:
+        """This selector's part of ``RuleSpec.describe``."""
+        raise NotImplementedError
+
+
+COMMON = (
+    Param("num_negatives", int, 5, "negatives kept per query (k)", label="Negatives per query", low=1),
+    Param("seed", int, 0, "seed of the sampling selectors (range, simans)", label="Seed"),
+    Param("skip_judged", bool, False, "never keep a candidate judged false negative; refill from the next ones",
+          label="Skip judged false negatives"),
+)
+
+REGISTRY: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    """Add a rule; its parameter names must be new (they become CLI options and stored keys)."""
+    taken = {p.name for p in parameters()} | {"rule"}
+    clash = [p.name for p in rule.params if p.name in taken]
+    if rule.name in REGISTRY or clash:
+        raise ValueError(f"rule {rule.name!r} or its parameters {clash} are already registered")
+    REGISTRY[rule.name] = rule
+    return rule
+
+
+def get(name: str) -> Rule:
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown rule {name!r} (use one of {', '.join(REGISTRY)})") from None
+
+
+def filters() -> list[Filter]:
+    return [r for r in REGISTRY.values() if isinstance(r, Filter)]
+
+
+def parameters() -> list[Param]:
+    """Every parameter a RuleSpec holds: the common ones, then each rule's in registration order."""
+    return [*COMMON, *(p for rule in REGISTRY.values() for p in rule.params)]
+
+
+def param_help(param: Param) -> str:
+    """What ``param`` does, for its CLI option and its Mine page widget."""
+    declared_by = next((r for r in REGISTRY.values() if param in r.params), None)
+    return declared_by.option_help(param) if declared_by else f"{param.help[:1].upper()}{param.help[1:]}."
+
+
+class RuleSpec:
+    """A headline rule and a value for every registered parameter, e.g. ``RuleSpec("percpos", num_negatives=3)``.
+
+    Parameters read as attributes (``spec.relative_margin``); unknown parameters, out-of-range values and
+    impossible combinations are refused with a UserError in parameter words. A named filter rule without a
+    threshold gets its published default. ``to_dict`` / ``from_dict`` are the form stored with each run.
+    """
+
+    __slots__ = ("rule", "values")
+
+    def __init__(self, rule: str = DEFAULT_SELECTOR, **values: object) -> None:
+        headline = get(rule)
+        params = {p.name: p for p in parameters()}
+        unknown = sorted(set(values) - set(params))
+        if unknown:
+            raise UserError(f"unknown rule parameter {', '.join(map(repr, unknown))} "
+                            f"(known: {', '.join(params)})")
+        parsed = {name: p.parse(values.get(name, p.default)) for name, p in params.items()}
+        if isinstance(headline, Filter) and parsed[headline.threshold.name] is None:
+            if headline.named_default is None:
+                raise UserError(f"rule {rule} needs a {headline.threshold.words} ({headline.summary})")
+            parsed[headline.threshold.name] = headline.threshold.parse(headline.named_default)
+        for declared in REGISTRY.values():
+            declared.check(parsed)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "values", MappingProxyType(parsed))
+
+    def __getattr__(self, name: str) -> object:
+        if name != "values" and name in self.values:
+            return self.values[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a RuleSpec is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuleSpec) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().items()))
+
+    def __repr__(self) -> str:
+        return f"RuleSpec({self.describe()!r})"
+
+    @property
+    def selector(self) -> Selector:
+        headline = REGISTRY[self.rule]
+        return headline if isinstance(headline, Selector) else REGISTRY[DEFAULT_SELECTOR]
+
+    def active_filters(self) -> list[tuple[Filter, float]]:
+        """The filters that apply, each with its threshold, in registration order."""
+        return [(f, self.values[f.threshold.name]) for f in filters() if self.values[f.threshold.name] is not None]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"rule": self.rule, **self.values}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RuleSpec":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def with_(self, **changes) -> "RuleSpec":
-        return replace(self, **changes)
+    def from_dict(cls, data: dict) -> RuleSpec:
+        """The spec stored as ``data``; a key that names no parameter is refused, not ignored."""
+        data = dict(data)
+        return cls(data.pop("rule", DEFAULT_SELECTOR), **data)
 
     def describe(self) -> str:
-        parts = []
-        if self.max_score is not None:
-            parts.append(f"abs s<{self.max_score:g}")
-        if self.absolute_margin is not None:
-            parts.append(f"marginpos s<s_P−{self.absolute_margin:g}")
-        if self.relative_margin is not None:
-            parts.append(f"percpos s<s_P−|s_P|·{self.relative_margin:g}")
+        parts = [f.label(t) for f, t in self.active_filters()]
         if self.skip_judged:
             parts.append("skip judged false negatives")
-        sel = {"top": f"top-{self.num_negatives}",
-               "range": f"{self.num_negatives} from ranks [{self.range_min},{self.range_max})",
-               "simans": f"SimANS {self.num_negatives} (a={self.simans_a:g}, b={self.simans_b:g})"}[self.selector]
-        if self.selector != "top":
-            sel += f" seed {self.seed}"
-        return " → ".join(parts + [sel])
-
-
-def threshold(spec: RuleSpec, pos_score: np.ndarray) -> np.ndarray:
-    """The score each query's candidates must stay below under the active filters (inf when none)."""
-    limit = np.full(len(pos_score), np.inf)
-    if spec.max_score is not None:
-        limit = np.minimum(limit, spec.max_score)
-    if spec.absolute_margin is not None:
-        limit = np.minimum(limit, pos_score - spec.absolute_margin)
-    if spec.relative_margin is not None:
-        limit = np.minimum(limit, pos_score - np.abs(pos_score) * spec.relative_margin)
-    return limit
-
-
-def _filter_reasons(spec: RuleSpec, score: np.ndarray, pos: np.ndarray, judged: np.ndarray | None) -> np.ndarray:
-    reasons = np.full(len(score), "", dtype=object)
-    checks = []
-    if spec.skip_judged:
-        if judged is None:
-            raise ValueError("a skip_judged rule needs the judged mask")
-        checks.append(("judged", judged))
-    if spec.max_score is not None:
-        checks.append(("abs", score >= spec.max_score))
-    if spec.absolute_margin is not None:
-        checks.append(("marginpos", score >= pos - spec.absolute_margin))
-    if spec.relative_margin is not None:
-        checks.append(("percpos", score >= pos - np.abs(pos) * spec.relative_margin))
-    for name, failed in checks:
-        reasons[(reasons == "") & failed] = f"filtered:{name}"
-    return reasons
+        selector = self.selector
+        parts.append(selector.label(self) + (f" seed {self.seed}" if selector.samples else ""))
+        return " → ".join(parts)
 
 
 def sampling_noise(seed: int, query_ids: pd.Series, doc_ids: pd.Series) -> np.ndarray:
@@ -138,6 +261,8 @@ def sampling_noise(seed: int, query_ids: pd.Series, doc_ids: pd.Series) -> np.nd
     A query's sample depends only on its own candidates and the seed (never on which other queries exist or their
     order), and the whole run is sampled in a few vectorised passes instead of one random generator per query.
     """
+    import pandas as pd  # here, not at the top: the CLI reads the declarations to build its options
+
     hash_key = hashlib.sha1(str(seed).encode()).hexdigest()[:16]
     hashed = pd.util.hash_pandas_object(pd.DataFrame({"q": query_ids.to_numpy(), "d": doc_ids.to_numpy()}),
                                         index=False, hash_key=hash_key).to_numpy()
@@ -150,20 +275,167 @@ def simans_logits(score: np.ndarray, pos_score: np.ndarray, a: float, b: float) 
     return -a * (score - pos_score - b) ** 2
 
 
-def _selection_keys(spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """A key per candidate; the selector keeps each query's k eligible candidates with the largest keys.
+class TopK(Selector):
+    """Top-k: keep each query's k best-ranked eligible candidates.
 
-    top: best rank. range: uniform among the rank window (keys outside it are −inf). simans: Gumbel-top-k over
-    the SimANS log-weights, which is exactly sampling k without replacement with p ∝ exp(−a·(s − s_P − b)²).
+    The classic hard-negative baseline (DPR, ANCE): the hardest negatives the retriever finds, and so the ones
+    most often unlabelled positives. Inputs: rank. Example: ``--rule top --num-negatives 5`` keeps ranks 1–5 of
+    every query (of those the filters leave).
     """
-    rank = frame["rank"].to_numpy(dtype=float)
-    if spec.selector == "top":
-        return -rank
-    noise = sampling_noise(spec.seed, frame["query_id"], frame["doc_id"])
-    if spec.selector == "range":
-        inside = (rank - 1 >= spec.range_min) & (rank - 1 < spec.range_max)
-        return np.where(inside, noise, -np.inf)
-    return simans_logits(score, pos, spec.simans_a, spec.simans_b) + noise
+
+    name = "top"
+    summary = "the k best-ranked candidates"
+    samples = False
+
+    def keys(self, spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return -frame["rank"].to_numpy(dtype=float)
+
+    def label(self, spec: RuleSpec) -> str:
+        return f"top-{spec.num_negatives}"
+
+
+class RankRange(Selector):
+    """Rank range: k sampled uniformly from the 0-based positions [range_min, range_max).
+
+    The classic baseline of FlagEmbedding's ``hn_mine``: skipping the top ranks trades hardness for fewer false
+    negatives. Inputs: rank, seed. Example: ``--rule range --range-min 10 --range-max 100`` draws k negatives
+    from ranks 11–100.
+    """
+
+    name = "range"
+    summary = "k sampled uniformly from rank positions [range min, range max)"
+    params = (Param("range_min", int, 10, "first 0-based rank position sampled", label="range min", low=0),
+              Param("range_max", int, 100, "rank position where sampling stops (excluded)", label="range max",
+                    low=1))
+
+    def check(self, values: dict) -> None:
+        if not values["range_min"] < values["range_max"]:
+            raise UserError(f"range min must be below range max (got {values['range_min']} and "
+                            f"{values['range_max']})")
+
+    def keys(self, spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        position = frame["rank"].to_numpy(dtype=float) - 1
+        inside = (position >= spec.range_min) & (position < spec.range_max)
+        return np.where(inside, sampling_noise(spec.seed, frame["query_id"], frame["doc_id"]), -np.inf)
+
+    def label(self, spec: RuleSpec) -> str:
+        return f"{spec.num_negatives} from ranks [{spec.range_min},{spec.range_max})"
+
+
+class Abs(Filter):
+    """TopK-Abs: keep candidates with s < τ.
+
+    NV-Retriever (Moreira et al., 2024, arXiv 2407.15831): an absolute ceiling on the score, blind to how well the
+    query's positive scores. Inputs: score. Example: ``--rule abs --max-score 0.7`` drops every candidate scored
+    0.7 or more.
+    """
+
+    name = "abs"
+    summary = "keep s < τ"
+    threshold = Param("max_score", float, None, "keep candidates with score s < τ", label="τ (max score)",
+                      step=0.01, start=0.8)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return score < t
+
+    def label(self, t: float) -> str:
+        return f"abs s<{t:g}"
+
+    def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
+        if axis == "score":
+            return [(t, f"abs s<{t:g}")]
+        return [(float(np.median(t - pos)), f"abs s<{t:g} (median query)")]
+
+
+class MarginPos(Filter):
+    """TopK-MarginPos: keep candidates with s < s_P − m.
+
+    NV-Retriever (Moreira et al., 2024, arXiv 2407.15831): a negative must score at least m below the query's
+    weakest positive. Inputs: score, s_P. Example: ``--rule marginpos --absolute-margin 0.05`` with s_P = 0.8
+    keeps s < 0.75.
+    """
+
+    name = "marginpos"
+    summary = "keep s < s_P − m"
+    named_default = 0.05
+    threshold = Param("absolute_margin", float, None, "keep s < s_P − m", label="m (absolute margin)",
+                      step=0.005, start=named_default)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return score < pos - t
+
+    def label(self, t: float) -> str:
+        return f"marginpos s<s_P−{t:g}"
+
+    def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
+        if axis == "margin":
+            return [(-t, f"marginpos −{t:g}")]
+        return [(float(np.median(pos)) - t, f"marginpos −{t:g} (median query)")]
+
+
+class PercPos(Filter):
+    """TopK-PercPos: keep candidates with s < s_P − |s_P|·m.
+
+    NV-Retriever (Moreira et al., 2024, arXiv 2407.15831), its recommended rule: the margin is a fraction of the
+    positive's score (m = 0.05 keeps s < 95 % of s_P; |s_P| keeps the cut below s_P when s_P < 0). Inputs: score,
+    s_P. Example: ``--rule percpos`` with s_P = 0.8 keeps s < 0.76.
+    """
+
+    name = "percpos"
+    summary = "keep s < s_P − |s_P|·m"
+    named_default = 0.05
+    threshold = Param("relative_margin", float, None, "keep s < s_P − |s_P|·m", label="m (relative margin)", low=0,
+                      below=1, step=0.005, start=named_default)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return score < pos - np.abs(pos) * t
+
+    def label(self, t: float) -> str:
+        return f"percpos s<s_P−|s_P|·{t:g}"
+
+    def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
+        cut = -np.abs(pos) * t
+        return [(float(np.median(cut if axis == "margin" else pos + cut)), f"percpos {t:g} (median query)")]
+
+
+class SimANS(Selector):
+    """SimANS: k sampled without replacement with p ∝ exp(−a·(s − s_P − b)²).
+
+    SimANS (Zhou et al., EMNLP 2022): favours ambiguous negatives scored near the positive over both the easy
+    ones and the (likely false) ones far above it; a sharpens the peak, b shifts it. Sampled as Gumbel-top-k over
+    the log-weights. Inputs: score, s_P, seed. Example: ``--rule simans --simans-a 1 --simans-b 0``.
+    """
+
+    name = "simans"
+    summary = "k sampled with p ∝ exp(−a·(s − s_P − b)²)"
+    params = (Param("simans_a", float, 1.0, "peak sharpness a", label="SimANS a", above=0, step=0.1),
+              Param("simans_b", float, 0.0, "peak offset b from s_P", label="SimANS b", step=0.01))
+
+    def keys(self, spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        noise = sampling_noise(spec.seed, frame["query_id"], frame["doc_id"])
+        return simans_logits(score, pos, spec.simans_a, spec.simans_b) + noise
+
+    def label(self, spec: RuleSpec) -> str:
+        return f"SimANS {spec.num_negatives} (a={spec.simans_a:g}, b={spec.simans_b:g})"
+
+
+for _rule in (TopK(), RankRange(), Abs(), MarginPos(), PercPos(), SimANS()):
+    register(_rule)
+
+
+def _filter_reasons(spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray,
+                    judged: np.ndarray | None) -> np.ndarray:
+    """``filtered:<name>`` of the first filter each candidate fails (judged first), "" for the eligible ones."""
+    reasons = np.full(len(score), "", dtype=object)
+    checks = []
+    if spec.skip_judged:
+        if judged is None:
+            raise ValueError("a skip_judged rule needs the judged mask")
+        checks.append(("judged", judged))
+    checks += [(f.name, ~f.keep(t, frame, score, pos)) for f, t in spec.active_filters()]
+    for name, failed in checks:
+        reasons[(reasons == "") & failed] = f"filtered:{name}"
+    return reasons
 
 
 def _top_k_per_group(groups: np.ndarray, keys: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -183,17 +455,20 @@ def apply(spec: RuleSpec, candidates: pd.DataFrame, judged: np.ndarray | None = 
     ``skip_judged`` they are filtered before selection, so each query is refilled to k from its next candidates
     instead of losing the flagged negatives.
     """
+    import pandas as pd  # see sampling_noise
+
     out = candidates.copy()
     score = out["score"].to_numpy(dtype=float)
     pos = out["pos_score"].to_numpy(dtype=float)
-    reasons = _filter_reasons(spec, score, pos, judged)
+    reasons = _filter_reasons(spec, out, score, pos, judged)
     eligible_mask = reasons == ""
     groups = pd.factorize(out["query_id"])[0]
-    keys = _selection_keys(spec, out, score, pos)
+    selector = spec.selector
+    keys = selector.keys(spec, out, score, pos)
     kept = np.zeros(len(out), dtype=bool)
     kept[_top_k_per_group(groups, keys, np.flatnonzero(eligible_mask), spec.num_negatives)] = True
-    reasons[eligible_mask & kept] = f"kept:{spec.selector}"
-    reasons[eligible_mask & ~kept] = f"unselected:{spec.selector}"
+    reasons[eligible_mask & kept] = f"kept:{selector.name}"
+    reasons[eligible_mask & ~kept] = f"unselected:{selector.name}"
     out["kept"] = kept
     out["rule"] = reasons
     return out

@@ -20,40 +20,48 @@ store = common.store()
 runs = store.runs(dataset)
 run_id = st.session_state.get(common.RUN)
 run = store.run(run_id) if run_id else None
-base = run_spec(run) if run else RuleSpec("top")
+base = run_spec(run) if run else RuleSpec()
+
+
+def param_widget(container, param: rules.Param, value: object, disabled: bool = False):
+    """The widget of one declared rule parameter, starting at ``value`` (its ``start`` while it is None)."""
+    help_ = rules.param_help(param)
+    key = f"mine_{param.name}"
+    label = param.label or param.words
+    if param.type is bool:
+        return container.checkbox(label, value=bool(value), key=key, help=help_, disabled=disabled)
+    value = param.start if value is None else value
+    low = param.low if param.low is not None else param.above
+    number = param.type
+    return container.number_input(label, min_value=None if low is None else number(low),
+                                  value=number(value), step=number(param.step or 1), key=key, help=help_,
+                                  disabled=disabled, format="%d" if number is int else "%g")
 
 
 def rule_controls(base: RuleSpec) -> RuleSpec:
-    """Widgets for every rule parameter, starting from ``base``; raises UserError for an invalid combination."""
-    cols = st.columns(4)
-    rule = cols[0].selectbox("Rule", rules.RULES, index=rules.RULES.index(base.rule), key="mine_rule",
-                             help="top-k, rank range (FlagEmbedding), NV-Retriever abs / marginpos / percpos, SimANS")
-    num = cols[1].number_input("Negatives per query", 1, 200, base.num_negatives, key="mine_num")
-    seed = cols[2].number_input("Seed", 0, 2**31 - 1, base.seed, key="mine_seed")
-    skip = cols[3].checkbox("Skip judged false negatives", value=base.skip_judged, key="mine_skip_judged",
-                            help="Candidates resolved as false negative are never kept; each query is refilled "
-                                 "to k from its next eligible candidates.")
-    cols = st.columns(4)
-    use_abs = cols[0].checkbox("abs: keep s < τ", value=base.max_score is not None or rule == "abs",
-                               key="mine_use_abs")
-    tau = cols[0].slider("τ", -1.0, 1.0, base.max_score if base.max_score is not None else 0.8, 0.01,
-                         key="mine_tau", disabled=not use_abs)
-    use_margin = cols[1].checkbox("marginpos: s < s_P − m", value=base.absolute_margin is not None,
-                                  key="mine_use_margin")
-    margin = cols[1].slider("m", 0.0, 0.5, base.absolute_margin or rules.DEFAULT_ABSOLUTE_MARGIN, 0.005,
-                            key="mine_margin", disabled=not use_margin)
-    use_perc = cols[2].checkbox("percpos: s < s_P − |s_P|·m", value=base.relative_margin is not None,
-                                key="mine_use_perc")
-    perc = cols[2].slider("relative m", 0.0, 0.5, base.relative_margin or rules.DEFAULT_RELATIVE_MARGIN, 0.005,
-                          key="mine_perc", disabled=not use_perc)
-    with cols[3]:
-        lo, hi = st.slider("range [lo, hi)", 0, 1000, (base.range_min, base.range_max), key="mine_range",
-                           disabled=rule != "range")
-        a = st.number_input("SimANS a", 0.01, 100.0, base.simans_a, key="mine_a", disabled=rule != "simans")
-        b = st.number_input("SimANS b", -1.0, 1.0, base.simans_b, key="mine_b", disabled=rule != "simans")
-    return RuleSpec(rule, int(num), tau if use_abs else None, margin if use_margin else None,
-                    perc if use_perc or rule == "percpos" else None, int(lo), int(hi), float(a), float(b), int(seed),
-                    skip)
+    """Widgets for every registered rule parameter, starting from ``base``; raises UserError for an invalid
+    combination (in parameter words)."""
+    names = list(rules.REGISTRY)
+    cols = st.columns(1 + len(rules.COMMON))
+    rule = cols[0].selectbox("Rule", names, index=names.index(base.rule), key="mine_rule",
+                             help="; ".join(f"{r.name}: {r.summary}" for r in rules.REGISTRY.values()))
+    values = {p.name: param_widget(col, p, base.values[p.name]) for col, p in zip(cols[1:], rules.COMMON)}
+    tuned = [r for r in rules.REGISTRY.values() if r.params]  # a column per filter and per selector with parameters
+    for col, declared in zip(st.columns(len(tuned)), tuned):
+        if isinstance(declared, rules.Filter):
+            key = f"mine_use_{declared.name}"
+            st.session_state.setdefault(key, base.values[declared.threshold.name] is not None)
+            if rule == declared.name:  # the headline filter always applies
+                st.session_state[key] = True
+            on = col.checkbox(f"{declared.name}: {declared.summary}", key=key, disabled=rule == declared.name)
+            value = param_widget(col, declared.threshold, base.values[declared.threshold.name],
+                                 disabled=not on)
+            values[declared.threshold.name] = value if on else None
+        else:
+            for param in declared.params:
+                values[param.name] = param_widget(col, param, base.values[param.name],
+                                                  disabled=rule != declared.name)
+    return RuleSpec(rule, **values)
 
 
 st.subheader("Rule")

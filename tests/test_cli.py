@@ -29,7 +29,7 @@ def test_cli_end_to_end_and_errors(tmp_path, beir_dir):
     assert (out["queries"], out["candidates"], out["kept"]) == (6, 60, 12)
 
     res = run_cli("mine", "--workspace", ws, "--dataset", "tiny", "--rule", "abs")
-    assert res.returncode == 2 and "--max-score" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "rule abs needs a max score" in res.stderr and "Traceback" not in res.stderr
 
     exp = run_cli("export", "--workspace", ws, "--run", out["run"], "--format", "st-triplet", "--out",
                   tmp_path / "exp")

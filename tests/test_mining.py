@@ -150,7 +150,7 @@ def test_bad_requests_are_user_errors(mined):
         mine(store, ws, "nope")
     with pytest.raises(UserError, match="split 'dev'"):
         mine(store, ws, "tiny", "dev")
-    with pytest.raises(UserError, match="--max-score"):
+    with pytest.raises(UserError, match="rule abs needs a max score"):
         RuleSpec("abs")
     with pytest.raises(UserError, match="unknown rule"):
         RuleSpec("best")

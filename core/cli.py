@@ -160,7 +160,7 @@ def rerule(run: str = typer.Option(..., "--run", help="The run whose stored cand
 def runs(workspace: Optional[Path] = WorkspaceOpt, dataset: Optional[str] = typer.Option(None, "--dataset"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """List mining runs, newest first."""
-    from core.rules import RuleSpec
+    from core.mining import run_spec
 
     _, store = _store(workspace)
     rows = store.runs(dataset)
@@ -169,7 +169,7 @@ def runs(workspace: Optional[Path] = WorkspaceOpt, dataset: Optional[str] = type
         return
     for r in rows:
         s = r["stats"]
-        typer.echo(f"{r['run_id']}\t{r['dataset']}/{r['split']}\t{RuleSpec.from_dict(r['params']['rules']).describe()}"
+        typer.echo(f"{r['run_id']}\t{r['dataset']}/{r['split']}\t{run_spec(r).describe()}"
                    f"\t{s['queries']} q\t{s['kept']}/{s['candidates']} kept\t{r['created_at']}")
 
 

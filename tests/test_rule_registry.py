@@ -16,6 +16,7 @@ from core.errors import UserError
 from core.mining import derive_run, run_spec
 from core.rules import RuleSpec
 from tests.app_helpers import open_app, store_at, timed
+from tests.cli_helpers import assert_user_error, run_cli
 
 
 class MaxRank(rules.Filter):
@@ -137,6 +138,7 @@ def test_stored_rules_load_and_unknown_keys_are_refused(monkeypatch, mined, ws_r
     monkeypatch.undo()
     with pytest.raises(UserError, match=f"run {orphan}: stored rule: unknown rule parameter 'max_rank'"):
         run_spec(store.run(orphan))
+    assert_user_error(run_cli("runs", "--workspace", ws_root), f"run {orphan}: stored rule", "'max_rank'")
 
 
 def test_threshold_lines_come_from_the_declarations():

@@ -155,7 +155,12 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  _jsonl_writer(_tevatron)),
     ExportFormat("beir-qrels", "BEIR folder with promoted positives added to the qrels", _beir),
 )}
-FORMATS = tuple(EXPORT_FORMATS)
+FORMATS = tuple(EXPORT_FORMATS)  # the built-in formats; EXPORT_FORMATS also holds any registered later
+
+
+def register(fmt: ExportFormat) -> None:
+    """Add an export format: the Export page offers it and ``export`` writes it (one declaration, no other file)."""
+    EXPORT_FORMATS[fmt.name] = fmt
 
 
 def disagreement_rule() -> str:
@@ -251,7 +256,7 @@ def export(store, run_id: str, fmt: str, out: str | Path, data: str | None = Non
     from core.selection import select
 
     if fmt not in EXPORT_FORMATS:
-        raise UserError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
+        raise UserError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
     out = check_out(out, store.path.parent, force)
     td = select(store, run_id, data or default_data(store, run_id), unsure)
     run = td.run

@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import UserError
-from core.export import EXPORT_FORMATS, FORMATS, curation_warning, default_data, export, export_name, read_manifest
+from core.export import EXPORT_FORMATS, curation_warning, default_data, export, export_name, read_manifest
 from pages import common
 
 common.through_app(__file__)
@@ -29,7 +29,7 @@ st.title("Export")
 run_id = common.require_run()
 store = common.store()
 cols = st.columns(3)
-fmt = cols[0].selectbox("Format", FORMATS, format_func=lambda f: f"{f} — {EXPORT_FORMATS[f].description}",
+fmt = cols[0].selectbox("Format", list(EXPORT_FORMATS), format_func=lambda f: f"{f} — {EXPORT_FORMATS[f].description}",
                         key="exp_fmt")
 data = cols[1].radio("Data", ["auto", "curated", "raw"], horizontal=True, key="exp_data",
                      help="curated drops candidates judged false negative (and unsure, unless kept) and adds "

@@ -59,7 +59,7 @@ def warm_cache(ws, store) -> None:
     """Encode what mining would have left in the cache for the pairs the timed steps judge: every query and the
     candidates of the first queries (verdict propagation reads these vectors; a mined run has them all)."""
     from core.review import run_queries
-    from core.risk import Vectors, run_encoder
+    from core.vectors import Vectors, run_encoder
 
     vectors = Vectors(store, "synthetic", run_encoder(ws, store.run("bench-run")))
     cands = store.candidates("bench-run", with_signals=False)

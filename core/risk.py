@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from core import labels
-from core.encoders import Encoder, document_text, load_encoder
 from core.errors import UserError
 from core.files import atomic_write_text
-from core.mining import positives_by_query, require_run
+from core.lookups import positives_by_query, require_run
+from core.vectors import Vectors, run_encoder, tfidf_matrix
 
 # Signal name → one-line meaning, in display order (the UI shows these next to the score). "Known positives" of a
 # query are its qrels with score > 0 (imported or promoted) plus documents whose resolved verdict for it is
@@ -42,7 +42,6 @@ SIGNALS: dict[str, str] = {
     "query_fn_rate": "share of this query's verdicts that are false negatives, smoothed towards the share over "
                      "all queries",
 }
-NEAR_DUPLICATE_COSINE = 0.95  # at or above: a near-duplicate of a positive
 EXPANSION_TOP = 5  # candidates averaged into the expanded query (pseudo-relevance feedback)
 PRIOR_VERDICTS = 2.0  # strength of the smoothing prior of query_fn_rate, in verdicts
 MIN_VERDICTS_PER_CLASS = 30  # refit from the workspace's own verdicts once both classes have this many
@@ -137,32 +136,6 @@ def choose_model(signals: pd.DataFrame, verdicts: pd.DataFrame) -> RiskModel:
                f"({counts['false_negative']} false / {counts['true_negative']} true negatives)")
 
 
-def run_encoder(workspace, run: dict, model: str | None = None) -> Encoder:
-    """The encoder a run was mined with (same precision and prompts, so every vector comes from the cache)."""
-    params = run["params"]
-    return load_encoder(model or params.get("model_path"), cache_dir=workspace.embeddings_dir,
-                        precision=run["stats"].get("precision") or "auto",
-                        query_prompt=params.get("query_prompt"), document_prompt=params.get("document_prompt"))
-
-
-class Vectors:
-    """Unit vectors of a dataset's documents and queries by id, encoded on demand (cache hits after mining)."""
-
-    def __init__(self, store, dataset: str, encoder: Encoder):
-        self.store, self.dataset, self.encoder = store, dataset, encoder
-
-    def documents(self, ids: list[str]) -> tuple[dict[str, int], np.ndarray, list[str]]:
-        docs = self.store.documents(self.dataset, ids)
-        texts = [document_text(t, x) for t, x in zip(docs["title"], docs["text"])]
-        row = {d: i for i, d in enumerate(docs["doc_id"])}
-        return row, self.encoder.encode_documents(texts), texts
-
-    def queries(self, ids: list[str]) -> tuple[dict[str, int], np.ndarray]:
-        queries = self.store.queries(self.dataset, ids)
-        row = {q: i for i, q in enumerate(queries["query_id"])}
-        return row, self.encoder.encode_queries(queries["text"].tolist())
-
-
 def _within_query(values: pd.Series, by: pd.Series, how: str) -> pd.Series:
     """Per-query z-score (``z``) or share of the query's maximum (``max``)."""
     grouped = values.groupby(by)
@@ -171,18 +144,6 @@ def _within_query(values: pd.Series, by: pd.Series, how: str) -> pd.Series:
         return ((values - grouped.transform("mean")) / std.where(std > 0, 1.0)).fillna(0.0)
     top = grouped.transform("max")
     return (values / top.where(top > 0, 1.0)).clip(lower=0.0).fillna(0.0)
-
-
-def tfidf_matrix(texts: list[str]):
-    """L2-normalised TF-IDF rows (English stop words removed), IDF taken from the texts themselves."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    try:
-        return TfidfVectorizer(stop_words="english", sublinear_tf=True, dtype=np.float32).fit_transform(texts)
-    except ValueError:  # every text is empty or stop words only
-        from scipy.sparse import csr_matrix
-
-        return csr_matrix((len(texts), 1), dtype=np.float32)
 
 
 PAIR_CHUNK = 1 << 15  # rows per block of vectorised work: bounds memory at ~100 MB whatever the run's size

@@ -14,8 +14,8 @@ import pandas as pd
 
 from core import labels
 from core.errors import UserError
-from core.mining import require_run
-from core.risk import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
+from core.lookups import require_run
+from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
 
 QUEUE_COLUMNS = ["query_id", "doc_id", "rank", "score", "pos_score", "risk", "signals"]
 NEAR_DUPLICATE_OVERLAP = 0.8  # TF-IDF cosine at which two documents count as near-copies even if embeddings differ

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import labels, risk
+from core import labels, risk, vectors
 from core.datasets import ingest
 from core.mining import mine
 from core.rules import RuleSpec
@@ -66,7 +66,7 @@ def test_near_copy_of_positive_gets_top_risk_and_unrelated_documents_the_bottom(
     _, store, run_id = scored
     frame = _signals(store, run_id)
     copy = frame.loc[("q1", "py-join-copy")]
-    assert copy["pos_cosine"] >= risk.NEAR_DUPLICATE_COSINE
+    assert copy["pos_cosine"] >= vectors.NEAR_DUPLICATE_COSINE
     assert copy["risk"] == frame["risk"].max(), "the near-copy of a positive is the riskiest candidate of the run"
     q1 = frame.loc["q1"].sort_values("risk")
     about_python = q1.index.str.startswith("py-")  # q1 asks how to join paths; nothing else is related

@@ -14,8 +14,10 @@ import pytest
 
 from core import labels, risk
 from core.datasets import ingest
-from core.mining import mine, positives_by_query
+from core.lookups import positives_by_query
+from core.mining import mine
 from core.rules import RuleSpec
+from core.vectors import Vectors, run_encoder, tfidf_matrix
 from tests.fixtures import make_beir
 
 VERDICTS = [("q1", "py-join-dup", "false_negative"), ("q1", "py-split", "true_negative"),
@@ -52,10 +54,10 @@ def reference(store, ws, run_id: str) -> pd.DataFrame:
         (known if fn else rejected).setdefault(q, set()).add(d)
     run_queries = set(cands["query_id"])
     needed = set(cands["doc_id"]).union(*(known.get(q, set()) | rejected.get(q, set()) for q in run_queries))
-    vectors = risk.Vectors(store, dataset, risk.run_encoder(ws, run))
+    vectors = Vectors(store, dataset, run_encoder(ws, run))
     row, doc_vecs, texts = vectors.documents(sorted(needed))
     doc_vecs = doc_vecs.astype(np.float64)
-    tfidf = risk.tfidf_matrix(texts).astype(np.float64).toarray()
+    tfidf = tfidf_matrix(texts).astype(np.float64).toarray()
     query_row, query_vecs = vectors.queries(sorted(store.queries(dataset)["query_id"]))
     query_vecs = query_vecs.astype(np.float64)
     overall = float(np.mean(list(is_fn.values()))) if is_fn else 0.5

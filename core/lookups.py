@@ -1,0 +1,45 @@
+"""Lookups every run- or dataset-level feature starts from: a run or dataset that must exist, and its positives.
+
+"A positive is a qrel with grade > 0" is decided here once (the store's SQL may say the same in SQL).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from core.encoders import document_text
+from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.store import Store
+
+
+def require_run(store: Store, run_id: str) -> dict:
+    """The stored run, or a user error naming it when this workspace has no such run."""
+    run = store.run(run_id)
+    if run is None:
+        raise UserError(f"no run {run_id!r} in this workspace")
+    return run
+
+
+def is_positive(grade: float) -> bool:
+    """A relevance grade above 0 marks a positive; 0 (and negative grades) do not."""
+    return grade > 0
+
+
+def positive_qrels(qrels: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a qrels frame (``score`` column) that are positives."""
+    return qrels[is_positive(qrels["score"])]
+
+
+def positives_by_query(store: Store, dataset: str, split: str) -> dict[str, list[str]]:
+    """Positive document ids per query id of a dataset split, in stored order."""
+    qrels = positive_qrels(store.qrels(dataset, split))
+    return qrels.groupby("query_id", sort=False)["doc_id"].agg(list).to_dict()  # one pass, not a frame per query
+
+
+def document_texts(documents: pd.DataFrame) -> list[str]:
+    """The text each document is encoded and matched as (``document_text``), for a frame with title and text."""
+    return [document_text(t, x) for t, x in zip(documents["title"], documents["text"])]

@@ -63,6 +63,12 @@ def _ask(label: str | None) -> None:
         st.session_state[CONFIRM] = label
 
 
+def selected_ids(event) -> list[str]:
+    """The ids (customdata) of the points a box or lasso selected, in selection order."""
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    return [p["customdata"][0] for p in points if p.get("customdata")]
+
+
 CONFIRM = "map_confirm"  # the verdict waiting for confirmation on the current selection
 VERDICTS = [("false_negative", "False negative"), ("true_negative", "True negative"), ("unsure", "Unsure")]
 
@@ -104,7 +110,7 @@ if view == "Whole dataset":
     event = st.plotly_chart(charts.map_figure(points, colour, f"{len(points):,} points · {method.upper()}",
                                               continuous),
                             key="map_all", on_select="rerun", selection_mode=("box", "lasso"))
-    picked = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+    picked = selected_ids(event)
     spread = documents_queries(cands, picked)
     if spread.empty:
         st.caption("Box or lasso select documents to see which queries mined them.")
@@ -126,7 +132,7 @@ points = anchored_points(projection, cands, positives.get(query_id, []), query_i
 event = st.plotly_chart(charts.map_figure(points, colour, f"Query {query_id}, its positives and candidates · "
                                           f"{method.upper()}", continuous),
                         key=f"map_q_{query_id}", on_select="rerun", selection_mode=("box", "lasso"))
-selected = [p["customdata"][0] for p in (event.selection.points if event else []) if p.get("customdata")]
+selected = selected_ids(event)
 own = cands.loc[cands["query_id"] == query_id, ["doc_id"]]
 chosen = [d for d in dict.fromkeys(selected) if d in set(own["doc_id"])]
 if not chosen:

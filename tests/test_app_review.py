@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core import labels
+from core import labels, triage
 from tests.app_helpers import candidate_list, open_app, store_at, timed
+from tests.test_triage import mined_twins  # noqa: F401 - fixture
 
 PAGE = "pages/review.py"
 
@@ -144,25 +145,27 @@ def test_empty_workspace_points_to_import(monkeypatch, tmp_path):
     assert any("no dataset yet" in i.value for i in at.info)
 
 
-def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, ws_root):
-    """Judging q1's planted near-duplicate suggests the verdict elsewhere; a false negative can be promoted."""
-    store = _store(ws_root)
-    at = open_app(monkeypatch, ws_root, PAGE)
+def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, mined_twins):  # noqa: F811
+    """Judging q1's near-copy pair on Review spreads the verdict as a suggestion (created by the click itself);
+    confirming it records a verdict; a false negative can be promoted and demoted."""
+    ws, store, _ = mined_twins
+    at = open_app(monkeypatch, ws.root, PAGE)
     at.session_state["ns_cursor"] = "py-join-dup"
     timed(at)
+    assert triage.suggestions(store, "tiny").empty
     at.button(key="ns_false_negative").click()
     timed(at)
     assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist() == ["py-join-dup"]
-    store.add_suggestions([{"dataset": "tiny", "query_id": "q1", "doc_id": "py-split", "label": "true_negative",
-                            "reason": "test suggestion"}])
-    timed(at)
+    spread = triage.suggestions(store, "tiny")
+    assert ("q1", "py-join-mirror") in set(zip(spread["query_id"], spread["doc_id"]))
+    assert set(spread["source_event"]) == set(store.events("tiny", "reviewer")["id"])
     assert len(labels.current(store, "tiny")) == 1  # a suggestion is not a verdict until confirmed
-    confirm = [b for b in at.button if b.key and b.key.startswith("ns_accept_")]
+    confirm = [b for b in at.button if b.key == f"ns_accept_{spread.loc[spread.doc_id == 'py-join-mirror', 'id'].iloc[0]}"]
     assert len(confirm) == 1
     confirm[0].click()
     timed(at)
     current = labels.current(store, "tiny", "reviewer").set_index("doc_id")["label"].to_dict()
-    assert current == {"py-join-dup": "false_negative", "py-split": "true_negative"}
+    assert current == {"py-join-dup": "false_negative", "py-join-mirror": "false_negative"}
     at.session_state["ns_cursor"] = "py-join-dup"
     timed(at)
     at.button(key="ns_promote").click()
@@ -171,3 +174,31 @@ def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, 
     at.button(key="ns_demote").click()
     timed(at)
     assert "py-join-dup" not in store.positives("tiny", "train", "q1")
+
+
+def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monkeypatch, mined_twins):  # noqa: F811
+    ws, store, _ = mined_twins
+    columns = ["query_id", "doc_id", "label", "reason"]
+    at = open_app(monkeypatch, ws.root, PAGE)
+    at.session_state["ns_cursor"] = "py-join-dup"
+    timed(at)
+    at.button(key="ns_false_negative").click()
+    timed(at)
+    by_click = triage.suggestions(store, "tiny")[columns]
+    assert not by_click.empty
+    at.button(key="ns_undo").click()
+    timed(at)
+    assert labels.current(store, "tiny").empty and triage.suggestions(store, "tiny", status=None).empty
+
+    at.switch_page("pages/map.py")
+    timed(at)
+    at.session_state["map_q_q1"] = {"selection": {"points": [{"customdata": ["py-join-dup"]}]}}  # a lasso
+    timed(at)
+    at.button(key="map_false_negative").click()
+    timed(at)
+    assert labels.current(store, "tiny").empty, "nothing is recorded before the confirmation"
+    at.button(key="map_confirm_yes").click()
+    timed(at)
+    assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist() == ["py-join-dup"]
+    by_lasso = triage.suggestions(store, "tiny")[columns]
+    assert sorted(map(tuple, by_lasso.values)) == sorted(map(tuple, by_click.values))

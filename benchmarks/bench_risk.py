@@ -42,7 +42,7 @@ os.environ.setdefault("NEGSPACE_EMBEDDINGS", str(ROOT / "benchmarks" / ".cache" 
 from core import risk  # noqa: E402
 from core.datasets import load_beir  # noqa: E402
 from core.mining import mine  # noqa: E402
-from core.rules import DEFAULT_RELATIVE_MARGIN, RuleSpec  # noqa: E402
+from core.rules import PercPos, RuleSpec  # noqa: E402
 from core.triage import triage_queue  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.workspace import Workspace, open_workspace  # noqa: E402
@@ -115,7 +115,7 @@ def rankings(frame: pd.DataFrame, models: dict[str, risk.RiskModel]) -> dict[str
     """Higher = review earlier."""
     relative = (frame["score"] - frame["pos_score"]) / frame["pos_score"].abs().clip(lower=1e-6)
     out = {"dense score": frame["score"].to_numpy(),
-           f"percpos ({1 - DEFAULT_RELATIVE_MARGIN:.0%}) rule": relative.to_numpy(),
+           f"percpos ({1 - PercPos.named_default:.0%}) rule": relative.to_numpy(),
            "BM25 (per-query max)": frame["bm25_norm"].to_numpy()}
     for label, model in models.items():
         out[label] = model.predict(frame)
@@ -137,7 +137,7 @@ def measure(scores: np.ndarray, hidden: np.ndarray) -> dict[str, float]:
 
 def percpos_operating_point(frame: pd.DataFrame) -> dict[str, float]:
     """What the binary percpos rule at 95 % flags: how many candidates, how many hidden positives among them."""
-    flagged = frame["score"] >= frame["pos_score"] - frame["pos_score"].abs() * DEFAULT_RELATIVE_MARGIN
+    flagged = frame["score"] >= frame["pos_score"] - frame["pos_score"].abs() * PercPos.named_default
     hits = int((flagged & frame["hidden"]).sum())
     return {"flagged": int(flagged.sum()), "flagged_share": float(flagged.mean()),
             "precision": hits / max(int(flagged.sum()), 1), "recall": hits / max(int(frame["hidden"].sum()), 1)}

@@ -71,10 +71,10 @@ class Param:
             if not isinstance(value, bool):
                 raise UserError(f"{self.words} must be true or false, not {value!r}")
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN ≠ NaN
             raise UserError(f"{self.words} must be a number, not {value!r}")
         if self.type is int:
-            if value != int(value):
+            if not float(value).is_integer():
                 raise UserError(f"{self.words} must be a whole number, not {value!r}")
             value = int(value)
         else:

@@ -129,6 +129,8 @@ def test_stored_rules_load_and_unknown_keys_are_refused(monkeypatch, mined, ws_r
         RuleSpec.from_dict({**OLD_STORED, "relative_margn": 0.1})
     with pytest.raises(UserError, match="num negatives must be a number, not '5'"):
         RuleSpec.from_dict({**OLD_STORED, "num_negatives": "5"})
+    with pytest.raises(UserError, match="num negatives must be a whole number, not 2.5"):
+        RuleSpec.from_dict({**OLD_STORED, "num_negatives": 2.5})
     with pytest.raises(UserError, match="num negatives must be at least 1"):
         RuleSpec("top", num_negatives=0)
     # a run made with a rule that is no longer registered names the run and the parameter

@@ -179,11 +179,11 @@ def markdown(results: list[dict]) -> str:
 
 
 def model_literal(model: risk.RiskModel) -> str:
-    """DEFAULT_MODEL as Python, for pasting into core/risk.py (hand-set weights are printed separately)."""
-    def fmt(values: dict) -> str:
-        return "{" + ", ".join(f'"{k}": {v:.4g}' for k, v in values.items()) + "}"
-    return (f"weights={fmt(model.weights)},\nmean={fmt(model.mean)},\nscale={fmt(model.scale)},\n"
-            f"intercept={model.intercept:.4g},")
+    """The fitted (weight, mean, scale) of each signal, for its declaration in core/risk.py, and the intercept
+    (DEFAULT_INTERCEPT); hand-set weights of signals that are constant in the simulation are left as declared."""
+    lines = [f"{name}: weight={model.weights[name]:.4g}, mean={model.mean[name]:.4g}, scale={model.scale[name]:.4g}"
+             for name in model.weights]
+    return "\n".join(lines + [f"DEFAULT_INTERCEPT = {model.intercept:.4g}"])
 
 
 def main() -> None:

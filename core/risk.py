@@ -2,16 +2,19 @@
 
 Each candidate gets a handful of signals and one score in [0, 1] from a logistic model over
 standardised signals. Logistic weights stay transparent: every signal's contribution to the logit can be shown
-next to the score. The default weights were fitted once on a simulation (see ``DEFAULT_MODEL``); once a workspace
+next to the score. The default weights were fitted once on a simulation (declared with each signal); once a workspace
 holds enough verdicts of both kinds on a run's candidates, the weights are refitted from those verdicts instead.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,26 +25,50 @@ from core.files import atomic_write_text
 from core.lookups import positives_by_query, require_run
 from core.vectors import Vectors, run_encoder, tfidf_matrix
 
-# Signal name → one-line meaning, in display order (the UI shows these next to the score). "Known positives" of a
-# query are its qrels with score > 0 (imported or promoted) plus documents whose resolved verdict for it is
-# false_negative; a candidate's own verdict never enters its own signals.
-SIGNALS: dict[str, str] = {
-    "rank": "dense rank among the query's non-positive candidates (1 = closest to the query)",
-    "score": "dense cosine score s of the candidate for the query",
-    "margin": "s − s_P: dense score minus the query's weakest labelled positive (> 0: above a positive)",
-    "bm25_norm": "BM25 score over the best BM25 score among the query's candidates (lexical agreement, 0–1)",
-    "pos_cosine": "highest embedding cosine to a known positive of the query (≥ 0.95: near-duplicate)",
-    "pos_overlap": "highest word overlap (TF-IDF cosine) with a known positive of the query",
-    "expansion": "cosine to the query moved towards its known positives and its 5 closest candidates "
-                 "(relevance feedback)",
-    "neighbour_query": "cosine of this query to the most similar other query that has this document as a known "
-                       "positive (0: none)",
-    "second_model": "the configured second model's score as a z-score among the query's candidates (0: none)",
-    "tn_cosine": "highest embedding cosine to a candidate judged true negative for this query (0: none or "
-                 "unrelated)",
-    "query_fn_rate": "share of this query's verdicts that are false negatives, smoothed towards the share over "
-                     "all queries",
-}
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
+
+# A signal is declared once, below, as a small function of a SignalContext with its name, one-line meaning and
+# default logistic weight; the UI, the stored JSON, the model and the frame all follow the registry's order.
+# "Known positives" of a query are its qrels with score > 0 (imported or promoted) plus documents whose resolved
+# verdict for it is false_negative; a candidate's own verdict never enters its own signals.
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One false-negative risk signal: ``compute(context)`` returns one value per candidate of the run.
+
+    ``weight``, ``mean`` and ``scale`` are the default model's logistic weight and standardisation for it (until
+    a workspace refits them from its own verdicts); ``log_scale`` feeds the model log(value); bump ``version``
+    when the computation changes, so runs scored by the old one are scored again.
+    """
+
+    name: str
+    description: str
+    compute: Callable[[SignalContext], np.ndarray | pd.Series]
+    weight: float
+    mean: float = 0.0
+    scale: float = 1.0
+    log_scale: bool = False
+    version: int = 1
+
+
+SIGNALS: dict[str, Signal] = {}
+
+
+def register(signal: Signal) -> Signal:
+    """Add (or replace) a signal: every later score, frame, stored JSON and explanation includes it."""
+    SIGNALS[signal.name] = signal
+    return signal
+
+
+def signal_set() -> str:
+    """A short fingerprint of the registered signals and their versions, stored with every scored run."""
+    key = json.dumps([(s.name, s.version) for s in SIGNALS.values()])
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 EXPANSION_TOP = 5  # candidates averaged into the expanded query (pseudo-relevance feedback)
 PRIOR_VERDICTS = 2.0  # strength of the smoothing prior of query_fn_rate, in verdicts
 MIN_VERDICTS_PER_CLASS = 30  # refit from the workspace's own verdicts once both classes have this many
@@ -74,9 +101,12 @@ class RiskModel:
 
 
 def features(signals: pd.DataFrame) -> pd.DataFrame:
-    """Model inputs: the signals as shown, except rank on a log scale (rank 1 vs 5 matters, 60 vs 64 does not)."""
+    """Model inputs: the signals as shown, those declared ``log_scale`` (rank: 1 vs 5 matters, 60 vs 64 does not)
+    as their logarithm."""
     out = signals[list(SIGNALS)].astype(float).fillna(0.0)
-    out["rank"] = np.log(signals["rank"].astype(float))
+    for signal in SIGNALS.values():
+        if signal.log_scale:
+            out[signal.name] = np.log(signals[signal.name].astype(float))
     return out
 
 
@@ -97,26 +127,19 @@ def fit(signals: pd.DataFrame, is_false_negative: np.ndarray, source: str) -> Ri
                      intercept=float(logreg.intercept_[0]), source=source)
 
 
-# Fitted by `python benchmarks/bench_risk.py --fit-defaults` on the cranfield *train* split simulation (150 queries,
-# one positive kept per query, the other positives hidden, depth-100 candidates of the bundled MiniLM); never on
-# dbpedia_entity or cranfield test, where the benchmark reports. Correlated signals share weight (score, margin and
-# rank together carry the dense model's view; expansion dominates), so read contributions, not single weights.
-# second_model, tn_cosine and query_fn_rate are constant in that simulation (no second model, no verdicts), so
-# their weights are set by hand and only matter until the workspace refits: one z unit of a second model = +1 logit;
-# a rejected look-alike (cosine 1) = −2; a query whose verdicts are all false negatives vs. none = ±1.5 around 0.5.
-DEFAULT_MODEL = RiskModel(
-    weights={"rank": -0.2427, "score": -0.3056, "margin": 0.06454, "bm25_norm": 0.2956, "pos_cosine": -0.3552,
-             "pos_overlap": 0.4184, "expansion": 1.107, "neighbour_query": -0.02824,
-             "second_model": 1.0, "tn_cosine": -2.0, "query_fn_rate": 3.0},
-    mean={"rank": 3.637, "score": 0.4524, "margin": -0.06665, "bm25_norm": 0.3099, "pos_cosine": 0.472,
-          "pos_overlap": 0.08288, "expansion": 0.5815, "neighbour_query": 0.03555,
-          "second_model": 0.0, "tn_cosine": 0.0, "query_fn_rate": 0.5},
-    scale={"rank": 0.9234, "score": 0.1011, "margin": 0.1455, "bm25_norm": 0.2195, "pos_cosine": 0.1349,
-           "pos_overlap": 0.06044, "expansion": 0.1115, "neighbour_query": 0.1182,
-           "second_model": 1.0, "tn_cosine": 1.0, "query_fn_rate": 1.0},
-    intercept=-3.795,
-    source="defaults fitted on the cranfield train-split simulation",
-)
+DEFAULT_INTERCEPT = -3.795  # with the default weights declared on each signal below
+
+
+@functools.lru_cache(maxsize=8)
+def _default_model(fingerprint: str) -> RiskModel:
+    return RiskModel(weights={n: s.weight for n, s in SIGNALS.items()}, mean={n: s.mean for n, s in SIGNALS.items()},
+                     scale={n: s.scale for n, s in SIGNALS.items()}, intercept=DEFAULT_INTERCEPT,
+                     source="defaults fitted on the cranfield train-split simulation")
+
+
+def default_model() -> RiskModel:
+    """The model of the registered signals' default weights (one object per signal set)."""
+    return _default_model(signal_set())
 
 
 def choose_model(signals: pd.DataFrame, verdicts: pd.DataFrame) -> RiskModel:
@@ -130,7 +153,7 @@ def choose_model(signals: pd.DataFrame, verdicts: pd.DataFrame) -> RiskModel:
     judged = judged[judged["label"].isin(["false_negative", "true_negative"])]
     counts = judged["label"].value_counts()
     if min(counts.get("false_negative", 0), counts.get("true_negative", 0)) < MIN_VERDICTS_PER_CLASS:
-        return DEFAULT_MODEL
+        return default_model()
     return fit(judged, (judged["label"] == "false_negative").to_numpy(),
                f"refitted on this workspace's {len(judged)} verdicts "
                f"({counts['false_negative']} false / {counts['true_negative']} true negatives)")
@@ -210,65 +233,123 @@ def _verdicts(store, dataset: str) -> pd.DataFrame:
     return verdicts[verdicts["label"].isin(["false_negative", "true_negative"])]
 
 
-def signal_frame(store, workspace, run_id: str, verdicts: pd.DataFrame | None = None,
-                 second_model: str | None = None) -> pd.DataFrame:
-    """A run's candidates with one column per signal in ``SIGNALS`` (see there for "known positives").
+class SignalContext:
+    """What every signal of one run may read, each part computed once on first use: the candidates, known
+    positives and rejected documents, embeddings, TF-IDF rows and integer codes for vectorised pair work.
 
-    ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
     Every step is vectorised over the whole run (candidates paired with their query's known positives, rejected
-    documents or neighbour queries), so the cost grows linearly with the number of candidates.
+    documents or neighbour queries, in fixed-size blocks), so the cost grows linearly with the candidates.
     """
-    run = require_run(store, run_id)
-    dataset = run["dataset"]
-    cands = store.candidates(run_id).drop(columns=["risk", "signals"])
-    if cands.empty:
-        return cands.assign(**{name: pd.Series(dtype=float) for name in SIGNALS})
-    verdicts = _verdicts(store, dataset) if verdicts is None else verdicts
-    is_fn = (verdicts["label"] == "false_negative").to_numpy(dtype=bool)
-    known = {q: set(docs) for q, docs in positives_by_query(store, dataset, run["split"]).items()}
-    for q, d in zip(verdicts["query_id"][is_fn], verdicts["doc_id"][is_fn]):
-        known.setdefault(q, set()).add(d)
-    rejected = list(zip(verdicts["query_id"][~is_fn], verdicts["doc_id"][~is_fn]))
-    known_pairs = [(q, d) for q, docs in known.items() for d in docs]
 
-    vectors = Vectors(store, dataset, run_encoder(workspace, run))
-    run_queries = pd.Index(cands["query_id"].unique())
-    cand_docs = pd.Index(cands["doc_id"].unique())
-    needed = set(cand_docs).union(d for q, d in known_pairs + rejected if q in run_queries)
-    doc_row, doc_vecs, doc_texts = vectors.documents(sorted(needed))
-    docs = pd.Index(list(doc_row))  # position = row of doc_vecs
-    tfidf = tfidf_matrix(doc_texts).astype(np.float64)
-    tfidf.sort_indices()  # once here, not in every block's elementwise product
-    neighbour_queries = {q for q, d in known_pairs if d in cand_docs}
-    query_row, query_vecs = vectors.queries(sorted(set(run_queries) | neighbour_queries))
-    queries = pd.Index(list(query_row))  # position = row of query_vecs
+    def __init__(self, store: Store, workspace: Workspace, run: dict, candidates: pd.DataFrame,
+                 verdicts: pd.DataFrame, second_model: str | None):
+        self.store, self.workspace, self.run, self.frame = store, workspace, run, candidates
+        self.verdicts, self.second_model = verdicts, second_model
+        self.is_fn = (verdicts["label"] == "false_negative").to_numpy(dtype=bool)
+        known = {q: set(docs) for q, docs in positives_by_query(store, run["dataset"], run["split"]).items()}
+        for q, d in zip(verdicts["query_id"][self.is_fn], verdicts["doc_id"][self.is_fn]):
+            known.setdefault(q, set()).add(d)
+        self.rejected = list(zip(verdicts["query_id"][~self.is_fn], verdicts["doc_id"][~self.is_fn]))
+        self.known_pairs = [(q, d) for q, docs in known.items() for d in docs]
+        self.run_queries = pd.Index(candidates["query_id"].unique())
+        self.n, self.n_q = len(candidates), len(self.run_queries)
+        self.code = self.run_queries.get_indexer(candidates["query_id"])  # query code, 0..n_q
 
-    out = cands.copy()
-    out["margin"] = out["score"] - out["pos_score"]
-    out["bm25_norm"] = _within_query(out["bm25"].fillna(0.0), out["query_id"], "max")
-    n = len(out)
-    code = run_queries.get_indexer(out["query_id"])  # query code, 0..len(run_queries)
-    rows = docs.get_indexer(out["doc_id"])
-    n_q = len(run_queries)
+    @functools.cached_property
+    def vectors(self) -> Vectors:
+        return Vectors(self.store, self.run["dataset"], run_encoder(self.workspace, self.run))
 
-    # a candidate against its query's known positives (itself excluded) and rejected documents
-    pos_q, pos_d = _pair_codes(known_pairs, run_queries, docs)
-    positives = _Groups(pos_q, pos_d, n_q)
-    item, member = positives.pairs(code)
-    keep = member != rows[item]
-    pos_cosine = _best_match(n, item, _row_dots(doc_vecs, rows[item], member), keep)
-    pos_overlap = _best_match(n, item, _row_dots(tfidf, rows[item], member), keep)
-    item, member = _Groups(*_pair_codes(rejected, run_queries, docs), n_q).pairs(code)
-    tn_cosine = _best_match(n, item, _row_dots(doc_vecs, rows[item], member), member != rows[item]).clip(min=0)
+    @functools.cached_property
+    def _documents(self) -> tuple[pd.Index, np.ndarray, list[str]]:
+        cand_docs = set(self.frame["doc_id"])
+        needed = cand_docs.union(d for q, d in self.known_pairs + self.rejected if q in self.run_queries)
+        doc_row, doc_vecs, doc_texts = self.vectors.documents(sorted(needed))
+        return pd.Index(list(doc_row)), doc_vecs, doc_texts  # position in the index = row of the vectors
 
-    # Rocchio: query + mean of the known positives other than the candidate + mean of the closest candidates
+    @property
+    def docs(self) -> pd.Index:
+        return self._documents[0]
+
+    @property
+    def doc_vecs(self) -> np.ndarray:
+        return self._documents[1]
+
+    @functools.cached_property
+    def tfidf(self):
+        tfidf = tfidf_matrix(self._documents[2]).astype(np.float64)
+        tfidf.sort_indices()  # once here, not in every block's elementwise product
+        return tfidf
+
+    @functools.cached_property
+    def _queries(self) -> tuple[pd.Index, np.ndarray]:
+        cand_docs = set(self.frame["doc_id"])
+        neighbours = {q for q, d in self.known_pairs if d in cand_docs}
+        query_row, query_vecs = self.vectors.queries(sorted(set(self.run_queries) | neighbours))
+        return pd.Index(list(query_row)), query_vecs  # position in the index = row of query_vecs
+
+    @property
+    def queries(self) -> pd.Index:
+        return self._queries[0]
+
+    @property
+    def query_vecs(self) -> np.ndarray:
+        return self._queries[1]
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """Each candidate's row in ``doc_vecs``."""
+        return self.docs.get_indexer(self.frame["doc_id"])
+
+    @functools.cached_property
+    def positives(self) -> tuple[_Groups, np.ndarray, np.ndarray]:
+        """Known positives grouped by query code, with their (query code, document row) pairs."""
+        pos_q, pos_d = _pair_codes(self.known_pairs, self.run_queries, self.docs)
+        return _Groups(pos_q, pos_d, self.n_q), pos_q, pos_d
+
+    @functools.cached_property
+    def positive_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidate, positive row, keep): every candidate against its query's known positives, itself excluded."""
+        item, member = self.positives[0].pairs(self.code)
+        return item, member, member != self.rows[item]
+
+
+def _rank(ctx: SignalContext) -> pd.Series:
+    return ctx.frame["rank"]
+
+
+def _score(ctx: SignalContext) -> pd.Series:
+    return ctx.frame["score"]
+
+
+def _margin(ctx: SignalContext) -> pd.Series:
+    return ctx.frame["score"] - ctx.frame["pos_score"]
+
+
+def _bm25_norm(ctx: SignalContext) -> pd.Series:
+    return _within_query(ctx.frame["bm25"].fillna(0.0), ctx.frame["query_id"], "max")
+
+
+def _pos_cosine(ctx: SignalContext) -> np.ndarray:
+    item, member, keep = ctx.positive_pairs
+    return _best_match(ctx.n, item, _row_dots(ctx.doc_vecs, ctx.rows[item], member), keep)
+
+
+def _pos_overlap(ctx: SignalContext) -> np.ndarray:
+    item, member, keep = ctx.positive_pairs
+    return _best_match(ctx.n, item, _row_dots(ctx.tfidf, ctx.rows[item], member), keep)
+
+
+def _expansion(ctx: SignalContext) -> np.ndarray:
+    """Rocchio: query + mean of the known positives other than the candidate + mean of the closest candidates."""
+    n, n_q, code, rows, doc_vecs = ctx.n, ctx.n_q, ctx.code, ctx.rows, ctx.doc_vecs
+    positives, pos_q, pos_d = ctx.positives
     per_query = np.bincount(code, minlength=n_q)
-    by_rank = np.lexsort((out["rank"].to_numpy(), code))  # grouped by query, best rank first
+    by_rank = np.lexsort((ctx.frame["rank"].to_numpy(), code))  # grouped by query, best rank first
     top = by_rank[np.arange(n) - np.repeat(np.cumsum(per_query) - per_query, per_query) < EXPANSION_TOP]
     centre = (_group_sums(code[top], 1.0 / np.minimum(per_query, EXPANSION_TOP)[code[top]], doc_vecs[rows[top]], n_q)
-              + query_vecs[queries.get_indexer(run_queries)])
+              + ctx.query_vecs[ctx.queries.get_indexer(ctx.run_queries)])
     pos_sum = _group_sums(pos_q, np.ones(len(pos_q)), doc_vecs[pos_d], n_q)
-    own = np.isin(code * len(docs) + rows, pos_q * len(docs) + pos_d)
+    own = np.isin(code * len(ctx.docs) + rows, pos_q * len(ctx.docs) + pos_d)
     pos_count = positives.sizes()[code] - own
     expansion = np.empty(n)
     for s in range(0, n, PAIR_CHUNK):
@@ -276,34 +357,98 @@ def signal_frame(store, workspace, run_id: str, verdicts: pd.DataFrame | None = 
         vecs, c, o, k = doc_vecs[rows[block]].astype(np.float64), code[block], own[block, None], pos_count[block, None]
         expanded = centre[c] + np.divide(pos_sum[c] - o * vecs, k, out=np.zeros_like(vecs), where=k > 0)
         expansion[block] = np.einsum("ij,ij->i", vecs, expanded) / np.linalg.norm(expanded, axis=1)
+    return expansion
 
-    # the closest other query that has this candidate as a known positive
-    qrow = queries.get_indexer(run_queries)[code]
-    kq, kd = _pair_codes(known_pairs, queries, docs)
-    item, member = _Groups(kd, kq, len(docs)).pairs(rows)  # grouped by document, members are queries
-    neighbour = _best_match(n, item, _row_dots(query_vecs, member, qrow[item]), member != qrow[item])
 
-    # leave-one-out: a judged candidate's own verdict is not part of its query's rate
+def _neighbour_query(ctx: SignalContext) -> np.ndarray:
+    """The closest other query that has this candidate as a known positive."""
+    qrow = ctx.queries.get_indexer(ctx.run_queries)[ctx.code]
+    kq, kd = _pair_codes(ctx.known_pairs, ctx.queries, ctx.docs)
+    item, member = _Groups(kd, kq, len(ctx.docs)).pairs(ctx.rows)  # grouped by document, members are queries
+    return _best_match(ctx.n, item, _row_dots(ctx.query_vecs, member, qrow[item]), member != qrow[item])
+
+
+def _second_model(ctx: SignalContext) -> np.ndarray | pd.Series:
+    model = ctx.second_model or ctx.workspace.settings().get(SECOND_MODEL_SETTING)
+    if not model:
+        return np.zeros(ctx.n)
+    second = Vectors(ctx.store, ctx.run["dataset"], run_encoder(ctx.workspace, ctx.run, model))
+    s_doc_row, s_doc_vecs, _ = second.documents(list(ctx.docs))
+    s_query_row, s_query_vecs = second.queries(list(ctx.run_queries))
+    scores = np.einsum("ij,ij->i", s_doc_vecs[pd.Index(list(s_doc_row)).get_indexer(ctx.frame["doc_id"])],
+                       s_query_vecs[pd.Index(list(s_query_row)).get_indexer(ctx.frame["query_id"])])
+    return _within_query(pd.Series(scores, index=ctx.frame.index), ctx.frame["query_id"], "z")
+
+
+def _tn_cosine(ctx: SignalContext) -> np.ndarray:
+    item, member = _Groups(*_pair_codes(ctx.rejected, ctx.run_queries, ctx.docs), ctx.n_q).pairs(ctx.code)
+    sims = _row_dots(ctx.doc_vecs, ctx.rows[item], member)
+    return _best_match(ctx.n, item, sims, member != ctx.rows[item]).clip(min=0)
+
+
+def _query_fn_rate(ctx: SignalContext) -> np.ndarray:
+    """Leave-one-out: a judged candidate's own verdict is not part of its query's rate."""
+    verdicts, is_fn, code, n_docs = ctx.verdicts, ctx.is_fn, ctx.code, len(ctx.docs)
     overall_rate = float(is_fn.mean()) if len(verdicts) else 0.5
-    v_code, v_row = run_queries.get_indexer(verdicts["query_id"]), docs.get_indexer(verdicts["doc_id"])
+    v_code, v_row = ctx.run_queries.get_indexer(verdicts["query_id"]), ctx.docs.get_indexer(verdicts["doc_id"])
     in_run = v_code >= 0
-    judged = np.bincount(v_code[in_run], minlength=n_q)[code]
-    fn = np.bincount(v_code[in_run], weights=is_fn[in_run], minlength=n_q)[code]
-    pair, v_pair = code * len(docs) + rows, np.where(in_run & (v_row >= 0), v_code * len(docs) + v_row, -1)
+    judged = np.bincount(v_code[in_run], minlength=ctx.n_q)[code]
+    fn = np.bincount(v_code[in_run], weights=is_fn[in_run], minlength=ctx.n_q)[code]
+    pair, v_pair = code * n_docs + ctx.rows, np.where(in_run & (v_row >= 0), v_code * n_docs + v_row, -1)
     own_judged, own_fn = np.isin(pair, v_pair), np.isin(pair, v_pair[is_fn])
-    query_fn_rate = (fn - own_fn + PRIOR_VERDICTS * overall_rate) / (judged - own_judged + PRIOR_VERDICTS)
+    return (fn - own_fn + PRIOR_VERDICTS * overall_rate) / (judged - own_judged + PRIOR_VERDICTS)
 
-    out["pos_cosine"], out["pos_overlap"], out["expansion"] = pos_cosine, pos_overlap, expansion
-    out["neighbour_query"], out["tn_cosine"], out["query_fn_rate"] = neighbour, tn_cosine, query_fn_rate
-    out["second_model"] = 0.0
-    second_model = second_model or workspace.settings().get(SECOND_MODEL_SETTING)
-    if second_model:
-        second = Vectors(store, dataset, run_encoder(workspace, run, second_model))
-        s_doc_row, s_doc_vecs, _ = second.documents(list(docs))
-        s_query_row, s_query_vecs = second.queries(list(run_queries))
-        scores = np.einsum("ij,ij->i", s_doc_vecs[pd.Index(list(s_doc_row)).get_indexer(out["doc_id"])],
-                           s_query_vecs[pd.Index(list(s_query_row)).get_indexer(out["query_id"])])
-        out["second_model"] = _within_query(pd.Series(scores, index=out.index), out["query_id"], "z")
+
+# The default weights were fitted by `python benchmarks/bench_risk.py --fit-defaults` on the cranfield *train* split
+# simulation (150 queries, one positive kept per query, the other positives hidden, depth-100 candidates of the
+# bundled MiniLM); never on dbpedia_entity or cranfield test, where the benchmark reports. Correlated signals share
+# weight (score, margin and rank together carry the dense model's view; expansion dominates), so read
+# contributions, not single weights. second_model, tn_cosine and query_fn_rate are constant in that simulation (no
+# second model, no verdicts), so their weights are set by hand and only matter until the workspace refits: one z
+# unit of a second model = +1 logit; a rejected look-alike (cosine 1) = −2; a query whose verdicts are all false
+# negatives vs. none = ±1.5 around 0.5.
+for _signal in (
+    Signal("rank", "dense rank among the query's non-positive candidates (1 = closest to the query)", _rank,
+           -0.2427, 3.637, 0.9234, log_scale=True),
+    Signal("score", "dense cosine score s of the candidate for the query", _score, -0.3056, 0.4524, 0.1011),
+    Signal("margin", "s − s_P: dense score minus the query's weakest labelled positive (> 0: above a positive)",
+           _margin, 0.06454, -0.06665, 0.1455),
+    Signal("bm25_norm", "BM25 score over the best BM25 score among the query's candidates (lexical agreement, "
+           "0–1)", _bm25_norm, 0.2956, 0.3099, 0.2195),
+    Signal("pos_cosine", "highest embedding cosine to a known positive of the query (≥ 0.95: near-duplicate)",
+           _pos_cosine, -0.3552, 0.472, 0.1349),
+    Signal("pos_overlap", "highest word overlap (TF-IDF cosine) with a known positive of the query", _pos_overlap,
+           0.4184, 0.08288, 0.06044),
+    Signal("expansion", "cosine to the query moved towards its known positives and its 5 closest candidates "
+           "(relevance feedback)", _expansion, 1.107, 0.5815, 0.1115),
+    Signal("neighbour_query", "cosine of this query to the most similar other query that has this document as a "
+           "known positive (0: none)", _neighbour_query, -0.02824, 0.03555, 0.1182),
+    Signal("second_model", "the configured second model's score as a z-score among the query's candidates "
+           "(0: none)", _second_model, 1.0),
+    Signal("tn_cosine", "highest embedding cosine to a candidate judged true negative for this query (0: none or "
+           "unrelated)", _tn_cosine, -2.0),
+    Signal("query_fn_rate", "share of this query's verdicts that are false negatives, smoothed towards the share "
+           "over all queries", _query_fn_rate, 3.0, 0.5),
+):
+    register(_signal)
+DEFAULT_MODEL = default_model()  # the built-in signals' defaults (default_model() follows later registrations)
+
+
+def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.DataFrame | None = None,
+                 second_model: str | None = None) -> pd.DataFrame:
+    """A run's candidates with one column per registered signal, in registry order.
+
+    ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
+    """
+    run = require_run(store, run_id)
+    cands = store.candidates(run_id).drop(columns=["risk", "signals"])
+    if cands.empty:
+        return cands.assign(**{name: pd.Series(dtype=float) for name in SIGNALS})
+    verdicts = _verdicts(store, run["dataset"]) if verdicts is None else verdicts
+    ctx = SignalContext(store, workspace, run, cands, verdicts, second_model)
+    out = cands.copy()
+    for name, signal in SIGNALS.items():
+        out[name] = signal.compute(ctx)
     return out
 
 
@@ -326,12 +471,13 @@ def compute_risk(store, workspace, run_id: str) -> None:
     signals = frame[list(SIGNALS)].astype(float).round(4).to_json(orient="records", lines=True,
                                                                   double_precision=15).splitlines()
     store.set_risk(run_id, list(zip(frame["query_id"].to_numpy(), frame["doc_id"].to_numpy(), risk.tolist(),
-                                    signals)))
+                                    signals)), signal_set())
 
 
 def ensure_risk(store, workspace, run_id: str) -> bool:
-    """Score a run's risk if any candidate has none yet (first review of a fresh run); True when it scored."""
-    missing = store.risk_missing(run_id)
+    """Score a run's risk if any candidate has none yet (first review of a fresh run) or the run was scored by
+    another set of signals (one was added or changed since); True when it scored."""
+    missing = store.risk_missing(run_id, signal_set())
     if missing:
         compute_risk(store, workspace, run_id)
     return bool(missing)

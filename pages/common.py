@@ -76,11 +76,11 @@ def run_candidates(path: str, run_id: str, scored_at: str | None) -> pd.DataFram
 
 def _risk_stamp(run_id: str) -> str | None:
     """The run's risk timestamp, scoring the run first if it never was (mined from the CLI)."""
-    from core.risk import ensure_risk
+    from core.risk import ensure_risk, signal_set
 
     store_ = store()
     stamp = store_.risk_scored_at(run_id)
-    if stamp is None and store_.risk_missing(run_id):
+    if store_.risk_missing(run_id, signal_set()):
         with st.spinner("Scoring false-negative risk for this run (once per run)…"):
             ensure_risk(store_, workspace(), run_id)
         stamp = store_.risk_scored_at(run_id)

@@ -48,15 +48,29 @@ def seed_tables_kept(db: sqlite_utils.Database) -> None:
           VALUES ('tiny', 'q1', 'd1', 'false_negative', 1, 'near-duplicate', 0.97, ?)""", (T0,))
 
 
-def seed_v4(db: sqlite_utils.Database) -> None:
-    """v1's rows plus a two-verdict batch and its undo (v4 added label_events.batch)."""
+def seed_v3(db: sqlite_utils.Database) -> None:
+    """v1's rows plus when run r1's risk was scored (v3 added risk_scored)."""
     seed_v1(db)
+    db.execute("INSERT INTO risk_scored VALUES ('r1', ?)", (T0,))
+
+
+def seed_v4(db: sqlite_utils.Database) -> None:
+    """v3's rows plus a two-verdict batch and its undo (v4 added label_events.batch)."""
+    seed_v3(db)
     seed_batch(db)
 
 
 def seed_v5(db: sqlite_utils.Database) -> None:
     """v4's rows less the models table, which v5 dropped."""
     seed_tables_kept(db)
+    db.execute("INSERT INTO risk_scored VALUES ('r1', ?)", (T0,))
+    seed_batch(db)
+
+
+def seed_v6(db: sqlite_utils.Database) -> None:
+    """v5's rows with the signal set that scored r1 (v6 added risk_scored.signal_set)."""
+    seed_tables_kept(db)
+    db.execute("INSERT INTO risk_scored VALUES ('r1', ?, 'abc123')", (T0,))
     seed_batch(db)
 
 
@@ -73,8 +87,8 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 
 # Data for each schema version, in that version's columns. A new migration adds its seed here, so the test below
 # proves the upgrade from the previous version keeps data (it fails until one exists).
-SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1, 3: seed_v1,  # v2, v3: an index, a table
-                                                              4: seed_v4, 5: seed_v5}
+SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
+                                                              3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6}
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 

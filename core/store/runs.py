@@ -31,7 +31,8 @@ class RunTables(Connection):
         def write(conn: sqlite3.Connection) -> None:
             self._insert_run(conn, run)
             if frame["risk"].notna().any():  # a run saved with its risk (an import, a benchmark) is scored
-                conn.execute("INSERT INTO risk_scored VALUES (?, ?)", (run["run_id"], now()))
+                conn.execute("INSERT INTO risk_scored (run_id, scored_at, signal_set) VALUES (?, ?, ?)",
+                             (run["run_id"], now(), run.get("signal_set")))
             conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
         self.write(write)
 
@@ -53,7 +54,8 @@ class RunTables(Connection):
                    FROM candidates c JOIN temp.decisions d ON d.query_id = c.query_id AND d.doc_id = c.doc_id
                    WHERE c.run_id = ?""", (run["run_id"], run["parent_run"])).rowcount
             conn.execute("DELETE FROM temp.decisions")
-            conn.execute("INSERT INTO risk_scored SELECT ?, scored_at FROM risk_scored WHERE run_id = ?",
+            conn.execute("""INSERT INTO risk_scored (run_id, scored_at, signal_set)
+                            SELECT ?, scored_at, signal_set FROM risk_scored WHERE run_id = ?""",
                          (run["run_id"], run["parent_run"]))
             if copied != len(rows):
                 raise ValueError(f"derived run: {len(rows)} decisions but {copied} parent candidates matched")
@@ -92,18 +94,26 @@ class RunTables(Connection):
                               FROM candidates c JOIN runs r ON r.run_id = c.run_id{clause}
                               ORDER BY c.query_id, c.doc_id""", params)
 
-    def risk_missing(self, run_id: str) -> bool:
-        """Whether any candidate of the run still lacks a risk score."""
-        return bool(self.scalar("SELECT EXISTS(SELECT 1 FROM candidates WHERE run_id = ? AND risk IS NULL)",
-                                (run_id,)))
+    def risk_missing(self, run_id: str, signal_set: str | None = None) -> bool:
+        """Whether the run needs (re)scoring: never scored and some candidate lacks a risk, or scored by a set of
+        signals other than ``signal_set``. One primary-key read for a run already scored by this set."""
+        scored = self.rows("SELECT signal_set FROM risk_scored WHERE run_id = ?", (run_id,))
+        if not scored:
+            return bool(self.scalar("SELECT EXISTS(SELECT 1 FROM candidates WHERE run_id = ? AND risk IS NULL)",
+                                    (run_id,)))
+        if signal_set is None or scored[0]["signal_set"] == signal_set:
+            return False
+        return bool(self.scalar("SELECT EXISTS(SELECT 1 FROM candidates WHERE run_id = ?)", (run_id,)))
 
-    def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]]) -> None:
-        """Store (query_id, doc_id, risk, signals_json); risk is derived data, the only candidate field updated."""
+    def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]], signal_set: str | None = None) -> None:
+        """Store (query_id, doc_id, risk, signals_json) scored by ``signal_set``; risk is derived data, the only
+        candidate field updated."""
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE candidates SET risk = ?, signals = ? WHERE run_id = ? AND query_id = ? AND doc_id = ?",
                 ((risk, signals, run_id, q, d) for q, d, risk, signals in rows))
-            conn.execute("INSERT OR REPLACE INTO risk_scored VALUES (?, ?)", (run_id, now()))
+            conn.execute("INSERT OR REPLACE INTO risk_scored (run_id, scored_at, signal_set) VALUES (?, ?, ?)",
+                         (run_id, now(), signal_set))
         self.write(write)
 
     def risk_scored_at(self, run_id: str) -> str | None:

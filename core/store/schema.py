@@ -92,8 +92,14 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE IF EXISTS models")
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """Which set of risk signals scored each run, so a run scored before a signal was added or changed is scored
+    again (NULL: scored before signal sets were recorded, i.e. by an older set)."""
+    db.execute("ALTER TABLE risk_scored ADD COLUMN signal_set TEXT")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

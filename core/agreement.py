@@ -19,11 +19,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from core import labels
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 PAIR = ["query_id", "doc_id"]
 PAIR_COLUMNS = ["a", "b", "items", "observed", "kappa", "reason"]
@@ -63,7 +67,7 @@ class Agreement:
         return out
 
 
-def verdicts(store, dataset: str, query_id: str | None = None) -> pd.DataFrame:
+def independent_verdicts(store: Store, dataset: str, query_id: str | None = None) -> pd.DataFrame:
     """Current independent verdicts: columns query_id, doc_id, annotator, label (adjudications excluded)."""
     frame = labels.current(store, dataset, kind="verdict")
     if query_id is not None:
@@ -113,17 +117,17 @@ def agreement(frame: pd.DataFrame) -> Agreement:
                      {n: int(table[n].notna().sum()) for n in names})
 
 
-def dataset_agreement(store, dataset: str, query_id: str | None = None) -> Agreement:
+def dataset_agreement(store: Store, dataset: str, query_id: str | None = None) -> Agreement:
     """Agreement over a whole dataset, or over one query's verdicts."""
-    return agreement(verdicts(store, dataset, query_id))
+    return agreement(independent_verdicts(store, dataset, query_id))
 
 
-def agreement_by_query(store, dataset: str) -> pd.DataFrame:
+def agreement_by_query(store: Store, dataset: str) -> pd.DataFrame:
     """One row per query with verdicts: annotators, items, shared_items, observed (mean over pairs with overlap),
     alpha and alpha_reason; least agreement first, so the page lists the queries that need attention on top."""
     columns = ["query_id", "annotators", "items", "shared_items", "observed", "alpha", "alpha_reason"]
     rows = []
-    for query_id, group in verdicts(store, dataset).groupby("query_id", sort=True):
+    for query_id, group in independent_verdicts(store, dataset).groupby("query_id", sort=True):
         result = agreement(group)
         overlapping = result.pairs[result.pairs["items"] > 0]
         observed = float(overlapping["observed"].mean()) if len(overlapping) else math.nan
@@ -133,7 +137,7 @@ def agreement_by_query(store, dataset: str) -> pd.DataFrame:
     return out.sort_values(["observed", "query_id"], na_position="last").reset_index(drop=True)
 
 
-def disagreements(store, dataset: str) -> pd.DataFrame:
+def disagreements(store: Store, dataset: str) -> pd.DataFrame:
     """The adjudication queue: pairs whose current independent verdicts differ and that no active adjudication
     settles. Columns query_id, doc_id, verdicts ({annotator: label}), labels (distinct, sorted), annotators,
     last_at (latest verdict time); oldest disagreement first, so nothing waits forever."""
@@ -158,13 +162,13 @@ def disagreements(store, dataset: str) -> pd.DataFrame:
     return out.sort_values(["last_at", "query_id", "doc_id"])[columns].reset_index(drop=True)
 
 
-def adjudicate(store, dataset: str, query_id: str, doc_id: str, adjudicator: str, label: str,
+def adjudicate(store: Store, dataset: str, query_id: str, doc_id: str, adjudicator: str, label: str,
                note: str = "") -> int:
     """Record the final verdict on a disputed pair (kind 'adjudication'); ``labels.resolved`` then prefers it."""
     return labels.record(store, dataset, query_id, doc_id, adjudicator, label, note, adjudication=True)
 
 
-def progress(store, dataset: str, targets: pd.DataFrame | None = None) -> pd.DataFrame:
+def annotator_progress(store: Store, dataset: str, targets: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per annotator: current verdicts by label, judged, events, undos, adjudications, last_at and, given
     ``targets`` (query_id, doc_id rows, e.g. a run's kept candidates), how many of them they judged (done) and
     the share (done / total)."""

@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from core.errors import UserError
@@ -14,6 +15,9 @@ from core.files import SIDE_SUFFIXES, locked_temp
 from core.store import BUSY_TIMEOUT_MS, SCHEMA_VERSION
 from core.validation import user_path
 from core.workspace import DB_NAME, open_workspace, resolve_path
+
+if TYPE_CHECKING:
+    from core.workspace import Workspace
 
 
 def _copy(src: sqlite3.Connection, target: Path) -> None:
@@ -25,7 +29,7 @@ def _copy(src: sqlite3.Connection, target: Path) -> None:
         dst.close()
 
 
-def backup(workspace, out: str | Path) -> Path:
+def backup(workspace: Workspace, out: str | Path) -> Path:
     out = user_path(out, "--out", kind="file", create_parent=True)
     src = sqlite3.connect(workspace.db_path)
     try:

@@ -17,9 +17,13 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import DatasetError, UserError
 from core.validation import check_name, display, user_path
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 MAX_FIELD_CHARS = 1_000_000
 MAX_GRADE = 2 ** 63 - 1  # SQLite INTEGER range
@@ -412,7 +416,7 @@ class ImportResult:
                 f"{self.qrels} qrels ({splits})")
 
 
-def ingest(store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False) -> ImportResult:
+def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False) -> ImportResult:
     """Validate the whole input, then write it in one transaction (or do nothing if the content is unchanged).
 
     Whether the name exists, and with which content, is decided inside that transaction, so of two imports of

@@ -15,11 +15,17 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.files import atomic_dir
+from core.jobs import StageProgress
+
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
 
 DEMO_DATASET = "stdlib-demo"
 DEMO_DEPTH = 50
@@ -40,7 +46,6 @@ MODULES = (
     "zipfile", "tarfile", "logging", "warnings", "traceback", "ast", "tokenize", "threading", "queue",
     "subprocess", "sys", "builtins", "locale", "platform", "sqlite3", "email.utils",
 )
-StageFn = Callable[[str, float], None]
 _SIGNATURE_LINE = re.compile(r"^[\w.]+\(.*\)(\s*->.*)?$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
@@ -175,13 +180,14 @@ def build_demo_beir(folder: str | Path, max_documents: int = MAX_DOCUMENTS) -> P
     return folder
 
 
-def demo_needed(store) -> bool:
+def demo_needed(store: Store) -> bool:
     """True for an empty workspace, or one whose demo import finished but whose demo run did not."""
     names = [d["name"] for d in store.datasets()]
     return not names or (names == [DEMO_DATASET] and not store.runs(DEMO_DATASET))
 
 
-def ensure_demo(workspace, stage: StageFn | None = None, max_documents: int = MAX_DOCUMENTS) -> str | None:
+def ensure_demo(workspace: Workspace, stage: StageProgress | None = None,
+                max_documents: int = MAX_DOCUMENTS) -> str | None:
     """Build, import and mine the demo when the workspace holds no dataset; returns the demo run id, or None.
 
     Each step is skipped when already done, so a build interrupted half-way (closed tab, killed server)

@@ -15,7 +15,7 @@ import os
 import platform
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from core.errors import UserError, environment_error  # noqa: E402
+from core.jobs import CountProgress
 
 BF16_MIN_COSINE = 0.999
 BF16_MIN_SPEEDUP = 1.2  # bf16 must beat fp32 by this factor on this machine to be worth its tiny drift
@@ -41,7 +42,6 @@ _CHECK_TEXTS = [
     "x",
     "A much longer passage " * 40,
 ]
-ProgressFn = Callable[[int, int], None]
 
 
 def default_model_path() -> Path:
@@ -190,7 +190,7 @@ class Encoder:
                                      normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
-    def encode(self, texts: Sequence[str], prompt: str | None = None, progress: ProgressFn | None = None,
+    def encode(self, texts: Sequence[str], prompt: str | None = None, progress: CountProgress | None = None,
                desc: str = "encoding") -> np.ndarray:
         import time
 
@@ -229,10 +229,10 @@ class Encoder:
         self.stats.seconds += time.perf_counter() - started
         return out
 
-    def encode_queries(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], progress: CountProgress | None = None) -> np.ndarray:
         return self.encode(texts, self.query_prompt, progress, desc="encoding queries")
 
-    def encode_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], progress: CountProgress | None = None) -> np.ndarray:
         return self.encode(texts, self.document_prompt, progress, desc="encoding documents")
 
 

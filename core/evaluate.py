@@ -1,6 +1,6 @@
 """Retrieval evaluation: nDCG@10, MRR@10, Recall@100 with ir-measures, per query, and paired significance.
 
-Retrieval goes through the same ``Encoder`` (and its on-disk cache), ``document_text`` and FAISS code as mining,
+Retrieval goes through the same ``Encoder`` (and its on-disk cache), document texts and dense search as mining,
 so a model scores here exactly as it ranks candidates there. Metrics are computed by ir-measures (pytrec_eval),
 never by hand: nDCG uses the graded qrels as gains (trec_eval's ``ndcg_cut``); MRR and recall count any grade ≥ 1
 as relevant. Only queries with at least one positive judgment in the split are evaluated (the BEIR convention).
@@ -9,20 +9,24 @@ as relevant. Only queries with at least one positive judgment in the split are e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from core.encoders import document_text, load_encoder
+from core.encoders import Encoder, load_encoder
 from core.errors import UserError
-from core.index import build_index, search
+from core.index import encode_and_search
+from core.lookups import document_texts, positive_qrels, require_dataset
+
+if TYPE_CHECKING:
+    from core.jobs import StageProgress
+    from core.store import Store
 
 DEPTH = 100
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
-ProgressFn = Callable[[str, float], None]  # (message, fraction done)
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
@@ -58,7 +62,7 @@ class Collection:
 def _collection(name: str, split: str, documents: pd.DataFrame, queries: pd.DataFrame,
                 qrels: pd.DataFrame, splits: list[str]) -> Collection:
     qrels = qrels[qrels["split"] == split]
-    judged = {str(q) for q in qrels.loc[qrels["score"] > 0, "query_id"]}
+    judged = {str(q) for q in positive_qrels(qrels)["query_id"]}
     if not judged:
         raise UserError(f"{name}: no positive judgments in split {split!r} (splits: {', '.join(splits)})")
     graded: Qrels = {}
@@ -83,28 +87,23 @@ def collection_from_beir(folder: str | Path, split: str = "test") -> Collection:
                        sorted(qrels["split"].unique()))
 
 
-def collection_from_store(store, dataset: str, split: str = "test") -> Collection:
+def collection_from_store(store: Store, dataset: str, split: str = "test") -> Collection:
     """A workspace dataset's split; promoted positives count as judgments (they are the user's corrections)."""
-    if store.dataset(dataset) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    require_dataset(store, dataset)
     return _collection(dataset, split, store.documents(dataset), store.queries(dataset), store.qrels(dataset, split),
                        store.splits(dataset))
 
 
-def retrieve(encoder, collection: Collection, depth: int = DEPTH, progress: ProgressFn | None = None) -> Run:
-    """Top-``depth`` documents per query by cosine score, exactly as mining retrieves (same text, cache, FAISS)."""
-    progress = progress or (lambda msg, frac: None)
+def run_model(encoder: Encoder, collection: Collection, depth: int = DEPTH,
+              progress: StageProgress | None = None) -> Run:
+    """Top-``depth`` documents per query by cosine score, through mining's dense path (same text, cache, FAISS)."""
     documents, queries = collection.documents, collection.queries
-    texts = [document_text(t, x) for t, x in zip(documents["title"], documents["text"])]
-    progress("encoding documents", 0.0)
-    doc_vecs = encoder.encode_documents(
-        texts, progress=lambda done, total: progress(f"encoding documents {done}/{total}", 0.9 * done / total))
-    progress("encoding queries", 0.9)
-    query_vecs = encoder.encode_queries(queries["text"].tolist())
-    scores, ids = search(build_index(doc_vecs, "flat"), query_vecs, depth)
+    hits = encode_and_search(encoder, document_texts(documents), queries["text"].tolist(), depth, kind="flat",
+                             stage=progress, encode_share=0.9)
     doc_ids = documents["doc_id"].tolist()
-    progress("scoring", 1.0)
-    return {query_id: {doc_ids[i]: float(s) for s, i in zip(scores[row], ids[row]) if i >= 0}
+    if progress:
+        progress("scoring", 1.0)
+    return {query_id: {doc_ids[i]: float(s) for s, i in zip(hits.scores[row], hits.ids[row]) if i >= 0}
             for row, query_id in enumerate(queries["query_id"])}
 
 
@@ -144,11 +143,11 @@ def score(qrels: Qrels, run: Run) -> pd.DataFrame:
 
 
 def evaluate(model: str | None, collection: Collection, cache_dir: Path | None = None, precision: str = "auto",
-             progress: ProgressFn | None = None) -> Evaluation:
+             progress: StageProgress | None = None) -> Evaluation:
     """Encode (cached), retrieve the top 100 with FAISS and score one model on one collection split."""
     encoder = load_encoder(model, cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
                            precision=precision)
-    run = retrieve(encoder, collection, DEPTH, progress)
+    run = run_model(encoder, collection, DEPTH, progress)
     return Evaluation(str(model or "default"), collection.name, collection.split, score(collection.qrels, run))
 
 

@@ -25,6 +25,7 @@ from core.validation import display, user_path
 
 if TYPE_CHECKING:  # the CLI reads FORMATS for its help: keep this module's import free of pandas
     from core.selection import Example, TrainingData
+    from core.store import Store
 
 MANIFEST = "manifest.json"
 MAX_NAME_BYTES = 200  # leaves room under NAME_MAX for the temporary sibling names of core.files
@@ -105,7 +106,7 @@ def _tevatron(ex: Example, td: TrainingData, n_negatives: int) -> Rows:
 
 def _jsonl_writer(rows_of: Callable[[Example, TrainingData, int], Rows], per_row: bool = False):
     """A writer of ``data.jsonl`` (and ``ids.jsonl`` when the rows have ids) from a per-query row function."""
-    def write(store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
+    def write(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
         data: list[dict] = []
         ids: list[dict] = []
         skipped = 0
@@ -124,7 +125,7 @@ def _jsonl_writer(rows_of: Callable[[Example, TrainingData, int], Rows], per_row
     return write
 
 
-def _beir(store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
+def _beir(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
     dataset = td.run["dataset"]
     docs = store.documents(dataset)
     _jsonl(folder / "corpus.jsonl", [{"_id": r.doc_id, "title": r.title, "text": r.text}
@@ -171,11 +172,11 @@ def disagreement_rule() -> str:
     return f"the majority label wins, ties go to the cautious label: {order}; adjudicate on the Team page"
 
 
-def default_data(store, run_id: str) -> str:
+def default_data(store: Store, run_id: str) -> str:
     """What ``data=None`` (the app's *auto*) exports: curated once the dataset has a verdict or a promoted
     positive, raw before anyone reviewed."""
     from core import labels
-    from core.mining import require_run
+    from core.lookups import require_run
 
     dataset = require_run(store, run_id)["dataset"]
     reviewed = not labels.current(store, dataset).empty or store.count("qrels", dataset=dataset, origin="promoted")
@@ -192,11 +193,11 @@ def export_name(run_id: str, fmt: str, data: str, unsure: str) -> str:
     return f"{run[-(MAX_NAME_BYTES - len(selection) - 1):]}-{selection}"  # the run id ends with its unique part
 
 
-def curation_warning(store, run_id: str, data: str) -> str | None:
+def curation_warning(store: Store, run_id: str, data: str) -> str | None:
     """The warning a curated export needs when annotators disagree on pairs nobody adjudicated: those pairs
     are settled by a rule, not by a person. None for raw data or when every disagreement is settled."""
     from core import agreement
-    from core.mining import require_run
+    from core.lookups import require_run
 
     if data != "curated":
         return None
@@ -249,7 +250,7 @@ def check_out(out: str | Path, workspace: Path, force: bool = False) -> Path:
     return out
 
 
-def export(store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
+def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
            force: bool = False) -> dict:
     """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist;
     ``out`` is checked by ``check_out`` against the store's workspace before anything is written."""

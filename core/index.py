@@ -8,8 +8,14 @@ recall@100 ≥ 0.95 against exact search (see benchmarks/bench_scale.py and docs
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.encoders import Encoder
+    from core.jobs import StageProgress
 
 APPROX_THRESHOLD = 200_000
 HNSW_M = 32
@@ -56,8 +62,36 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
+@dataclass
+class DenseHits:
+    """Unit vectors of both sides and each query's top-k: ``scores`` and ``ids`` rows follow the query order."""
+
+    doc_vecs: np.ndarray
+    query_vecs: np.ndarray
+    scores: np.ndarray  # (queries, k) inner products, best first
+    ids: np.ndarray  # (queries, k) row numbers into the documents, -1 where fewer than k exist
+
+
+def encode_and_search(encoder: Encoder, doc_texts: Sequence[str], query_texts: Sequence[str], k: int,
+                      kind: str = "auto", stage: StageProgress | None = None, encode_share: float = 0.8) -> DenseHits:
+    """Encode documents and queries (cached) and search the top-k: the one dense path of mining and evaluation.
+
+    Progress: document encoding spans fractions 0 to ``encode_share``; then queries, then search.
+    """
+    stage = stage or (lambda message, fraction: None)
+    stage("encoding documents", 0.0)
+    doc_vecs = encoder.encode_documents(
+        doc_texts, progress=lambda done, total: stage(f"encoding documents {done}/{total}",
+                                                      encode_share * done / max(total, 1)))
+    stage("encoding queries", encode_share)
+    query_vecs = encoder.encode_queries(list(query_texts))
+    stage("searching", encode_share + (1 - encode_share) / 4)
+    scores, ids = search(build_index(doc_vecs, kind), query_vecs, k)
+    return DenseHits(doc_vecs, query_vecs, scores, ids)
+
+
 class Bm25:
-    """bm25s over a corpus, able to score arbitrary (query, document) pairs as well as retrieve."""
+    """bm25s over a corpus, able to score arbitrary (query, document) pairs as well as search."""
 
     def __init__(self, corpus: Sequence[str]):
         import bm25s
@@ -68,14 +102,14 @@ class Bm25:
         self.model.index(self.tokens, show_progress=False)
         self.size = len(corpus)
 
-    def retrieve(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(doc ids, scores) each of shape (len(queries), k)."""
+    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) each of shape (len(queries), k), in the same order as dense ``search``."""
         k = max(1, min(k, self.size))
         query_tokens = self._bm25s.tokenize(list(queries), stopwords="en", show_progress=False,
                                             return_ids=False)
         query_tokens = [q if q else [""] for q in query_tokens]
         ids, scores = self.model.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
-        return np.asarray(ids), np.asarray(scores, dtype=np.float32)
+        return np.asarray(scores, dtype=np.float32), np.asarray(ids)
 
     def scores(self, query: str, doc_indices: Sequence[int]) -> np.ndarray:
         """BM25 score of chosen documents for one query (0 where no query term occurs)."""

@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-StageFn = Callable[[str, float], None]
+StageProgress = Callable[[str, float], None]  # (message, fraction done): long multi-stage work shown to a person
+CountProgress = Callable[[int, int], None]  # (done, total): one counted loop such as encoding batches or training steps
 
 
 class Job:
     """Runs ``fn(stage)`` once in the background; ``stage(message, fraction)`` updates what pollers see."""
 
-    def __init__(self, name: str, fn: Callable[[StageFn], Any]):
+    def __init__(self, name: str, fn: Callable[[StageProgress], Any]):
         self.name = name
         self.message, self.fraction = "starting", 0.0
         self.result: Any = None
@@ -31,7 +32,7 @@ class Job:
     def _stage(self, message: str, fraction: float) -> None:
         self.message, self.fraction = message, max(0.0, min(1.0, fraction))
 
-    def _run(self, fn: Callable[[StageFn], Any]) -> None:
+    def _run(self, fn: Callable[[StageProgress], Any]) -> None:
         try:
             self.result = fn(self._stage)
         except BaseException as exc:  # surfaced to the UI through .error; a thread has no one else to tell

@@ -8,8 +8,13 @@ exactly the same way. ``undo`` takes back the annotator's latest verdict, or the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from core import labels, triage
+
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
 
 
 @dataclass
@@ -20,7 +25,7 @@ class Judgement:
     suggested: int = 0
 
 
-def judge(store, workspace, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str,
+def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str,
           note: str = "") -> Judgement:
     """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions."""
     pairs = list(dict.fromkeys(pairs))
@@ -30,6 +35,6 @@ def judge(store, workspace, dataset: str, pairs: list[tuple[str, str]], annotato
     return Judgement(events, suggested)
 
 
-def undo(store, dataset: str, annotator: str) -> list[dict]:
+def undo(store: Store, dataset: str, annotator: str) -> list[dict]:
     """Undo the annotator's latest verdict, or its whole batch; returns the undone events, latest first."""
     return labels.undo(store, dataset, annotator)

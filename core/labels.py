@@ -9,13 +9,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from core.datasets import lines as split_lines
 from core.datasets import read_text
 from core.errors import DatasetError, UserError
+from core.lookups import require_dataset
 from core.validation import check_name, user_path
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 LABELS = ("false_negative", "true_negative", "unsure")
 LABEL_ALIASES = {"fn": "false_negative", "false-negative": "false_negative", "tn": "true_negative",
@@ -41,13 +46,13 @@ def normalise_label(label: str) -> str:
     return value
 
 
-def record(store, dataset: str, query_id: str, doc_id: str, annotator: str, label: str, note: str = "",
+def record(store: Store, dataset: str, query_id: str, doc_id: str, annotator: str, label: str, note: str = "",
            adjudication: bool = False) -> int:
     """Append one verdict and return its event id (closes open suggestions on the pair, see record_batch)."""
     return record_batch(store, dataset, [(query_id, doc_id)], annotator, label, note, adjudication)[0]
 
 
-def record_batch(store, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str, note: str = "",
+def record_batch(store: Store, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str, note: str = "",
                  adjudication: bool = False) -> list[int]:
     """Append the same verdict on several (query, doc) pairs as one batch in one transaction; returns event ids.
 
@@ -62,7 +67,7 @@ def record_batch(store, dataset: str, pairs: list[tuple[str, str]], annotator: s
                                 "note": note or "", "kind": kind} for q, d in dict.fromkeys(pairs)])
 
 
-def undo(store, dataset: str, annotator: str, query_id: str | None = None,
+def undo(store: Store, dataset: str, annotator: str, query_id: str | None = None,
          doc_id: str | None = None) -> list[dict]:
     """Undo the annotator's latest still-active verdict (optionally on one pair) and, when it was given as part
     of a batch, every still-active verdict of that batch; returns the undone events, latest first (empty when
@@ -91,7 +96,7 @@ def _active(events: pd.DataFrame) -> pd.DataFrame:
     return events[(events["kind"] != "undo") & ~events["id"].isin(undone)]
 
 
-def current(store, dataset: str, annotator: str | None = None, kind: str | None = None) -> pd.DataFrame:
+def current(store: Store, dataset: str, annotator: str | None = None, kind: str | None = None) -> pd.DataFrame:
     """Each annotator's current verdict per (query, doc): columns query_id, doc_id, annotator, label, note, ...
 
     ``kind='verdict'`` ignores adjudications, so an adjudicator's own independent verdict (what agreement
@@ -105,7 +110,7 @@ def current(store, dataset: str, annotator: str | None = None, kind: str | None 
     return active.drop_duplicates(["annotator", "query_id", "doc_id"], keep="last").reset_index(drop=True)
 
 
-def resolved(store, dataset: str) -> pd.DataFrame:
+def resolved(store: Store, dataset: str) -> pd.DataFrame:
     """One verdict per (query, doc): the latest adjudication if any, else the cautious majority.
 
     Columns: query_id, doc_id, label, annotators (how many judged it), source ('adjudicated' | 'consensus').
@@ -126,9 +131,8 @@ def resolved(store, dataset: str) -> pd.DataFrame:
     return merged.merge(counts, on=pair)[columns].reset_index(drop=True)
 
 
-def _require_dataset(store, dataset: str) -> None:
-    if store.dataset(check_name(dataset, "dataset name")) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+def _require_dataset(store: Store, dataset: str) -> None:
+    require_dataset(store, check_name(dataset, "dataset name"))
 
 
 # Labels TSV fields are backslash-escaped (as PostgreSQL's text format and "linear TSV" do), so that any id or
@@ -167,7 +171,7 @@ class LabelImport:
         return f"imported {self.added} new verdicts into {self.dataset!r} ({self.unchanged} unchanged)"
 
 
-def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = None) -> LabelImport:
+def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | None = None) -> LabelImport:
     """Validate a whole labels TSV, then append its verdicts in one transaction.
 
     A row equal to that annotator's current verdict on the pair (same label and note) adds no event, so
@@ -240,7 +244,7 @@ def import_tsv(store, dataset: str, path: str | Path, annotator: str | None = No
     return store.write(write)
 
 
-def export_tsv(store, dataset: str, out: str | Path, history: bool = False) -> int:
+def export_tsv(store: Store, dataset: str, out: str | Path, history: bool = False) -> int:
     """Write current verdicts (or, with ``history``, every event incl. undos) as TSV; returns rows written."""
     from core.files import atomic_write_text
 

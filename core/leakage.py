@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from core.encoders import document_text
 from core.selection import TrainingData
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 _WORD = re.compile(r"\w+")
 
@@ -49,7 +53,7 @@ class LeakageReport:
         return out
 
 
-def check(store, training: TrainingData, eval_split: str) -> LeakageReport:
+def check(store: Store, training: TrainingData, eval_split: str) -> LeakageReport:
     """Count training items that also occur in ``eval_split`` of the run's dataset."""
     dataset = training.run["dataset"]
     report = LeakageReport(eval_split)

@@ -24,8 +24,16 @@ def require_run(store: Store, run_id: str) -> dict:
     return run
 
 
-def is_positive(grade: float) -> bool:
-    """A relevance grade above 0 marks a positive; 0 (and negative grades) do not."""
+def require_dataset(store: Store, dataset: str) -> dict:
+    """The stored dataset, or a user error naming it when this workspace has no such dataset."""
+    found = store.dataset(dataset)
+    if found is None:
+        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    return found
+
+
+def is_positive(grade: float | pd.Series) -> bool | pd.Series:
+    """A relevance grade above 0 marks a positive; 0 (and negative grades) do not. Works on one grade or a column."""
     return grade > 0
 
 

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from core import labels, rules
-from core.encoders import Encoder, document_text, load_encoder
+from core.encoders import Encoder, load_encoder
 from core.errors import UserError
-from core.index import Bm25, build_index, search
+from core.index import Bm25, encode_and_search
+from core.lookups import document_texts, positives_by_query, require_dataset, require_run
 from core.rules import RuleSpec
 
-StageFn = Callable[[str, float], None]  # (message, fraction done) for progress displays
+if TYPE_CHECKING:
+    from core.jobs import StageProgress
+    from core.store import Store
+    from core.workspace import Workspace
 
 
 @dataclass
@@ -44,15 +48,9 @@ def new_run_id(dataset: str) -> str:
     return f"{dataset}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def positives_by_query(store, dataset: str, split: str) -> dict[str, list[str]]:
-    qrels = store.qrels(dataset, split)
-    qrels = qrels[qrels["score"] > 0]
-    return qrels.groupby("query_id", sort=False)["doc_id"].agg(list).to_dict()  # one pass, not a frame per query
-
-
-def retrieve(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
-             positives: dict[str, list[str]], depth: int, bm25_depth: int = 0,
-             stage: StageFn | None = None) -> pd.DataFrame:
+def candidates_for(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
+                   positives: dict[str, list[str]], depth: int, bm25_depth: int = 0,
+                   stage: StageProgress | None = None) -> pd.DataFrame:
     """Top-``depth`` non-positive candidates per query by dense score, optionally unioned with BM25's top.
 
     Columns: query_id, doc_id, rank (1 = best non-positive), score, pos_score (min over positives), bm25.
@@ -60,19 +58,14 @@ def retrieve(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
     stage = stage or (lambda msg, frac: None)
     doc_ids = documents["doc_id"].tolist()
     doc_pos = {d: i for i, d in enumerate(doc_ids)}
-    doc_texts = [document_text(t, x) for t, x in zip(documents["title"], documents["text"])]
-    stage("encoding documents", 0.0)
-    doc_vecs = encoder.encode_documents(doc_texts, progress=lambda d, n: stage(f"encoding documents {d}/{n}",
-                                                                                 0.8 * d / max(n, 1)))
-    stage("encoding queries", 0.8)
-    query_vecs = encoder.encode_queries(queries["text"].tolist())
-    stage("searching", 0.85)
+    doc_texts = document_texts(documents)
     max_pos = max((len(v) for v in positives.values()), default=0)
-    scores, ids = search(build_index(doc_vecs), query_vecs, depth + max_pos)
+    hits = encode_and_search(encoder, doc_texts, queries["text"].tolist(), depth + max_pos, stage=stage)
+    doc_vecs, query_vecs, ids = hits.doc_vecs, hits.query_vecs, hits.ids
     stage("lexical scores", 0.9)
     bm25 = Bm25(doc_texts)
     if bm25_depth:
-        bm25_ids, _ = bm25.retrieve(queries["text"].tolist(), bm25_depth)
+        _, bm25_ids = bm25.search(queries["text"].tolist(), bm25_depth)
     parts = []
     for qi, (query_id, query_text) in enumerate(zip(queries["query_id"], queries["text"])):
         pos_idx = [doc_pos[d] for d in positives.get(query_id, []) if d in doc_pos]
@@ -102,10 +95,10 @@ def retrieve(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
     return pd.concat(parts, ignore_index=True)
 
 
-def mine(store, workspace, dataset: str, split: str = "train", model: str | None = None, depth: int = 100,
-         spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
+def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train", model: str | None = None,
+         depth: int = 100, spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
          query_prompt: str | None = None, document_prompt: str | None = None,
-         stage: StageFn | None = None) -> MineResult:
+         stage: StageProgress | None = None) -> MineResult:
     """Mine a dataset split into a new immutable run and return its counts.
 
     False-negative risk is not scored here: it costs more than a warm mine (TF-IDF, neighbour queries, BM25
@@ -113,8 +106,7 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
     """
     started = time.perf_counter()
     spec = spec or RuleSpec()
-    if store.dataset(dataset) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+    require_dataset(store, dataset)
     if depth < 1 or depth > 10_000:
         raise UserError("--depth must be between 1 and 10000")
     positives = positives_by_query(store, dataset, split)
@@ -125,7 +117,7 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
                            query_prompt=query_prompt, document_prompt=document_prompt)
     queries = store.queries(dataset, list(positives))
     documents = store.documents(dataset)
-    candidates = retrieve(encoder, documents, queries, positives, depth, bm25_depth, stage)
+    candidates = candidates_for(encoder, documents, queries, positives, depth, bm25_depth, stage)
     candidates = rules.apply(spec, candidates, judged_mask(store, dataset, candidates, spec))
     summary = rules.summarise(candidates, spec, queries["query_id"].tolist())
     run_id = new_run_id(dataset)
@@ -142,7 +134,7 @@ def mine(store, workspace, dataset: str, split: str = "train", model: str | None
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
 
 
-def judged_mask(store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:
+def judged_mask(store: Store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:
     """Which candidates a person resolved as false negative for their query (None when the rule ignores it)."""
     if not spec.skip_judged:
         return None
@@ -150,13 +142,6 @@ def judged_mask(store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -
     flagged = verdicts[verdicts["label"] == "false_negative"]
     keys = pd.MultiIndex.from_arrays([candidates["query_id"], candidates["doc_id"]])
     return keys.isin(pd.MultiIndex.from_arrays([flagged["query_id"], flagged["doc_id"]]))
-
-
-def require_run(store, run_id: str) -> dict:
-    run = store.run(run_id)
-    if run is None:
-        raise UserError(f"no run {run_id!r} in this workspace")
-    return run
 
 
 def run_spec(run: dict) -> RuleSpec:
@@ -183,7 +168,7 @@ class Preview:
         return c[c["kept"] != c["kept_before"]]
 
 
-def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
+def preview(store: Store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
     run = require_run(store, run_id)
     before = store.candidates(run_id, with_signals=False) if candidates is None else candidates
     judged = judged_mask(store, run["dataset"], before, spec)
@@ -199,7 +184,7 @@ def preview(store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None 
     return Preview(run_id, spec, after, per_query, summary)
 
 
-def derive_run(store, run_id: str, spec: RuleSpec, previewed: Preview | None = None) -> MineResult:
+def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | None = None) -> MineResult:
     """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search.
 
     Pass the ``Preview`` the user just looked at to commit it without recomputing it. Only the new kept/rule
@@ -222,7 +207,7 @@ def derive_run(store, run_id: str, spec: RuleSpec, previewed: Preview | None = N
                       0, 0, round(time.perf_counter() - started, 3))
 
 
-def diff_runs(store, run_a: str, run_b: str) -> pd.DataFrame:
+def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:
     """Kept negatives that appear, disappear or change rank between two runs, one row per (query, doc)."""
     a = store.candidates(require_run(store, run_a)["run_id"])
     b = store.candidates(require_run(store, run_b)["run_id"])

@@ -14,20 +14,25 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from core.encoders import document_text
 from core.labels import CAUTION_ORDER
-from core.mining import positives_by_query, require_run
+from core.lookups import document_texts, positives_by_query, require_run
+from core.vectors import run_encoder
+
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
 
 METHODS = ("pca", "umap")
 MAX_POINTS = 30_000  # above this the map samples candidates (queries and positives are always kept)
 _umap_lock = threading.Lock()
 
 
-def root_run(store, run_id: str) -> str:
+def root_run(store: Store, run_id: str) -> str:
     """The mining run whose candidate pool ``run_id`` shares (derived runs only re-apply rules)."""
     run = require_run(store, run_id)
     while run.get("parent_run"):
@@ -38,20 +43,18 @@ def root_run(store, run_id: str) -> str:
     return run["run_id"]
 
 
-def projection_path(workspace, root: str, method: str) -> Path:
+def projection_path(workspace: Workspace, root: str, method: str) -> Path:
     """Hashed file name: run ids embed user-chosen dataset names, which must never become path parts."""
     digest = hashlib.sha256(root.encode()).hexdigest()[:20]
     return Path(workspace.projections_dir) / f"{digest}-{method}.parquet"
 
 
-def points(store, workspace, run_id: str, max_points: int = MAX_POINTS, seed: int = 0
+def points(store: Store, workspace: Workspace, run_id: str, max_points: int = MAX_POINTS, seed: int = 0
            ) -> tuple[pd.DataFrame, np.ndarray]:
     """The run's queries and documents (positives + candidates) with their cached unit vectors.
 
     Frame columns: kind ('query' | 'document'), id, text (what hovering shows).
     """
-    from core.risk import run_encoder
-
     run = require_run(store, run_id)
     dataset = run["dataset"]
     cands = store.candidates(run_id)
@@ -66,7 +69,7 @@ def points(store, workspace, run_id: str, max_points: int = MAX_POINTS, seed: in
     encoder = run_encoder(workspace, run)
     queries = store.queries(dataset, query_ids)
     docs = store.documents(dataset, pos_ids + cand_ids)
-    doc_texts = [document_text(t, x) for t, x in zip(docs["title"], docs["text"])]
+    doc_texts = document_texts(docs)
     vectors = np.vstack([encoder.encode_queries(queries["text"].tolist()).reshape(-1, encoder.dim),
                          encoder.encode_documents(doc_texts).reshape(-1, encoder.dim)])
     frame = pd.DataFrame({"kind": ["query"] * len(queries) + ["document"] * len(docs),
@@ -101,12 +104,12 @@ def warm_umap() -> float:
     return time.perf_counter() - started
 
 
-def load_projection(store, workspace, run_id: str, method: str) -> pd.DataFrame | None:
+def load_projection(store: Store, workspace: Workspace, run_id: str, method: str) -> pd.DataFrame | None:
     path = projection_path(workspace, root_run(store, run_id), method)
     return pd.read_parquet(path) if path.exists() else None
 
 
-def ensure_projection(store, workspace, run_id: str, method: str = "pca") -> pd.DataFrame:
+def ensure_projection(store: Store, workspace: Workspace, run_id: str, method: str = "pca") -> pd.DataFrame:
     """The stored map of a run, computing and storing it (atomically) the first time it is asked for.
 
     Columns: kind, id, text, x, y.
@@ -127,7 +130,7 @@ def ensure_projection(store, workspace, run_id: str, method: str = "pca") -> pd.
     return frame
 
 
-def best_projection(store, workspace, run_id: str) -> tuple[pd.DataFrame, str]:
+def best_projection(store: Store, workspace: Workspace, run_id: str) -> tuple[pd.DataFrame, str]:
     """UMAP when it has been computed for this run, else PCA (computed now if needed): never waits on UMAP."""
     umap_frame = load_projection(store, workspace, run_id, "umap")
     if umap_frame is not None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from core import labels
-from core.mining import require_run
+from core.lookups import require_run
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 SCOPES = ("kept", "all")  # kept: the negatives a trainer would use; all: every candidate to the mining depth
 SORTS = ("rank", "risk")
@@ -28,7 +32,7 @@ class QueryView:
     #                           label, note (label/note: this annotator's current verdict, None when unjudged)
 
 
-def run_queries(store, run_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
+def run_queries(store: Store, run_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
     """The run's queries in id order with their text and candidate counts: the review's navigation list."""
     run = require_run(store, run_id)
     counts = candidates.groupby("query_id", sort=True).agg(candidates=("doc_id", "size"), kept=("kept", "sum"))
@@ -66,15 +70,15 @@ def sort_candidates(frame: pd.DataFrame, sort: str) -> pd.DataFrame:
                                                                   kind="stable").drop(columns=["_k1", "_k2"])
 
 
-def verdicts(store, dataset: str, annotator: str) -> pd.DataFrame:
+def own_verdicts(store: Store, dataset: str, annotator: str) -> pd.DataFrame:
     """This annotator's current verdicts: query_id, doc_id, label, note."""
     frame = labels.current(store, dataset, annotator)
     return frame[["query_id", "doc_id", "label", "note"]]
 
 
-def query_view(store, run_id: str, query_id: str, candidates: pd.DataFrame, judged: pd.DataFrame,
+def query_view(store: Store, run_id: str, query_id: str, candidates: pd.DataFrame, judged: pd.DataFrame,
                scope: str = "kept", sort: str = "rank") -> QueryView:
-    """One query's screen. ``candidates`` is the run's candidate table, ``judged`` from ``verdicts``."""
+    """One query's screen. ``candidates`` is the run's candidate table, ``judged`` from ``own_verdicts``."""
     run = require_run(store, run_id)
     dataset = run["dataset"]
     query = store.queries(dataset, [query_id])
@@ -93,7 +97,7 @@ def query_view(store, run_id: str, query_id: str, candidates: pd.DataFrame, judg
     return QueryView(query_id, str(query["text"].iloc[0]), positives, own)
 
 
-def progress(candidates: pd.DataFrame, judged: pd.DataFrame, scope: str = "kept") -> pd.DataFrame:
+def judged_per_query(candidates: pd.DataFrame, judged: pd.DataFrame, scope: str = "kept") -> pd.DataFrame:
     """Judged / total per query over the candidates in scope; a verdict on an out-of-scope pair doesn't count."""
     frame = in_scope(candidates, scope)[["query_id", "doc_id"]]
     marks = judged[["query_id", "doc_id"]].drop_duplicates().assign(judged=True)

@@ -8,11 +8,14 @@ promoted positives added as positives. One definition serves export, training an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
+from typing import TYPE_CHECKING
 
 from core import labels
 from core.errors import UserError
-from core.mining import require_run
+from core.lookups import positive_qrels, require_run
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 DATA_CHOICES = ("raw", "curated")
 UNSURE_CHOICES = ("drop", "keep")
@@ -45,15 +48,14 @@ class TrainingData:
         return document_text(self.doc_title.get(doc_id, ""), self.doc_text[doc_id])
 
 
-def select(store, run_id: str, data: str = "raw", unsure: str = "drop") -> TrainingData:
+def select(store: Store, run_id: str, data: str = "raw", unsure: str = "drop") -> TrainingData:
     if data not in DATA_CHOICES:
         raise UserError(f"unknown data choice {data!r} (use raw or curated)")
     if unsure not in UNSURE_CHOICES:
         raise UserError(f"unknown unsure policy {unsure!r} (use drop or keep)")
     run = require_run(store, run_id)
     dataset, split = run["dataset"], run["split"]
-    qrels = store.qrels(dataset, split)
-    qrels = qrels[qrels["score"] > 0]
+    qrels = positive_qrels(store.qrels(dataset, split))
     if data == "raw":
         qrels = qrels[qrels["origin"] == "imported"]
     positives = {q: list(g["doc_id"]) for q, g in qrels.groupby("query_id", sort=False)}

@@ -21,15 +21,21 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.encoders import default_model_path, document_text, model_fingerprint, resolve_model_path, text_key
+from core.encoders import default_model_path, model_fingerprint, resolve_model_path, text_key
 from core.errors import UserError
+from core.jobs import CountProgress
+from core.lookups import document_texts
 from core.selection import TrainingData, select
+
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
 
 LOSSES = ("mnrl", "cmnrl", "gist")
 PRECISIONS = ("fp32", "bf16")
 MANIFEST = "negspace_training.json"
-ProgressFn = Callable[[int, int], None]  # (step, total steps)
 
 
 # -- false-negative masking ------------------------------------------------------------------------------------------
@@ -245,13 +251,13 @@ def build_rows(training: TrainingData, masked_doc_texts: dict[str, str], seed: i
     return rows, FalseNegativeMask(rows.queries, rows.doc_keys, blocked)
 
 
-def masked_texts(store, training: TrainingData) -> dict[str, str]:
+def masked_texts(store: Store, training: TrainingData) -> dict[str, str]:
     """Texts of the judged false negatives, which selection does not load (they are in no example)."""
     ids = sorted({d for e in training.examples for d in e.masked})
     if not ids:
         return {}
     docs = store.documents(training.run["dataset"], ids)
-    return {d: document_text(t, x) for d, t, x in zip(docs["doc_id"], docs["title"], docs["text"])}
+    return dict(zip(docs["doc_id"], document_texts(docs)))
 
 
 # -- training --------------------------------------------------------------------------------------------------------
@@ -288,13 +294,13 @@ class TrainOptions:
             raise UserError("--max-seq-length must be at least 8")
 
 
-def default_out(workspace, run_id: str, options: TrainOptions) -> Path:
+def default_out(workspace: Workspace, run_id: str, options: TrainOptions) -> Path:
     """Where the app saves a model: models/<run>-<data>-<loss>-s<seed>-<UTC time> inside the workspace."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return workspace.models_dir / f"{run_id}-{options.data}-{options.loss}-s{options.seed}-{stamp}"
 
 
-def trained_models(workspace) -> list[dict]:
+def trained_models(workspace: Workspace) -> list[dict]:
     """Manifests of the models trained into this workspace, newest first, each with its ``path``."""
     found = []
     for manifest in workspace.models_dir.glob(f"*/{MANIFEST}"):
@@ -302,7 +308,7 @@ def trained_models(workspace) -> list[dict]:
     return sorted(found, key=lambda m: m["finished"], reverse=True)
 
 
-def _progress_callback(progress: ProgressFn):
+def _progress_callback(progress: CountProgress):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -312,8 +318,8 @@ def _progress_callback(progress: ProgressFn):
     return Progress()
 
 
-def train(store, run_id: str, out: str | Path, options: TrainOptions | None = None,
-          progress: ProgressFn | None = None, on_leakage: Callable[[object], None] | None = None) -> dict:
+def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | None = None,
+          progress: CountProgress | None = None, on_leakage: Callable[[object], None] | None = None) -> dict:
     """Train on a run's raw or curated data, save the model and its manifest to ``out``; returns the manifest.
 
     ``on_leakage`` receives the leakage report before training starts (the CLI prints it, the app shows it).

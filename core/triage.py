@@ -9,13 +9,18 @@ A confirmed false negative can become a positive (a qrels row with origin ``prom
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from core import labels
 from core.errors import UserError
-from core.lookups import require_run
+from core.lookups import is_positive, positive_qrels, require_dataset, require_run
 from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
+
+if TYPE_CHECKING:
+    from core.store import Store
+    from core.workspace import Workspace
 
 QUEUE_COLUMNS = ["query_id", "doc_id", "rank", "score", "pos_score", "risk", "signals"]
 NEAR_DUPLICATE_OVERLAP = 0.8  # TF-IDF cosine at which two documents count as near-copies even if embeddings differ
@@ -23,7 +28,7 @@ SIMILAR_QUERY_COSINE = 0.9  # queries this close share verdicts on the same docu
 PROMOTED_SCORE = 1  # qrels grade given to a promoted positive
 
 
-def triage_queue(store, run_id: str, annotator: str | None = None, limit: int = 50) -> pd.DataFrame:
+def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit: int = 50) -> pd.DataFrame:
     """The next ``limit`` candidates to review across all queries, riskiest first.
 
     Skips pairs this annotator already judged (any annotator's, when ``annotator`` is None). ``signals`` is the
@@ -40,7 +45,7 @@ def triage_queue(store, run_id: str, annotator: str | None = None, limit: int = 
     return todo[QUEUE_COLUMNS]
 
 
-def propagate(store, workspace, dataset: str, query_id: str, doc_id: str, label: str,
+def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, doc_id: str, label: str,
               source_event: int | None) -> int:
     """Suggest a verdict's label for near-copies of the document under the same query (embedding cosine ≥ 0.95
     or TF-IDF overlap ≥ 0.8) and for the same document under queries with cosine ≥ 0.9; returns how many open
@@ -58,7 +63,8 @@ def propagate(store, workspace, dataset: str, query_id: str, doc_id: str, label:
         return 0
     vectors = Vectors(store, dataset, run_encoder(workspace, runs[0]))  # newest run's model
     qrels = store.qrels(dataset)
-    skip = set(zip(qrels.loc[qrels["score"] > 0, "query_id"], qrels.loc[qrels["score"] > 0, "doc_id"]))
+    positives = positive_qrels(qrels)
+    skip = set(zip(positives["query_id"], positives["doc_id"]))
     verdicts = labels.current(store, dataset)
     skip |= set(zip(verdicts["query_id"], verdicts["doc_id"]))
     skip.add((query_id, doc_id))
@@ -93,21 +99,21 @@ def propagate(store, workspace, dataset: str, query_id: str, doc_id: str, label:
                                   for r in rows])
 
 
-def suggestions(store, dataset: str, query_id: str | None = None, status: str | None = "open") -> pd.DataFrame:
+def suggestions(store: Store, dataset: str, query_id: str | None = None, status: str | None = "open") -> pd.DataFrame:
     """Suggestions of a dataset (columns as the suggestions table), oldest first; status None means all."""
     if status is not None and status not in ("open", "accepted", "rejected"):
         raise UserError(f"unknown suggestion status {status!r} (use open, accepted or rejected)")
     return store.suggestions(dataset, query_id, status)
 
 
-def _decide(store, suggestion_id: int, status: str, event: dict | None) -> int | None:
+def _decide(store: Store, suggestion_id: int, status: str, event: dict | None) -> int | None:
     try:
         return store.decide_suggestion(int(suggestion_id), status, event)
     except LookupError:
         raise UserError(f"suggestion {suggestion_id} was already decided or does not exist") from None
 
 
-def _open_suggestion(store, suggestion_id: int) -> dict:
+def _open_suggestion(store: Store, suggestion_id: int) -> dict:
     found = store.suggestion(int(suggestion_id))
     if found is None:
         raise UserError(f"no suggestion {suggestion_id}")
@@ -116,7 +122,7 @@ def _open_suggestion(store, suggestion_id: int) -> dict:
     return found
 
 
-def accept_suggestion(store, suggestion_id: int, annotator: str) -> int:
+def accept_suggestion(store: Store, suggestion_id: int, annotator: str) -> int:
     """Turn a suggestion into the annotator's verdict (one event, noted as accepted) and return the event id."""
     found = _open_suggestion(store, suggestion_id)
     event = {"dataset": found["dataset"], "query_id": found["query_id"], "doc_id": found["doc_id"],
@@ -125,16 +131,15 @@ def accept_suggestion(store, suggestion_id: int, annotator: str) -> int:
     return int(_decide(store, suggestion_id, "accepted", event))
 
 
-def reject_suggestion(store, suggestion_id: int, annotator: str) -> None:
+def reject_suggestion(store: Store, suggestion_id: int, annotator: str) -> None:
     """Close a suggestion without a verdict (the suggestions table records no decider, so none is stored)."""
     labels.check_annotator(annotator)
     _open_suggestion(store, suggestion_id)
     _decide(store, suggestion_id, "rejected", None)
 
 
-def _check_pair(store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
-    if store.dataset(dataset) is None:
-        raise UserError(f"no dataset named {dataset!r} in this workspace")
+def _check_pair(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
+    require_dataset(store, dataset)
     if split not in store.splits(dataset):
         raise UserError(f"dataset {dataset!r} has no split {split!r} (splits: {store.splits(dataset)})")
     if store.queries(dataset, [query_id]).empty:
@@ -143,7 +148,7 @@ def _check_pair(store, dataset: str, split: str, query_id: str, doc_id: str) -> 
         raise UserError(f"unknown corpus id {doc_id!r}")
 
 
-def promote(store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
+def promote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
     """Make a confirmed false negative a positive of ``split`` (qrels grade 1, origin promoted).
 
     Only a pair whose resolved verdict is false_negative can be promoted, so a positive never appears without a
@@ -158,12 +163,12 @@ def promote(store, dataset: str, split: str, query_id: str, doc_id: str) -> None
                         f"(it is {label or 'unjudged'})")
     existing = store.qrels(dataset, split)
     existing = existing[(existing["query_id"] == query_id) & (existing["doc_id"] == doc_id)]
-    if len(existing) and existing["score"].iloc[0] > 0:
+    if len(existing) and is_positive(existing["score"].iloc[0]):
         raise UserError(f"({query_id}, {doc_id}) is already a positive of {split!r} ({existing['origin'].iloc[0]})")
     store.set_promoted(dataset, split, query_id, doc_id, PROMOTED_SCORE)
 
 
-def demote(store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
+def demote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
     """Remove a promoted positive again; imported judgments cannot be demoted."""
     _check_pair(store, dataset, split, query_id, doc_id)
     qrels = store.qrels(dataset, split)
@@ -173,7 +178,7 @@ def demote(store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
     store.set_promoted(dataset, split, query_id, doc_id, None)
 
 
-def promoted(store, dataset: str) -> pd.DataFrame:
+def promoted(store: Store, dataset: str) -> pd.DataFrame:
     """Promoted positives of a dataset: split, query_id, doc_id, score, origin."""
     qrels = store.qrels(dataset)
     return qrels[qrels["origin"] == "promoted"].reset_index(drop=True)

@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
 from core.validation import display, user_path
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 DEFAULT_WORKSPACE = Path(__file__).resolve().parent.parent / "data" / "workspace"
 DB_NAME = "negspace.sqlite"
@@ -65,7 +69,7 @@ class Workspace:
         os.replace(tmp, self.settings_path)
         return merged
 
-    def store(self):
+    def store(self) -> Store:
         """Open (creating and migrating if needed) this workspace's SQLite store."""
         from core.store import Store
 

@@ -14,7 +14,7 @@ import streamlit as st
 from core import charts, judging, review
 from core.errors import UserError
 from core.jobs import Job
-from core.mining import positives_by_query
+from core.lookups import positives_by_query
 from core.projection import (COLOUR_BY, anchored_points, best_projection, dataset_points, documents_queries,
                              ensure_projection, root_run)
 from core.workspace import open_workspace
@@ -102,7 +102,7 @@ cols = st.columns([1.2, 1, 3])
 view = cols[0].segmented_control("View", ["This query", "Whole dataset"], default="This query",
                                  key="map_view") or "This query"
 colour = cols[1].selectbox("Colour by", COLOUR_BY, key="map_colour")
-judged = review.verdicts(store, dataset, who)
+judged = review.own_verdicts(store, dataset, who)
 positives = positives_by_query(store, dataset, run["split"])
 continuous = colour in ("score", "risk")
 if view == "Whole dataset":

@@ -153,7 +153,7 @@ if info := st.session_state.pop(INFO, None):
     st.toast(info, icon="💡")
 
 queries = common.run_queries(run_id)
-judged = review.verdicts(store, dataset, who)
+judged = review.own_verdicts(store, dataset, who)
 modes = ["Queries", "Triage queue"]
 top = st.columns([1.2, 1.5, 0.9, 2])
 mode = top[0].segmented_control("Mode", modes, default="Queries", key="ns_mode") or "Queries"
@@ -201,7 +201,7 @@ if cursor not in order:
     st.session_state[CURSOR] = cursor
 
 # progress ---------------------------------------------------------------------------------------------------------
-per_query = review.progress(cands, judged, scope)
+per_query = review.judged_per_query(cands, judged, scope)
 done, total = int(per_query["judged"].sum()), int(per_query["total"].sum())
 row = per_query[per_query["query_id"] == query_id]
 q_done, q_total = (int(row["judged"].iloc[0]), int(row["total"].iloc[0])) if not row.empty else (0, 0)

@@ -134,7 +134,7 @@ targets = None
 if run_id:
     candidates = common.candidates(run_id)
     targets = candidates.loc[candidates["kept"], ["query_id", "doc_id"]]
-progress = agreement.progress(store, dataset, targets)
+progress = agreement.annotator_progress(store, dataset, targets)
 if progress.empty:
     st.info("No verdicts in this dataset yet. Judge candidates on the **Review** page.")
 else:

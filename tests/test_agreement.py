@@ -192,11 +192,11 @@ def test_progress_counts_and_share_of_targets(store):
     labels.undo(store, "tiny", "bob")
     agreement.adjudicate(store, "tiny", *ITEMS[1], "lead", FN)
     targets = pd.DataFrame(ITEMS[:4] + [("q3", "heat-3")], columns=["query_id", "doc_id"])
-    table = agreement.progress(store, "tiny", targets).set_index("annotator")
+    table = agreement.annotator_progress(store, "tiny", targets).set_index("annotator")
     assert list(table.index) == ["ana", "bob", "lead"]
     assert table.loc["ana", [FN, TN, U]].tolist() == [ANA.count(FN), ANA.count(TN), ANA.count(U)]
     assert table.loc["ana", "judged"] == 12 and table.loc["bob", "judged"] == 11
     assert (table.loc["bob", "events"], table.loc["bob", "undos"]) == (13, 1)
     assert (table.loc["lead", "judged"], table.loc["lead", "adjudications"]) == (0, 1)
     assert table.loc["ana", "done"] == 4 and table.loc["ana", "share"] == pytest.approx(4 / 5)
-    assert agreement.progress(store, "tiny").columns[-1] == "last_at"
+    assert agreement.annotator_progress(store, "tiny").columns[-1] == "last_at"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.errors import UserError
-from core.evaluate import (METRICS, Evaluation, collection_from_beir, compare, evaluate, retrieve, score)
+from core.evaluate import (METRICS, Evaluation, collection_from_beir, compare, evaluate, run_model, score)
 from tests.cli_helpers import run_cli
 from tests.fixtures import TEST
 
@@ -72,7 +72,7 @@ def test_evaluate_uses_mining_retrieval_and_cache(beir_dir, embedding_cache):
     # q7 has two graded positives, q8 one; the bundled model finds all of them in the top 100 of 30 docs
     assert result.means()["recall@100"] == 1.0 and 0 < result.means()["ndcg@10"] <= 1
     encoder = load_encoder("default", cache_dir=embedding_cache)
-    run = retrieve(encoder, collection)
+    run = run_model(encoder, collection)
     assert encoder.stats.encoded == 0, "the second retrieval reads every vector from the cache"
     assert all(len(docs) == 30 for docs in run.values())
     pd.testing.assert_frame_equal(score(collection.qrels, run), result.per_query)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from core import encoders
-from core.index import build_index, search
+from core.index import Bm25, build_index, search
 
 
 def _clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -33,6 +33,13 @@ def test_flat_search_is_exact_and_handles_small_corpus():
     assert ids.shape == (2, 30)
     assert list(ids[:, 0]) == [0, 1]
     np.testing.assert_allclose(scores[0], np.sort(points @ points[0])[::-1], rtol=1e-5, atol=1e-6)
+
+
+def test_bm25_search_answers_in_the_dense_order_scores_then_ids():
+    corpus = ["heat conduction in slabs", "os.path.join joins path components", "join two paths with os.path"]
+    scores, ids = Bm25(corpus).search(["join paths"], 2)
+    assert scores.dtype == np.float32 and np.issubdtype(ids.dtype, np.integer)
+    assert set(ids[0]) == {1, 2} and scores[0][0] >= scores[0][1] > 0
 
 
 def test_bf16_agrees_with_fp32_and_auto_takes_it_only_when_close_and_faster(tmp_path, monkeypatch):

@@ -227,7 +227,7 @@ def _pair_codes(pairs: list[tuple[str, str]], queries: pd.Index, docs: pd.Index)
     return q[ok], d[ok]
 
 
-def _verdicts(store, dataset: str) -> pd.DataFrame:
+def _verdicts(store: Store, dataset: str) -> pd.DataFrame:
     """Resolved false/true-negative verdicts (unsure carries no evidence either way)."""
     verdicts = labels.resolved(store, dataset)
     return verdicts[verdicts["label"].isin(["false_negative", "true_negative"])]
@@ -452,14 +452,14 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
     return out
 
 
-def configure_second_model(workspace, model: str | None) -> None:
+def configure_second_model(workspace: Workspace, model: str | None) -> None:
     """Use a second local sentence-transformers model's opinion as a signal (None turns it off)."""
     from core.encoders import resolve_model_path
 
     workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
 
 
-def compute_risk(store, workspace, run_id: str) -> None:
+def compute_risk(store: Store, workspace: Workspace, run_id: str) -> None:
     """Fill candidates.risk and candidates.signals (JSON of every signal) for every candidate of a run."""
     verdicts = _verdicts(store, require_run(store, run_id)["dataset"])
     frame = signal_frame(store, workspace, run_id, verdicts)
@@ -474,7 +474,7 @@ def compute_risk(store, workspace, run_id: str) -> None:
                                     signals)), signal_set())
 
 
-def ensure_risk(store, workspace, run_id: str) -> bool:
+def ensure_risk(store: Store, workspace: Workspace, run_id: str) -> bool:
     """Score a run's risk if any candidate has none yet (first review of a fresh run) or the run was scored by
     another set of signals (one was added or changed since); True when it scored."""
     missing = store.risk_missing(run_id, signal_set())
@@ -489,7 +489,7 @@ def stored_signals(candidates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(parsed, index=candidates.index).reindex(columns=list(SIGNALS))
 
 
-def risk_model(store, run_id: str) -> RiskModel:
+def risk_model(store: Store, run_id: str) -> RiskModel:
     """The model that scores a run right now (defaults or a refit), from stored signals: what the UI explains."""
     run = require_run(store, run_id)
     cands = store.candidates(run_id)
@@ -500,7 +500,7 @@ def risk_model(store, run_id: str) -> RiskModel:
 TSV_COLUMNS = ["query-id", "corpus-id", "rank", "score", "pos-score", "risk"]
 
 
-def write_tsv(store, run_id: str, out: str | Path) -> int:
+def write_tsv(store: Store, run_id: str, out: str | Path) -> int:
     """Every candidate of a run, riskiest first (ties by query and rank), as TSV; returns rows."""
     out = Path(out).expanduser()
     if out.is_dir():

@@ -13,15 +13,28 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def pytest_collection_modifyitems(config, items):
+    """Skip shared-data tests when ../shared is absent; browser and shared-data tests are slow (the fast lane,
+    ``-m "not slow"``, leaves them out)."""
     skip_shared = pytest.mark.skip(reason=f"{SHARED} not present")
     for item in items:
         if "shared_data" in item.keywords and not SHARED.is_dir():
             item.add_marker(skip_shared)
+        if "browser" in item.keywords or "shared_data" in item.keywords:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def static_model(tmp_path_factory) -> Path:
+    """A static-embedding model built from the bundled MiniLM's token embeddings (benchmarks/static_model.py):
+    a real sentence-transformers model ~20x faster than MiniLM, for tests that mine whole real corpora."""
+    from benchmarks.static_model import build
+
+    return build(tmp_path_factory.mktemp("static") / "static-minilm")
 
 
 @pytest.fixture
@@ -80,3 +93,49 @@ def spawn(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     return mp.get_context("spawn")
+
+
+# py-join-dup's near-copy (same title, text differs by a full stop) and a near-paraphrase of q1.
+MIRROR = {"_id": "py-join-mirror", "title": "posixpath.join",
+          "text": "Join one or more path segments intelligently, inserting a '/' between them"}
+TWIN_QUERY = {"_id": "q9", "text": "how can I join path components"}
+
+
+@pytest.fixture(scope="session")
+def twins_template(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny fixture plus a near-copy document and a near-identical query, mined at depth 20 and scored once
+    per session; tests get private copies (``mined_twins``)."""
+    import json
+
+    from core.datasets import ingest
+    from core.mining import mine
+    from core.risk import ensure_risk
+    from core.rules import RuleSpec
+    from core.workspace import open_workspace
+
+    tmp_path = tmp_path_factory.mktemp("twins")
+    folder = make_beir(tmp_path / "tiny")
+    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(MIRROR) + "\n")
+    with (folder / "queries.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(TWIN_QUERY) + "\n")
+    with (folder / "qrels" / "train.tsv").open("a", encoding="utf-8") as fh:
+        fh.write("q9\tpy-join\t1\n")
+    ws = open_workspace(tmp_path / "ws")
+    store = ws.store()
+    ingest(store, folder, "tiny")
+    result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
+    ensure_risk(store, ws, result.run_id)
+    store.close()
+    return ws.root, result.run_id
+
+
+@pytest.fixture
+def mined_twins(twins_template, tmp_path):
+    """A private copy of ``twins_template``: (workspace, store, run_id)."""
+    from core.workspace import open_workspace
+    from tests.app_helpers import copy_workspace
+
+    root, run_id = twins_template
+    ws = open_workspace(copy_workspace(root, tmp_path / "twins-ws"))
+    return ws, ws.store(), run_id

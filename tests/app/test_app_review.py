@@ -6,7 +6,6 @@ import pandas as pd
 
 from core import labels, triage
 from tests.app_helpers import candidate_list, open_app, store_at, timed
-from tests.test_triage import mined_twins  # noqa: F401 - fixture
 
 PAGE = "pages/review.py"
 
@@ -145,7 +144,7 @@ def test_empty_workspace_points_to_import(monkeypatch, tmp_path):
     assert any("no dataset yet" in i.value for i in at.info)
 
 
-def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, mined_twins):  # noqa: F811
+def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, mined_twins):
     """Judging q1's near-copy pair on Review spreads the verdict as a suggestion (created by the click itself);
     confirming it records a verdict; a false negative can be promoted and demoted."""
     ws, store, _ = mined_twins
@@ -176,7 +175,7 @@ def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, 
     assert "py-join-dup" not in store.positives("tiny", "train", "q1")
 
 
-def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monkeypatch, mined_twins):  # noqa: F811
+def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monkeypatch, mined_twins):
     ws, store, _ = mined_twins
     columns = ["query_id", "doc_id", "label", "reason"]
     at = open_app(monkeypatch, ws.root, PAGE)

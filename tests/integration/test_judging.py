@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from core import judging, labels, triage
-from tests.test_triage import mined_twins  # noqa: F401 - fixture
 
 PAIR = ("q1", "py-join-dup")
 MIRROR = ("q1", "py-join-mirror")
 
 
-def test_batch_is_one_undo_and_single_verdicts_are_not(mined_twins):  # noqa: F811
+def test_batch_is_one_undo_and_single_verdicts_are_not(mined_twins):
     ws, store, run_id = mined_twins
     cands = store.candidates(run_id)
     pairs = list(zip(cands["query_id"], cands["doc_id"]))[:6]
@@ -26,7 +25,7 @@ def test_batch_is_one_undo_and_single_verdicts_are_not(mined_twins):  # noqa: F8
     assert judging.undo(store, "tiny", "ana") == []
 
 
-def test_undo_of_a_batch_skips_members_already_undone_one_by_one(mined_twins):  # noqa: F811
+def test_undo_of_a_batch_skips_members_already_undone_one_by_one(mined_twins):
     ws, store, run_id = mined_twins
     cands = store.candidates(run_id)
     pairs = list(zip(cands["query_id"], cands["doc_id"]))[:3]
@@ -37,7 +36,7 @@ def test_undo_of_a_batch_skips_members_already_undone_one_by_one(mined_twins):  
     assert (store.events("tiny", "ana")["kind"] == "undo").sum() == 3
 
 
-def test_direct_verdict_closes_the_open_suggestion_on_its_pair(mined_twins):  # noqa: F811
+def test_direct_verdict_closes_the_open_suggestion_on_its_pair(mined_twins):
     ws, store, _ = mined_twins
     assert judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative").suggested >= 1
     open_before = triage.suggestions(store, "tiny", "q1")
@@ -48,14 +47,14 @@ def test_direct_verdict_closes_the_open_suggestion_on_its_pair(mined_twins):  # 
     assert closed.loc[closed["doc_id"] == MIRROR[1], "status"].tolist() == ["rejected"]
 
 
-def test_undo_withdraws_the_suggestions_the_verdict_spread(mined_twins):  # noqa: F811
+def test_undo_withdraws_the_suggestions_the_verdict_spread(mined_twins):
     ws, store, _ = mined_twins
     assert judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative").suggested >= 1
     judging.undo(store, "tiny", "ana")
     assert triage.suggestions(store, "tiny", status=None).empty
 
 
-def test_a_batch_spreads_the_same_suggestions_as_single_verdicts(mined_twins, tmp_path):  # noqa: F811
+def test_a_batch_spreads_the_same_suggestions_as_single_verdicts(mined_twins, tmp_path):
     ws, store, _ = mined_twins
     single = judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative")
     by_click = triage.suggestions(store, "tiny")[["query_id", "doc_id", "label", "reason"]]
@@ -66,7 +65,7 @@ def test_a_batch_spreads_the_same_suggestions_as_single_verdicts(mined_twins, tm
     assert set(map(tuple, by_click.values)) <= set(map(tuple, by_lasso.values))
 
 
-def test_an_imported_verdict_closes_the_open_suggestion_on_its_pair(mined_twins, tmp_path):  # noqa: F811
+def test_an_imported_verdict_closes_the_open_suggestion_on_its_pair(mined_twins, tmp_path):
     ws, store, _ = mined_twins
     judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative")
     assert MIRROR[1] in set(triage.suggestions(store, "tiny", "q1")["doc_id"])

@@ -14,9 +14,13 @@ from core.selection import select
 
 
 @pytest.fixture
-def labelled(mined, tmp_path):
-    """The mined fixture with one false negative and one unsure verdict on kept candidates of q1."""
-    ws, store, result = mined
+def labelled(mined, ws_root):
+    """A private copy of the mined fixture, and two kept candidates of q1 to judge in it."""
+    from core.workspace import open_workspace
+
+    _, _, result = mined
+    ws = open_workspace(ws_root)
+    store = ws.store()
     kept = store.candidates(result.run_id, "q1")
     kept = kept[kept.kept]
     fn_doc, unsure_doc = kept.doc_id.iloc[0], kept.doc_id.iloc[1]
@@ -81,26 +85,20 @@ def test_curated_drops_judged_and_beir_qrels_round_trip(labelled, tmp_path):
     labels.record(store, "tiny", "q1", fn_doc, "ana", "false_negative")
     labels.record(store, "tiny", "q1", unsure_doc, "ana", "unsure")
     store.set_promoted("tiny", "train", "q1", fn_doc, 1)
-    try:
-        cur = select(store, result.run_id, "curated")
-        q1 = next(e for e in cur.examples if e.query_id == "q1")
-        assert fn_doc not in q1.negatives and unsure_doc not in q1.negatives
-        assert fn_doc in q1.positives and fn_doc in q1.masked
-        keep = select(store, result.run_id, "curated", unsure="keep")
-        assert unsure_doc in next(e for e in keep.examples if e.query_id == "q1").negatives
-        raw = select(store, result.run_id, "raw")
-        assert fn_doc in next(e for e in raw.examples if e.query_id == "q1").negatives
-        manifest = export(store, result.run_id, "beir-qrels", tmp_path / "beir")  # curated by default now
-        assert manifest["data"] == "curated" and manifest["label_counts"] == {"false_negative": 1, "unsure": 1}
-        back = load_beir(tmp_path / "beir")
-        assert ("train", "q1", fn_doc, 1) in back.qrels
-        assert len(back.qrels) == manifest["rows"] == len(store.qrels("tiny"))
-        assert len(back.documents) == len(store.documents("tiny"))
-    finally:  # the session fixture is shared: leave it as found
-        store.set_promoted("tiny", "train", "q1", fn_doc, None)
-        labels.undo(store, "tiny", "ana")
-        labels.undo(store, "tiny", "ana")
-    assert labels.current(store, "tiny").empty
+    cur = select(store, result.run_id, "curated")
+    q1 = next(e for e in cur.examples if e.query_id == "q1")
+    assert fn_doc not in q1.negatives and unsure_doc not in q1.negatives
+    assert fn_doc in q1.positives and fn_doc in q1.masked
+    keep = select(store, result.run_id, "curated", unsure="keep")
+    assert unsure_doc in next(e for e in keep.examples if e.query_id == "q1").negatives
+    raw = select(store, result.run_id, "raw")
+    assert fn_doc in next(e for e in raw.examples if e.query_id == "q1").negatives
+    manifest = export(store, result.run_id, "beir-qrels", tmp_path / "beir")  # curated by default now
+    assert manifest["data"] == "curated" and manifest["label_counts"] == {"false_negative": 1, "unsure": 1}
+    back = load_beir(tmp_path / "beir")
+    assert ("train", "q1", fn_doc, 1) in back.qrels
+    assert len(back.qrels) == manifest["rows"] == len(store.qrels("tiny"))
+    assert len(back.documents) == len(store.documents("tiny"))
 
 
 def test_export_is_atomic_and_rejects_bad_format(mined, tmp_path):

@@ -16,6 +16,8 @@ from core.workspace import open_workspace as open_workspace_at
 from tests.cli_helpers import run_cli
 from tests.fixtures import DOCS, PLANTED_FALSE_NEGATIVES, QUERIES, TRAIN, make_beir, write_jsonl, write_qrels
 
+pytestmark = pytest.mark.slow  # left out of the fast lane
+
 LEAKY_TEST = {"q2": {"py-sort": 1}, "q7": {"sport-1": 1}, "q9": {"py-join": 1}}
 Q9 = "How do I JOIN path-components?"  # q1's text, differently written
 

@@ -17,7 +17,7 @@ from core.mining import mine
 from core.rules import RuleSpec
 from tests.fixtures import make_beir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A near-copy of q1's labelled positive py-join (cosine ≈ 0.96 with the bundled model); nobody labelled it.
 COPY_OF_POSITIVE = {"_id": "py-join-copy", "title": "os.path.join()",
                     "text": "Join one or more path components intelligently, inserting a slash between them"}
@@ -77,8 +77,20 @@ def test_near_copy_of_positive_gets_top_risk_and_unrelated_documents_the_bottom(
         assert frame.loc[query_id]["risk"].idxmax() == doc_id
 
 
-def test_verdicts_feed_other_candidates_signals_never_their_own(scored):
-    ws, store, run_id = scored
+@pytest.fixture
+def private(scored, tmp_path):
+    """A private copy of the scored workspace, for tests that write verdicts or settings: the module's one stays
+    as scored."""
+    from core.workspace import open_workspace
+    from tests.app_helpers import copy_workspace
+
+    ws, _, run_id = scored
+    own = open_workspace(copy_workspace(ws.root, tmp_path / "ws"))
+    return own, own.store(), run_id
+
+
+def test_verdicts_feed_other_candidates_signals_never_their_own(private):
+    ws, store, run_id = private
     before = _signals(store, run_id)
     labels.record(store, "tiny", "q1", "py-join-dup", "ana", "false_negative")
     labels.record(store, "tiny", "q2", "py-rev", "ana", "true_negative")
@@ -140,23 +152,19 @@ def test_cli_risk_writes_every_candidate_riskiest_first(scored, tmp_path):
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "nope" in missing.stderr
 
 
-def test_second_model_opinion_is_a_signal_once_configured(scored):
+def test_second_model_opinion_is_a_signal_once_configured(private):
     from core.encoders import default_model_path
     from core.errors import UserError
 
-    ws, store, run_id = scored
+    ws, store, run_id = private
     assert (_signals(store, run_id)["second_model"] == 0).all()
     with pytest.raises(UserError, match="not a folder"):
         risk.configure_second_model(ws, str(ws.root / "no-such-model"))
     risk.configure_second_model(ws, str(default_model_path()))  # any local model; the bundled one will do
-    try:
-        risk.compute_risk(store, ws, run_id)
-        frame = _signals(store, run_id)
-        cands = store.candidates(run_id).set_index(["query_id", "doc_id"])
-        for query_id in ("q1", "q5"):
-            # the same model as second opinion agrees with the dense ranking: its z-score falls with rank
-            z = frame.loc[query_id]["second_model"]
-            assert np.corrcoef(z, cands.loc[query_id, "score"].loc[z.index])[0, 1] > 0.99
-    finally:
-        risk.configure_second_model(ws, None)
-        risk.compute_risk(store, ws, run_id)
+    risk.compute_risk(store, ws, run_id)
+    frame = _signals(store, run_id)
+    cands = store.candidates(run_id).set_index(["query_id", "doc_id"])
+    for query_id in ("q1", "q5"):
+        # the same model as second opinion agrees with the dense ranking: its z-score falls with rank
+        z = frame.loc[query_id]["second_model"]
+        assert np.corrcoef(z, cands.loc[query_id, "score"].loc[z.index])[0, 1] > 0.99

@@ -31,6 +31,8 @@ from core.errors import UserError
 from core.workspace import open_workspace
 from tests.fixtures import DOCS, QUERIES, make_beir
 
+pytestmark = pytest.mark.slow  # left out of the fast lane
+
 FUZZ = settings(max_examples=1000, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])

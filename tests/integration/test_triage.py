@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -11,36 +10,8 @@ from core import labels, triage
 from core.datasets import ingest
 from core.errors import UserError
 from core.export import export
-from core.mining import mine
-from core.risk import SIGNALS, ensure_risk
-from core.rules import RuleSpec
+from core.risk import SIGNALS
 from core.selection import select
-from tests.fixtures import make_beir
-
-# py-join-dup's near-copy (same title, text differs by a full stop) and a near-paraphrase of q1.
-MIRROR = {"_id": "py-join-mirror", "title": "posixpath.join",
-          "text": "Join one or more path segments intelligently, inserting a '/' between them"}
-TWIN_QUERY = {"_id": "q9", "text": "how can I join path components"}
-
-
-@pytest.fixture
-def mined_twins(tmp_path):
-    """The tiny fixture plus a near-copy document and a near-identical query, mined at depth 20."""
-    from core.workspace import open_workspace
-
-    folder = make_beir(tmp_path / "tiny")
-    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(MIRROR) + "\n")
-    with (folder / "queries.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(TWIN_QUERY) + "\n")
-    with (folder / "qrels" / "train.tsv").open("a", encoding="utf-8") as fh:
-        fh.write("q9\tpy-join\t1\n")
-    ws = open_workspace(tmp_path / "ws")
-    store = ws.store()
-    ingest(store, folder, "tiny")
-    result = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3))
-    ensure_risk(store, ws, result.run_id)
-    return ws, store, result.run_id
 
 
 def test_queue_walks_all_queries_in_risk_order_skipping_judged(mined_twins):

@@ -142,28 +142,23 @@ def test_every_format_is_declared_once_with_a_description():
     assert all(f in help_text for f in FORMATS)
 
 
-def test_curation_warning_counts_open_disagreements_and_states_the_rule(mined):
-    _, store, result = mined
-    run_id = result.run_id
+def test_curation_warning_counts_open_disagreements_and_states_the_rule(ws_root):
+    store = store_at(ws_root)
+    run_id = first_run(ws_root)
     kept = store.candidates(run_id)
     (q1, d1), (q2, d2) = kept[kept.kept][["query_id", "doc_id"]].head(2).itertuples(index=False)
-    try:
-        assert curation_warning(store, run_id, "curated") is None
-        labels.record(store, "tiny", q1, d1, "ana", "false_negative")
-        labels.record(store, "tiny", q1, d1, "bob", "true_negative")
-        labels.record(store, "tiny", q2, d2, "ana", "unsure")
-        labels.record(store, "tiny", q2, d2, "bob", "true_negative")
-        warning = curation_warning(store, run_id, "curated")
-        assert warning.startswith("2 open disagreements between annotators in dataset 'tiny'")
-        assert warning.endswith(disagreement_rule())
-        assert "false negative > unsure > true negative" in disagreement_rule() and "Team page" in warning
-        assert curation_warning(store, run_id, "raw") is None
-        labels.record(store, "tiny", q1, d1, "lead", "true_negative", adjudication=True)
-        assert curation_warning(store, run_id, "curated").startswith("1 open disagreement between")
-    finally:  # the session fixture is shared: leave it as found
-        for who in ("ana", "ana", "bob", "bob", "lead"):
-            labels.undo(store, "tiny", who)
-    assert labels.current(store, "tiny").empty
+    assert curation_warning(store, run_id, "curated") is None
+    labels.record(store, "tiny", q1, d1, "ana", "false_negative")
+    labels.record(store, "tiny", q1, d1, "bob", "true_negative")
+    labels.record(store, "tiny", q2, d2, "ana", "unsure")
+    labels.record(store, "tiny", q2, d2, "bob", "true_negative")
+    warning = curation_warning(store, run_id, "curated")
+    assert warning.startswith("2 open disagreements between annotators in dataset 'tiny'")
+    assert warning.endswith(disagreement_rule())
+    assert "false negative > unsure > true negative" in disagreement_rule() and "Team page" in warning
+    assert curation_warning(store, run_id, "raw") is None
+    labels.record(store, "tiny", q1, d1, "lead", "true_negative", adjudication=True)
+    assert curation_warning(store, run_id, "curated").startswith("1 open disagreement between")
 
 
 def test_cli_warns_about_open_disagreements_on_curated_export(ws_root, tmp_path):

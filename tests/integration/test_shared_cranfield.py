@@ -72,13 +72,14 @@ def test_broken_copies_exit_2_and_change_nothing(tmp_path, shared_datasets, brea
     assert out.read_text().splitlines()[1:] == ["1\t184\tunsure\tana\t"]
 
 
-def test_mine_cranfield_rules_cache_and_seeds(tmp_path, shared_datasets):
+def test_mine_cranfield_rules_cache_and_seeds(tmp_path, shared_datasets, static_model):
     from core.rules import RuleSpec, apply
     from core.workspace import open_workspace
 
     ws = tmp_path / "ws"
     assert run_cli("ingest", shared_datasets / "cranfield", "--workspace", ws, "--name", "cran").returncode == 0
-    cold = json.loads(run_cli("mine", "--workspace", ws, "--dataset", "cran", "--rule", "percpos",
+    model = ["--model", static_model]  # the whole corpus is encoded: the fast model keeps this test short
+    cold = json.loads(run_cli("mine", "--workspace", ws, "--dataset", "cran", "--rule", "percpos", *model,
                               "--json").stdout)
     assert cold["queries"] == 150 and cold["encoded"] > 1400
     store = open_workspace(ws).store()
@@ -89,7 +90,7 @@ def test_mine_cranfield_rules_cache_and_seeds(tmp_path, shared_datasets):
     runs = {}
     for rule, extra in [("top", []), ("range", []), ("abs", ["--max-score", "0.5"]), ("marginpos", []),
                         ("simans", ["--seed", "1"]), ("simans", ["--seed", "1"]), ("simans", ["--seed", "2"])]:
-        res = run_cli("mine", "--workspace", ws, "--dataset", "cran", "--rule", rule, *extra, "--json")
+        res = run_cli("mine", "--workspace", ws, "--dataset", "cran", "--rule", rule, *extra, *model, "--json")
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
         assert out["encoded"] == 0, "warm runs encode nothing"

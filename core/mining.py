@@ -181,6 +181,7 @@ def preview(store: Store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame 
     summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
     summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
     summary["short_queries_before"] = int((per_query["kept_before"] < run_spec(run).num_negatives).sum())
+    summary["kept_before"] = int(after["kept_before"].sum())
     return Preview(run_id, spec, after, per_query, summary)
 
 
@@ -220,3 +221,15 @@ def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:
     merged.loc[moved, "change"] = "rank changed"
     return merged.drop(columns="_merge").sort_values(["query_id", "change", "rank_b", "rank_a"]) \
         .reset_index(drop=True)
+
+
+DIFF_CHANGES = ("appears", "disappears", "rank changed", "same")
+
+
+def diff_summary(diff: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """From ``diff_runs``: how many negatives made each change (every change listed, zeros included), and per
+    query how many of each change other than ``same`` (one column per change that occurs)."""
+    totals = diff["change"].value_counts().reindex(list(DIFF_CHANGES), fill_value=0).astype(int)
+    changed = diff[diff["change"] != "same"]
+    per_query = changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
+    return totals, per_query

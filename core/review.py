@@ -116,3 +116,41 @@ def signal_items(signals: str | None) -> dict[str, float]:
     except (TypeError, json.JSONDecodeError):
         return {}
     return {str(k): v for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+
+
+@dataclass
+class Progress:
+    """Judged / total candidates in scope: over the run, for one query, and how many queries are complete."""
+
+    done: int
+    total: int
+    query_done: int
+    query_total: int
+    complete: int
+    queries: int
+
+
+def progress_summary(per_query: pd.DataFrame, query_id: str) -> Progress:
+    """From ``judged_per_query``: the Review page's two progress bars and its count of complete queries."""
+    row = per_query[per_query["query_id"] == query_id]
+    query_done, query_total = (int(row["judged"].iloc[0]), int(row["total"].iloc[0])) if not row.empty else (0, 0)
+    return Progress(int(per_query["judged"].sum()), int(per_query["total"].sum()), query_done, query_total,
+                    int((per_query["judged"] == per_query["total"]).sum()), len(per_query))
+
+
+@dataclass
+class AboveWeakestPositive:
+    """Candidates that score above their query's weakest labelled positive: the likeliest false negatives."""
+
+    candidates: int
+    share: float
+    queries: int
+    kept: int
+
+
+def above_weakest_positive(candidates: pd.DataFrame) -> AboveWeakestPositive:
+    """How many candidates score s > s_P, their share of the run, the queries they belong to and how many the
+    run's rule kept as negatives."""
+    above = candidates[candidates["score"] > candidates["pos_score"]]
+    return AboveWeakestPositive(len(above), len(above) / len(candidates) if len(candidates) else 0.0,
+                                int(above["query_id"].nunique()), int(above["kept"].sum()))

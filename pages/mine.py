@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import charts, rules
 from core.errors import UserError
-from core.mining import derive_run, diff_runs, mine, preview, run_spec
+from core.mining import derive_run, diff_runs, diff_summary, mine, preview, run_spec
 from core.risk import ensure_risk
 from core.rules import RuleSpec
 from pages import common
@@ -84,7 +84,7 @@ with tab_preview:
             result = preview(store, run_id, spec, cands)
             s = result.summary
             cols = st.columns(5)
-            cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - int(cands['kept'].sum()):+,}")
+            cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - s['kept_before']:+,}")
             cols[1].metric("newly kept", f"{s['added']:,}")
             cols[2].metric("no longer kept", f"{s['removed']:,}")
             cols[3].metric(f"queries short of {spec.num_negatives}", f"{s['short_queries']:,}",
@@ -158,14 +158,12 @@ with tab_runs:
             a = cols[0].selectbox("Run A (before)", ids, index=1, key="diff_a")
             b = cols[1].selectbox("Run B (after)", ids, index=0, key="diff_b")
             diff = diff_runs(store, a, b)
-            totals = diff["change"].value_counts().reindex(["appears", "disappears", "rank changed", "same"],
-                                                            fill_value=0)
+            totals, per_query = diff_summary(diff)
             cols = st.columns(4)
             for col, (change, count) in zip(cols, totals.items()):
                 col.metric(f"negatives that {change}" if change in ("appears", "disappears") else change,
                            f"{count:,}")
             changed = diff[diff["change"] != "same"]
-            per_query = changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
             left, right = st.columns([1, 2])
             left.markdown("**Per query**")
             left.dataframe(per_query, height=300)

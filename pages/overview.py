@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts, labels
+from core import charts, labels, review
 from core.mining import run_spec
 from pages import common
 
@@ -46,9 +46,9 @@ left, right = st.columns(2)
 left.plotly_chart(charts.score_histogram(cands, spec), key="ov_scores")
 right.plotly_chart(charts.margin_histogram(cands, spec), key="ov_margin")
 left.plotly_chart(charts.margin_ecdf(cands, spec), key="ov_ecdf")
-above = cands[cands["score"] > cands["pos_score"]]
-right.markdown(f"**{len(above):,}** candidates ({len(above) / len(cands):.1%}) score above their query's weakest "
-               f"positive, in **{above['query_id'].nunique():,}** queries; **{int(above['kept'].sum()):,}** of "
+above = review.above_weakest_positive(cands)
+right.markdown(f"**{above.candidates:,}** candidates ({above.share:.1%}) score above their query's weakest "
+               f"positive, in **{above.queries:,}** queries; **{above.kept:,}** of "
                "them are kept as negatives by this run's rule. Those are the likeliest false negatives — "
                "start reviewing there (Review → sort by risk).")
 

@@ -201,11 +201,7 @@ if cursor not in order:
     st.session_state[CURSOR] = cursor
 
 # progress ---------------------------------------------------------------------------------------------------------
-per_query = review.judged_per_query(cands, judged, scope)
-done, total = int(per_query["judged"].sum()), int(per_query["total"].sum())
-row = per_query[per_query["query_id"] == query_id]
-q_done, q_total = (int(row["judged"].iloc[0]), int(row["total"].iloc[0])) if not row.empty else (0, 0)
-complete = int((per_query["judged"] == per_query["total"]).sum())
+done = review.progress_summary(review.judged_per_query(cands, judged, scope), query_id)
 index = query_ids.index(query_id)
 left, right = st.columns([1.35, 1], gap="medium")
 
@@ -249,9 +245,10 @@ with right:
                       width="stretch", disabled=index == len(query_ids) - 1,
                       on_click=_goto_query,
                       args=(st.session_state, query_ids[min(len(query_ids) - 1, index + 1)]))
-    st.progress(q_done / q_total if q_total else 1.0, text=f"This query: {q_done} / {q_total} judged")
-    st.progress(done / total if total else 1.0,
-                text=f"Overall: {done} / {total} judged · {complete} of {len(per_query)} queries complete")
+    st.progress(done.query_done / done.query_total if done.query_total else 1.0,
+                text=f"This query: {done.query_done} / {done.query_total} judged")
+    st.progress(done.done / done.total if done.total else 1.0,
+                text=f"Overall: {done.done} / {done.total} judged · {done.complete} of {done.queries} queries complete")
     if cursor is None:
         st.stop()
     current = cand.iloc[order.index(cursor)]

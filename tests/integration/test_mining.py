@@ -111,6 +111,8 @@ def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
     pv = preview(store, result.run_id, spec)
     assert pv.summary["removed"] == len(pv.flips[pv.flips.kept_before])
     assert pv.summary["removed"] > 0
+    assert pv.summary["kept_before"] == int(store.candidates(result.run_id)["kept"].sum())
+    assert pv.summary["kept"] - pv.summary["kept_before"] == pv.summary["added"] - pv.summary["removed"]
     derived = derive_run(store, result.run_id, spec)
     assert derived.encoded == 0
     assert store.run(derived.run_id)["parent_run"] == result.run_id

@@ -162,12 +162,6 @@ def disagreements(store: Store, dataset: str) -> pd.DataFrame:
     return out.sort_values(["last_at", "query_id", "doc_id"])[columns].reset_index(drop=True)
 
 
-def adjudicate(store: Store, dataset: str, query_id: str, doc_id: str, adjudicator: str, label: str,
-               note: str = "") -> int:
-    """Record the final verdict on a disputed pair (kind 'adjudication'); ``labels.resolved`` then prefers it."""
-    return labels.record(store, dataset, query_id, doc_id, adjudicator, label, note, adjudication=True)
-
-
 def annotator_progress(store: Store, dataset: str, targets: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per annotator: current verdicts by label, judged, events, undos, adjudications, last_at and, given
     ``targets`` (query_id, doc_id rows, e.g. a run's kept candidates), how many of them they judged (done) and

@@ -1,6 +1,6 @@
 """Judging: the one way a person's verdict enters the store, whatever screen it came from.
 
-A verdict (a key on Review, a lasso batch on the Map, a CLI call) is recorded as one batch in one transaction,
+A verdict (a key on Review, a lasso batch on the Map, an adjudication on the Team page) is recorded as one batch in one transaction,
 closes the open suggestions on its pairs, and is spread as *suggestions* to near-duplicates (core.triage.propagate)
 exactly the same way. ``undo`` takes back the annotator's latest verdict, or the whole batch it belonged to.
 """
@@ -26,10 +26,13 @@ class Judgement:
 
 
 def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str,
-          note: str = "") -> Judgement:
-    """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions."""
+          note: str = "", adjudication: bool = False) -> Judgement:
+    """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions.
+
+    ``adjudication``: the final verdict on a disputed pair (the Team page), which ``labels.resolved`` prefers.
+    """
     pairs = list(dict.fromkeys(pairs))
-    events = labels.record_batch(store, dataset, pairs, annotator, label, note)
+    events = labels.record_batch(store, dataset, pairs, annotator, label, note, adjudication)
     suggested = sum(triage.propagate(store, workspace, dataset, q, d, label, event)
                     for (q, d), event in zip(pairs, events))
     return Judgement(events, suggested)

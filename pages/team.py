@@ -1,8 +1,8 @@
 """Team: how far each annotator got, how well they agree (Cohen's κ per pair, Krippendorff's α overall, per
 dataset or per query), and the disagreement queue where an adjudicator records the final verdict.
 
-All numbers come from core.agreement; the only write is an adjudication through core.agreement.adjudicate
-(core.labels.record with adjudication=True). Document and query text is shown literally (st.text / dataframes).
+All numbers come from core.agreement; the only write is an adjudication through core.judging (the same path as
+every other verdict, marked as an adjudication). Document and query text is shown literally (st.text / dataframes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, labels
+from core import agreement, judging, labels
 from core.errors import UserError
 from pages import common
 
@@ -25,7 +25,8 @@ MESSAGE = "ns_team_message"
 def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) -> None:
     """Button callback: record the final verdict (runs before the next script run, which then shows the result)."""
     try:
-        agreement.adjudicate(common.store(), dataset, query_id, doc_id, who, label)
+        judging.judge(common.store(), common.workspace(), dataset, [(query_id, doc_id)], who, label,
+                      adjudication=True)
     except UserError as exc:
         st.session_state[MESSAGE] = ("error", str(exc))
         return

@@ -162,7 +162,8 @@ def test_disagreement_queue_and_adjudication(store):
                                  "bob": BOB[ITEMS.index((first.query_id, first.doc_id))]}
     assert first["annotators"] == 2 and len(first["labels"]) == 2
 
-    event_id = agreement.adjudicate(store, "tiny", first.query_id, first.doc_id, "lead", TN, note="checked")
+    event_id = labels.record(store, "tiny", first.query_id, first.doc_id, "lead", TN, note="checked",
+                             adjudication=True)
     event = store.events("tiny").set_index("id").loc[event_id]
     assert (event["kind"], event["annotator"], event["label"]) == ("adjudication", "lead", TN)
     after = agreement.disagreements(store, "tiny")
@@ -190,7 +191,7 @@ def test_progress_counts_and_share_of_targets(store):
     judge(store, "bob", BOB)
     labels.record(store, "tiny", *ITEMS[0], "bob", TN)
     labels.undo(store, "tiny", "bob")
-    agreement.adjudicate(store, "tiny", *ITEMS[1], "lead", FN)
+    labels.record(store, "tiny", *ITEMS[1], "lead", FN, adjudication=True)
     targets = pd.DataFrame(ITEMS[:4] + [("q3", "heat-3")], columns=["query_id", "doc_id"])
     table = agreement.annotator_progress(store, "tiny", targets).set_index("annotator")
     assert list(table.index) == ["ana", "bob", "lead"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Six topics; each query has one labelled positive and at least one near-duplicate or paraphrase that nobody
@@ -84,3 +86,17 @@ def triplet_rows() -> list[dict]:
         for d in positives:
             rows.append({"anchor": QUERIES[q], "positive": DOCS[d][1], "negative": DOCS["misc-7"][1]})
     return rows
+
+
+@contextmanager
+def reaped(procs: list) -> Iterator[list]:
+    """Child processes the block starts: on leaving, join them, and kill any still alive, so a failed test
+    leaves none behind."""
+    try:
+        yield procs
+        for proc in procs:
+            proc.join(timeout=60)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()

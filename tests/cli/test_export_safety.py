@@ -161,12 +161,18 @@ def test_curation_warning_counts_open_disagreements_and_states_the_rule(ws_root)
     assert curation_warning(store, run_id, "curated").startswith("1 open disagreement between")
 
 
-def test_cli_warns_about_open_disagreements_on_curated_export(ws_root, tmp_path):
-    store = store_at(ws_root)
-    kept = store.candidates(first_run(ws_root))
+def disagree(root: Path, second: str):
+    """Ana and Bob disagree (false negative vs ``second``) on the first kept candidate of the first run."""
+    store = store_at(root)
+    kept = store.candidates(first_run(root))
     q, d = kept[kept.kept][["query_id", "doc_id"]].iloc[0]
     labels.record(store, "tiny", q, d, "ana", "false_negative")
-    labels.record(store, "tiny", q, d, "bob", "true_negative")
+    labels.record(store, "tiny", q, d, "bob", second)
+    return store
+
+
+def test_cli_warns_about_open_disagreements_on_curated_export(ws_root, tmp_path):
+    store = disagree(ws_root, "true_negative")
     result = run_cli("export", "--workspace", ws_root, "--run", first_run(ws_root), "--format", "flag",
                      "--out", tmp_path / "curated")
     assert result.returncode == 0, result.stderr
@@ -212,11 +218,7 @@ def test_page_asks_before_replacing_an_export(monkeypatch, ws_root):
 
 
 def test_page_warns_about_open_disagreements_on_curated_export(monkeypatch, ws_root):
-    store = store_at(ws_root)
-    kept = store.candidates(first_run(ws_root))
-    q, d = kept[kept.kept][["query_id", "doc_id"]].iloc[0]
-    labels.record(store, "tiny", q, d, "ana", "false_negative")
-    labels.record(store, "tiny", q, d, "bob", "unsure")
+    store = disagree(ws_root, "unsure")
     at = open_app(monkeypatch, ws_root, "pages/export.py")
     at.radio(key="exp_data").set_value("curated").run()
     assert [w.value for w in at.warning] == [curation_warning(store, first_run(ws_root), "curated")]

@@ -8,7 +8,7 @@ import traceback
 from multiprocessing.synchronize import Event
 
 from core.datasets import ingest
-from tests.fixtures import DOCS, QUERIES
+from tests.fixtures import DOCS, QUERIES, reaped
 
 WRITERS, PER_WRITER = 8, 500
 LABELS = ("false_negative", "true_negative", "unsure")
@@ -65,7 +65,7 @@ def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir, spawn):
     writers = [ctx.Process(target=_writer, args=(db, f"w{i}", start, ready, out)) for i in range(WRITERS)]
     reader = ctx.Process(target=_reader, args=(db, start, stop, ready, out))
     procs = [*writers, reader]
-    try:
+    with reaped(procs):
         for proc in procs:
             proc.start()
         # Nine interpreters importing pandas on two cores can take minutes on a busy CI machine: wait until
@@ -80,12 +80,6 @@ def test_eight_writers_and_a_reader_lose_nothing(workspace, beir_dir, spawn):
         finally:
             stop.set()
         results.append(out.get(timeout=PATIENCE_S))
-        for proc in procs:
-            proc.join(timeout=60)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
     errors = [r[2] for r in results if r[1] != "ok"]
     assert not errors, "\n".join(errors)
     assert all(proc.exitcode == 0 for proc in procs)

@@ -24,7 +24,7 @@ from core.errors import DatasetError, UserError
 from core.workspace import open_workspace
 from tests.app_helpers import store_at
 from tests.cli_helpers import run_cli
-from tests.fixtures import DOCS, QUERIES, TEST, TRAIN, make_beir, write_jsonl
+from tests.fixtures import DOCS, QUERIES, TEST, TRAIN, make_beir, reaped, write_jsonl
 
 PATIENCE_S = 600  # children import pandas on two busy cores; this is about outcomes, not speed
 
@@ -61,7 +61,7 @@ def test_two_concurrent_ingests_of_one_name_cannot_both_succeed(workspace, tmp_p
     ready, out = spawn.Queue(), spawn.Queue()
     procs = [spawn.Process(target=_ingest_child, args=(str(workspace.db_path), str(folder), ready, out))
              for folder in (first, second)]
-    try:
+    with reaped(procs):
         with store.transaction():
             for proc in procs:
                 proc.start()
@@ -69,12 +69,6 @@ def test_two_concurrent_ingests_of_one_name_cannot_both_succeed(workspace, tmp_p
                 ready.get(timeout=PATIENCE_S)
             time.sleep(3)  # give both time to parse and reach the write; the outcome must not depend on it
         results = [out.get(timeout=PATIENCE_S) for _ in procs]
-        for proc in procs:
-            proc.join(timeout=60)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
     assert not [detail for _, kind, detail in results if kind == "error"], results
     assert sorted(kind for _, kind, _ in results) == ["ok", "refused"], results
     winner = Path(next(folder for folder, kind, _ in results if kind == "ok"))

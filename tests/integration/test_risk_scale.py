@@ -13,12 +13,8 @@ import pandas as pd
 import pytest
 
 from core import labels, risk
-from core.datasets import ingest
 from core.lookups import positives_by_query
-from core.mining import mine
-from core.rules import RuleSpec
 from core.vectors import Vectors, run_encoder, tfidf_matrix
-from tests.fixtures import make_beir
 
 VERDICTS = [("q1", "py-join-dup", "false_negative"), ("q1", "py-split", "true_negative"),
             ("q2", "py-rev", "true_negative"), ("q2", "py-sort-dup", "false_negative"),
@@ -26,14 +22,14 @@ VERDICTS = [("q1", "py-join-dup", "false_negative"), ("q1", "py-split", "true_ne
 
 
 @pytest.fixture(scope="module")
-def judged_run(tmp_path_factory):
+def judged_run(mined, tmp_path_factory):
+    """A private copy of the session's mined workspace with verdicts of every kind."""
     from core.workspace import open_workspace
+    from tests.app_helpers import copy_workspace
 
-    root = tmp_path_factory.mktemp("risk-scale")
-    ws = open_workspace(root / "ws")
-    store = ws.store()
-    ingest(store, make_beir(root / "tiny"), "tiny")
-    run_id = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3)).run_id
+    shared, _, result = mined
+    ws = open_workspace(copy_workspace(shared.root, tmp_path_factory.mktemp("risk-scale") / "ws"))
+    store, run_id = ws.store(), result.run_id
     for query_id, doc_id, label in VERDICTS:
         labels.record(store, "tiny", query_id, doc_id, "ana", label)
     return ws, store, run_id

@@ -8,11 +8,7 @@ import json
 import numpy as np
 
 from core import risk
-from core.datasets import ingest
-from core.mining import mine
-from core.rules import RuleSpec
 from core.workspace import open_workspace
-from tests.fixtures import make_beir
 
 
 def _text_length(ctx: risk.SignalContext) -> np.ndarray:
@@ -25,12 +21,10 @@ LENGTH = risk.Signal("text_length", "characters in the candidate's text (test on
                      mean=4.0, scale=0.5, log_scale=True)
 
 
-def test_a_registered_signal_reaches_the_frame_the_store_and_runs_scored_before(monkeypatch, tmp_path):
-    ws = open_workspace(tmp_path / "ws")
+def test_a_registered_signal_reaches_the_frame_the_store_and_runs_scored_before(monkeypatch, ws_root):
+    ws = open_workspace(ws_root)
     store = ws.store()
-    ingest(store, make_beir(tmp_path / "tiny"), "tiny")
-    run_id = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec.from_dict({"rule": "top",
-                                                                               "num_negatives": 3})).run_id
+    run_id = store.runs("tiny")[0]["run_id"]
     assert risk.ensure_risk(store, ws, run_id) and not risk.ensure_risk(store, ws, run_id)
     before = store.candidates(run_id)["signals"].map(json.loads)
     assert "text_length" not in before.iloc[0]

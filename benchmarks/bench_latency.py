@@ -48,7 +48,10 @@ def build(root: Path) -> tuple:
                                    "rule": np.where(np.arange(DEPTH) < 5, "kept:top", "unselected:top"),
                                    "risk": rng.uniform(0, 1, DEPTH), "signals": None}))
     cands = pd.concat(parts, ignore_index=True)
+    from core.risk import signal_set
+
     store.save_run({"run_id": "bench-run", "dataset": "synthetic", "split": "train", "model_fingerprint": "none",
+                    "signal_set": signal_set(),  # saved already scored, by today's signals: the app won't rescore
                     "params": {"depth": DEPTH, "rules": {"rule": "top", "num_negatives": 5}},
                     "stats": {"queries": QUERIES, "candidates": len(cands), "kept": int(cands.kept.sum()),
                               "short_queries": 0}}, cands)

@@ -24,7 +24,9 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tokenizing is most of a small model's encoding time: let the fast tokenizer use every core (1.4x on two).
+# Setting the variable explicitly also tells it to quietly turn itself off in a forked child.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 from core.errors import UserError, environment_error  # noqa: E402
 from core.jobs import CountProgress

@@ -15,24 +15,41 @@ SHARED = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def timed_process(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
-    """Run a command; return its wall seconds, its own peak RSS (MiB, from wait4) and its output."""
-    import tempfile
+def timed_process(cmd: list[str], env: dict[str, str | None] | None = None, cwd: Path = ROOT,
+                  timeout: float | None = None, check: bool = True) -> dict:
+    """Run a command; return its wall seconds, its own peak RSS (MiB, from wait4), exit code and output.
 
+    ``env`` overrides the inherited environment (None unsets a variable). After ``timeout`` seconds the process is
+    killed and ``timed_out`` is set. With ``check`` any failure raises; without it the caller reports the exit code.
+    """
+    import tempfile
+    import threading
+
+    env = {**os.environ, **(env or {})}
+    finished, killed = threading.Event(), threading.Event()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=out, stderr=err,
-                                text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env={k: v for k, v in env.items() if v is not None}, stdout=out,
+                                stderr=err, text=True)
+
+        def kill_when_late() -> None:
+            if not finished.wait(timeout):
+                killed.set()
+                proc.kill()
+
+        if timeout is not None:
+            threading.Thread(target=kill_when_late, daemon=True).start()
         _, status, usage = os.wait4(proc.pid, 0)
+        finished.set()
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise RuntimeError(f"{cmd} failed ({proc.returncode}): {stderr[-2000:]}")
     return {"seconds": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "stdout": stdout,
-            "stderr": stderr}
+            "stderr": stderr, "returncode": proc.returncode, "timed_out": killed.is_set()}
 
 
 def machine() -> dict:

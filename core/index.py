@@ -1,14 +1,23 @@
-"""Nearest-neighbour search (FAISS) and lexical scoring (bm25s).
+"""Nearest-neighbour search (FAISS) over document vectors streamed through a scratch file.
 
 Exact inner-product search is fast enough below a few hundred thousand vectors, so it is the default; above
 ``APPROX_THRESHOLD`` we switch to IVF (cheaper to build than HNSW on two cores), probing enough lists to keep
-recall@100 ≥ 0.95 against exact search (see benchmarks/bench_scale.py and docs/BENCHMARKS.md).
+recall@100 ≥ 0.95 against exact search (see benchmarks/bench_scale.py and docs/BENCHMARKS.md). Above
+``COMPRESSED_THRESHOLD`` the IVF lists hold 8-bit scalar-quantised vectors (a quarter of the memory) and the
+returned candidates are re-scored exactly from the vector file, so stored scores are always exact.
+
+Documents are encoded chunk by chunk into a ``VectorFile`` (an unlinked temporary file: nothing is left behind
+if the process is killed) and the index is filled from it chunk by chunk, so only the index itself grows with
+the corpus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,31 +27,107 @@ if TYPE_CHECKING:
     from core.jobs import StageProgress
 
 APPROX_THRESHOLD = 200_000
+COMPRESSED_THRESHOLD = 2_000_000  # above this an IVF-Flat copy of 384-d vectors passes 3 GB
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 256
 IVF_TRAIN_PER_LIST = 40
 # Probing 8 % of sqrt(n) lists keeps recall@100 ≥ 0.95 against exact search (bench_scale.py).
 IVF_PROBE_FRACTION = 0.08
+ADD_CHUNK = 65_536  # vectors read from the file per index.add
+QUERY_CHUNK = 4_096  # queries per FAISS search call
 
 
-def build_index(vectors: np.ndarray, kind: str = "auto"):
-    """An inner-product index over unit vectors: ``flat`` (exact), ``ivf``, ``hnsw``, or ``auto`` by size."""
+class VectorFile:
+    """Float32 unit vectors appended row-block by row-block to an anonymous temporary file, read back in chunks.
+
+    The file is unlinked as soon as it is created, so it vanishes with the process however that ends. Reads go
+    through ``os.pread`` rather than a memory map, so scanning it does not count against the process's memory.
+    """
+
+    def __init__(self, dim: int, folder: Path | None = None):
+        self.dim, self.rows = dim, 0
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(suffix=".f32", dir=folder)
+        os.unlink(name)
+        self._fh = os.fdopen(fd, "w+b")
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, vectors: np.ndarray) -> None:
+        self._fh.seek(0, os.SEEK_END)
+        self._fh.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        self._fh.flush()
+        self.rows += len(vectors)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        stop = min(stop, self.rows)
+        width = self.dim * 4
+        data = os.pread(self._fh.fileno(), (stop - start) * width, start * width)
+        return np.frombuffer(data, dtype=np.float32).reshape(-1, self.dim)
+
+    def chunks(self, size: int = ADD_CHUNK) -> Iterator[np.ndarray]:
+        for start in range(0, self.rows, size):
+            yield self.read(start, start + size)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows (any order, repeats allowed), reading each distinct row once in file order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), self.dim), dtype=np.float32)
+        if len(unique):
+            breaks = np.flatnonzero(np.diff(unique) != 1) + 1  # runs of consecutive rows: one read each
+            for run in np.split(np.arange(len(unique)), breaks):
+                out[run] = self.read(int(unique[run[0]]), int(unique[run[-1]]) + 1)
+        return out[inverse]
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> VectorFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_file(vectors: np.ndarray | VectorFile) -> VectorFile:
+    if isinstance(vectors, VectorFile):
+        return vectors
+    vectors = np.asarray(vectors, dtype=np.float32)
+    file = VectorFile(vectors.shape[1])
+    file.append(vectors)
+    return file
+
+
+def index_kind(n: int) -> str:
+    """What ``auto`` builds for ``n`` vectors: exact, IVF, or IVF over 8-bit quantised vectors."""
+    return "flat" if n <= APPROX_THRESHOLD else "ivf" if n <= COMPRESSED_THRESHOLD else "ivf-sq8"
+
+
+def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
+    """An inner-product index over unit vectors: ``flat`` (exact), ``ivf``, ``ivf-sq8``, ``hnsw`` or ``auto``."""
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dim = vectors.shape[1]
+    source = _as_file(vectors)
+    dim, n = source.dim, len(source)
     if kind == "auto":
-        kind = "ivf" if len(vectors) > APPROX_THRESHOLD else "flat"
+        kind = index_kind(n)
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = max(1, int(np.sqrt(len(vectors))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    elif kind in {"ivf", "ivf-sq8"}:
+        nlist = max(1, int(np.sqrt(n)))
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        sample = vectors[rng.choice(len(vectors), size=min(len(vectors), IVF_TRAIN_PER_LIST * nlist),
-                                    replace=False)]
-        index.train(sample)
+        sample = np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * nlist), replace=False))
+        index.train(source.take(sample))
         index.nprobe = max(8, int(np.ceil(IVF_PROBE_FRACTION * nlist)))
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -50,71 +135,92 @@ def build_index(vectors: np.ndarray, kind: str = "auto"):
         index.hnsw.efSearch = HNSW_EF_SEARCH
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index.add(vectors)
+    for chunk in source.chunks():
+        index.add(chunk)
     return index
 
 
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, ids); ids are -1 where the index holds fewer than k vectors."""
+    """Top-k (scores, ids), searched in blocks of queries; ids are -1 where the index holds fewer than k vectors."""
     k = max(1, min(k, index.ntotal))
     if hasattr(index, "hnsw"):
         index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
-    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), QUERY_CHUNK):
+        block = slice(start, start + QUERY_CHUNK)
+        scores[block], ids[block] = index.search(queries[block], k)
+    return scores, ids
+
+
+def exact_scores(doc_vecs: VectorFile, query_vecs: np.ndarray, query_rows: np.ndarray,
+                 doc_rows: np.ndarray) -> np.ndarray:
+    """Inner product of each (query row, document row) pair, documents read from the vector file."""
+    return np.einsum("ij,ij->i", query_vecs[query_rows], doc_vecs.take(doc_rows)).astype(np.float32)
 
 
 @dataclass
 class DenseHits:
-    """Unit vectors of both sides and each query's top-k: ``scores`` and ``ids`` rows follow the query order."""
+    """Vectors of both sides and each query's top-k: ``scores`` and ``ids`` rows follow the query order.
 
-    doc_vecs: np.ndarray
+    ``doc_vecs`` is the scratch file the documents were encoded into; close it (or use the hits as a context
+    manager) when done.
+    """
+
+    doc_vecs: VectorFile
     query_vecs: np.ndarray
-    scores: np.ndarray  # (queries, k) inner products, best first
+    scores: np.ndarray  # (queries, k) exact inner products, best first
     ids: np.ndarray  # (queries, k) row numbers into the documents, -1 where fewer than k exist
+
+    def __enter__(self) -> DenseHits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.doc_vecs.close()
 
 
 def encode_and_search(encoder: Encoder, doc_texts: Sequence[str], query_texts: Sequence[str], k: int,
                       kind: str = "auto", stage: StageProgress | None = None, encode_share: float = 0.8) -> DenseHits:
-    """Encode documents and queries (cached) and search the top-k: the one dense path of mining and evaluation.
+    """Encode documents and queries (cached) and search the top-k, for a corpus held in memory."""
+    return encode_and_search_chunks(encoder, [doc_texts], len(doc_texts), query_texts, k, kind, stage, encode_share)
+
+
+def encode_and_search_chunks(encoder: Encoder, doc_chunks: Iterable[Sequence[str]], n_docs: int,
+                             query_texts: Sequence[str], k: int, kind: str = "auto",
+                             stage: StageProgress | None = None, encode_share: float = 0.8,
+                             scratch: Path | None = None) -> DenseHits:
+    """The one dense path of mining and evaluation: encode documents chunk by chunk (cached) into a vector file,
+    index it, encode the queries and search their top-k with exact scores.
 
     Progress: document encoding spans fractions 0 to ``encode_share``; then queries, then search.
     """
     stage = stage or (lambda message, fraction: None)
     stage("encoding documents", 0.0)
-    doc_vecs = encoder.encode_documents(
-        doc_texts, progress=lambda done, total: stage(f"encoding documents {done}/{total}",
-                                                      encode_share * done / max(total, 1)))
-    stage("encoding queries", encode_share)
-    query_vecs = encoder.encode_queries(list(query_texts))
-    stage("searching", encode_share + (1 - encode_share) / 4)
-    scores, ids = search(build_index(doc_vecs, kind), query_vecs, k)
-    return DenseHits(doc_vecs, query_vecs, scores, ids)
-
-
-class Bm25:
-    """bm25s over a corpus, able to score arbitrary (query, document) pairs as well as search."""
-
-    def __init__(self, corpus: Sequence[str]):
-        import bm25s
-
-        self._bm25s = bm25s
-        self.tokens = bm25s.tokenize(list(corpus), stopwords="en", show_progress=False)
-        self.model = bm25s.BM25()
-        self.model.index(self.tokens, show_progress=False)
-        self.size = len(corpus)
-
-    def search(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) each of shape (len(queries), k), in the same order as dense ``search``."""
-        k = max(1, min(k, self.size))
-        query_tokens = self._bm25s.tokenize(list(queries), stopwords="en", show_progress=False,
-                                            return_ids=False)
-        query_tokens = [q if q else [""] for q in query_tokens]
-        ids, scores = self.model.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
-        return np.asarray(scores, dtype=np.float32), np.asarray(ids)
-
-    def scores(self, query: str, doc_indices: Sequence[int]) -> np.ndarray:
-        """BM25 score of chosen documents for one query (0 where no query term occurs)."""
-        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
-        if not tokens:
-            return np.zeros(len(doc_indices), dtype=np.float32)
-        all_scores = self.model.get_scores(tokens)
-        return np.asarray(all_scores, dtype=np.float32)[np.asarray(doc_indices, dtype=np.int64)]
+    doc_vecs = VectorFile(encoder.dim, scratch)
+    try:
+        for texts in doc_chunks:
+            done = len(doc_vecs)
+            doc_vecs.append(encoder.encode_documents(
+                texts, progress=lambda i, total: stage(f"encoding documents {done + i}/{n_docs}",
+                                                       encode_share * (done + i) / max(n_docs, 1))))
+        stage("encoding queries", encode_share)
+        query_vecs = encoder.encode_queries(list(query_texts))
+        stage("indexing", encode_share + (1 - encode_share) / 4)
+        kind = index_kind(len(doc_vecs)) if kind == "auto" else kind
+        index = build_index(doc_vecs, kind)
+        stage("searching", encode_share + (1 - encode_share) / 2)
+        scores, ids = search(index, query_vecs, k)
+        del index
+        if kind == "ivf-sq8":  # quantised distances: re-score the hits exactly and re-sort them
+            rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+            found = ids.ravel() >= 0
+            exact = np.full(ids.size, -np.inf, dtype=np.float32)
+            exact[found] = exact_scores(doc_vecs, query_vecs, rows[found], ids.ravel()[found])
+            exact = exact.reshape(ids.shape)
+            order = np.argsort(-exact, axis=1, kind="stable")
+            ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(exact, order, axis=1)
+        return DenseHits(doc_vecs, query_vecs, scores, ids)
+    except BaseException:
+        doc_vecs.close()
+        raise

@@ -6,6 +6,7 @@ half-way. A ``Job`` runs in its own thread instead, and any session can poll its
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -47,3 +48,30 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+
+class StageClock:
+    """A ``StageProgress`` that passes messages on and adds up the seconds spent in each stage.
+
+    A stage is named by its message without a trailing ``done/total`` count, so "encoding documents 5/9" and
+    "encoding documents 9/9" are one stage; the time until the next message is charged to it. ``seconds`` is
+    what a run's stats record, so a slow million-document mine says which stage was slow.
+    """
+
+    def __init__(self, inner: StageProgress | None = None):
+        self.inner = inner
+        self.seconds: dict[str, float] = {}
+        self._stage: str | None = None
+        self._since = time.perf_counter()
+
+    def __call__(self, message: str, fraction: float) -> None:
+        self.lap(re.sub(r"\s*\d+/\d+$", "", message))
+        if self.inner is not None:
+            self.inner(message, fraction)
+
+    def lap(self, stage: str | None) -> None:
+        """Charge the time since the last message to the current stage and start ``stage``."""
+        now = time.perf_counter()
+        if self._stage is not None:
+            self.seconds[self._stage] = round(self.seconds.get(self._stage, 0.0) + now - self._since, 3)
+        self._stage, self._since = stage, now

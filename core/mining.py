@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,14 +20,19 @@ import pandas as pd
 from core import labels, rules
 from core.encoders import Encoder, load_encoder
 from core.errors import UserError
-from core.index import Bm25, encode_and_search
+from core.index import encode_and_search_chunks, exact_scores
+from core.lexical import Bm25Builder
 from core.lookups import document_texts, positives_by_query, require_dataset, require_run
 from core.rules import RuleSpec
+
+from core.jobs import StageClock
 
 if TYPE_CHECKING:
     from core.jobs import StageProgress
     from core.store import Store
     from core.workspace import Workspace
+
+DOCUMENT_CHUNK = 50_000  # documents read, encoded and tokenised per step: bounds the texts held at once
 
 
 @dataclass
@@ -48,51 +55,75 @@ def new_run_id(dataset: str) -> str:
     return f"{dataset}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def candidates_for(encoder: Encoder, documents: pd.DataFrame, queries: pd.DataFrame,
+def candidates_for(encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,
                    positives: dict[str, list[str]], depth: int, bm25_depth: int = 0,
-                   stage: StageProgress | None = None) -> pd.DataFrame:
+                   stage: StageProgress | None = None, scratch: Path | None = None) -> pd.DataFrame:
     """Top-``depth`` non-positive candidates per query by dense score, optionally unioned with BM25's top.
 
-    Columns: query_id, doc_id, rank (1 = best non-positive), score, pos_score (min over positives), bm25.
+    The corpus is read from the store, encoded and tokenised chunk by chunk in one pass, so memory holds the
+    index, the BM25 weights and the ids, never the texts. Columns: query_id, doc_id, rank (1 = best
+    non-positive), score, pos_score (min over positives), bm25; queries without a positive in the corpus get none.
     """
     stage = stage or (lambda msg, frac: None)
-    doc_ids = documents["doc_id"].tolist()
-    doc_pos = {d: i for i, d in enumerate(doc_ids)}
-    doc_texts = document_texts(documents)
+    doc_ids: list[str] = []
+    lexical = Bm25Builder()
+
+    def document_chunks() -> Iterator[list[str]]:
+        for frame in store.iter_documents(dataset, DOCUMENT_CHUNK):
+            texts = document_texts(frame)
+            doc_ids.extend(frame["doc_id"].tolist())
+            lexical.add(texts)
+            yield texts
+
+    query_ids, query_texts = queries["query_id"].tolist(), queries["text"].tolist()
     max_pos = max((len(v) for v in positives.values()), default=0)
-    hits = encode_and_search(encoder, doc_texts, queries["text"].tolist(), depth + max_pos, stage=stage)
-    doc_vecs, query_vecs, ids = hits.doc_vecs, hits.query_vecs, hits.ids
-    stage("lexical scores", 0.9)
-    bm25 = Bm25(doc_texts)
-    if bm25_depth:
-        _, bm25_ids = bm25.search(queries["text"].tolist(), bm25_depth)
-    parts = []
-    for qi, (query_id, query_text) in enumerate(zip(queries["query_id"], queries["text"])):
-        pos_idx = [doc_pos[d] for d in positives.get(query_id, []) if d in doc_pos]
-        if not pos_idx:
-            continue
-        pos_set = set(pos_idx)
-        pool = [int(i) for i in ids[qi] if i >= 0 and int(i) not in pos_set][:depth]
+    with encode_and_search_chunks(encoder, document_chunks(), store.document_count(dataset), query_texts,
+                                  depth + max_pos, stage=stage, scratch=scratch) as hits:
+        stage("lexical scores", 0.9)
+        bm25 = lexical.build()
+        n_docs = max(len(doc_ids), 1)
+        pos_q, pos_docs = _positive_pairs(query_ids, positives)
+        pos_d = pd.Index(doc_ids).get_indexer(pos_docs)
+        pos_q, pos_d = pos_q[pos_d >= 0], pos_d[pos_d >= 0]
+        pos_keys = pos_q * n_docs + pos_d
+        has_pos = np.zeros(len(query_ids), dtype=bool)
+        has_pos[pos_q] = True
+
+        ids, scores = hits.ids, hits.scores
+        grid = np.broadcast_to(np.arange(len(ids))[:, None], ids.shape)
+        keep = (ids >= 0) & has_pos[:, None] & ~np.isin(grid * n_docs + ids, pos_keys)
+        keep &= np.cumsum(keep, axis=1) <= depth
+        q_rows, d_rows, score = grid[keep], ids[keep], scores[keep]
         if bm25_depth:
-            seen = set(pool)
-            pool += [int(i) for i in bm25_ids[qi] if int(i) not in pos_set and int(i) not in seen]
-        pool_arr = np.asarray(pool, dtype=np.int64)
-        cand_scores = doc_vecs[pool_arr] @ query_vecs[qi]
-        order = np.argsort(-cand_scores, kind="stable")
-        pool_arr, cand_scores = pool_arr[order], cand_scores[order]
-        pos_score = float(np.min(doc_vecs[pos_idx] @ query_vecs[qi]))
-        parts.append(pd.DataFrame({
-            "query_id": query_id,
-            "doc_id": [doc_ids[i] for i in pool_arr],
-            "rank": np.arange(1, len(pool_arr) + 1),
-            "score": cand_scores.astype(float),
-            "pos_score": pos_score,
-            "bm25": bm25.scores(query_text, pool_arr).astype(float),
-        }))
+            _, lexical_ids = bm25.search(query_texts, bm25_depth)
+            extra_q = np.repeat(np.arange(len(lexical_ids)), lexical_ids.shape[1])
+            extra_d = lexical_ids.ravel()
+            keys = extra_q * n_docs + extra_d
+            new = has_pos[extra_q] & ~np.isin(keys, pos_keys) & ~np.isin(keys, q_rows * n_docs + d_rows)
+            extra_q, extra_d = extra_q[new], extra_d[new]
+            q_rows, d_rows = np.concatenate([q_rows, extra_q]), np.concatenate([d_rows, extra_d])
+            score = np.concatenate([score, exact_scores(hits.doc_vecs, hits.query_vecs, extra_q, extra_d)])
+        order = np.lexsort((-score, q_rows))  # by query, best first; stable, so dense order breaks ties
+        q_rows, d_rows, score = q_rows[order], d_rows[order], score[order]
+        rank = np.arange(len(q_rows)) - np.searchsorted(q_rows, q_rows, side="left") + 1
+        pos_score = np.full(len(query_ids), np.inf, dtype=np.float32)
+        np.minimum.at(pos_score, pos_q, exact_scores(hits.doc_vecs, hits.query_vecs, pos_q, pos_d))
+    lexical_scores = bm25.pair_scores(bm25.query_matrix(query_texts), q_rows, d_rows)
     stage("done", 1.0)
-    if not parts:
-        return pd.DataFrame(columns=["query_id", "doc_id", "rank", "score", "pos_score", "bm25"])
-    return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame({
+        "query_id": np.asarray(query_ids, dtype=object)[q_rows],
+        "doc_id": np.asarray(doc_ids, dtype=object)[d_rows],
+        "rank": rank.astype(np.int64),
+        "score": score.astype(float),
+        "pos_score": pos_score[q_rows].astype(float),
+        "bm25": lexical_scores.astype(float),
+    })
+
+
+def _positive_pairs(query_ids: list[str], positives: dict[str, list[str]]) -> tuple[np.ndarray, list[str]]:
+    """(query row, positive doc id) for every labelled positive of the given queries."""
+    rows = [(qi, doc) for qi, query_id in enumerate(query_ids) for doc in positives.get(query_id, [])]
+    return np.asarray([r for r, _ in rows], dtype=np.int64), [d for _, d in rows]
 
 
 def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train", model: str | None = None,
@@ -113,25 +144,30 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     if not positives:
         splits = store.splits(dataset)
         raise UserError(f"dataset {dataset!r} has no positive qrels in split {split!r} (splits: {splits})")
+    clock = StageClock(stage)
+    clock("loading model", 0.0)
     encoder = load_encoder(model, cache_dir=workspace.embeddings_dir, precision=precision,
                            query_prompt=query_prompt, document_prompt=document_prompt)
     queries = store.queries(dataset, list(positives))
-    documents = store.documents(dataset)
-    candidates = candidates_for(encoder, documents, queries, positives, depth, bm25_depth, stage)
+    candidates = candidates_for(encoder, store, dataset, queries, positives, depth, bm25_depth, clock,
+                                scratch=workspace.embeddings_dir)
+    clock("rules", 1.0)
     candidates = rules.apply(spec, candidates, judged_mask(store, dataset, candidates, spec))
     summary = rules.summarise(candidates, spec, queries["query_id"].tolist())
+    clock.lap(None)
     run_id = new_run_id(dataset)
     seconds = time.perf_counter() - started
     stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached,
              "encode_seconds": round(encoder.stats.seconds, 3), "seconds": round(seconds, 3),
-             "precision": encoder.precision, "bf16_cosine": encoder.bf16_cosine,
+             "stages": clock.seconds, "precision": encoder.precision, "bf16_cosine": encoder.bf16_cosine,
              "bf16_speedup": encoder.bf16_speedup}
     params = {"depth": depth, "bm25_depth": bm25_depth, "model_path": str(encoder.path),
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
                     "params": params, "stats": stats}, candidates)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
-                      summary["short_queries"], encoder.stats.encoded, encoder.stats.cached, round(seconds, 3))
+                      summary["short_queries"], encoder.stats.encoded, encoder.stats.cached,
+                      round(time.perf_counter() - started, 3))
 
 
 def judged_mask(store: Store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:

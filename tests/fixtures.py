@@ -100,3 +100,22 @@ def reaped(procs: list) -> Iterator[list]:
         for proc in procs:
             if proc.is_alive():
                 proc.kill()
+
+
+def make_synthetic_beir(folder: Path, n_docs: int, n_queries: int, seed: int = 0) -> Path:
+    """A BEIR folder of ``n_docs`` documents recombined from the tiny fixture's sentences' words, each query a
+    stretch of one document's words with that document its positive: enough documents for several encoding and
+    writing batches, without ../shared."""
+    import random
+
+    rng = random.Random(seed)
+    words = sorted({w.strip(".,;:()'\"").lower() for _, text in DOCS.values() for w in text.split()} - {""})
+    docs = {f"d{i}": " ".join(rng.choices(words, k=rng.randint(8, 30))) for i in range(n_docs)}
+    picked = rng.sample(sorted(docs), n_queries)
+    queries = {f"q{i}": " ".join(docs[d].split()[:6]) for i, d in enumerate(picked)}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "corpus.jsonl", [{"_id": k, "title": "", "text": v} for k, v in docs.items()])
+    write_jsonl(folder / "queries.jsonl", [{"_id": k, "text": v} for k, v in queries.items()])
+    (folder / "qrels").mkdir(exist_ok=True)
+    write_qrels(folder / "qrels" / "train.tsv", {f"q{i}": {d: 1} for i, d in enumerate(picked)})
+    return folder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -103,6 +103,21 @@ class DatasetTables(Connection):
                               (dataset,))
         return self._by_ids("SELECT doc_id, title, text FROM documents WHERE dataset = ? AND doc_id IN ({})",
                             dataset, ids)
+
+    def iter_documents(self, dataset: str, chunk: int = 50_000) -> Iterator[pd.DataFrame]:
+        """A dataset's documents in import order, ``chunk`` at a time (doc_id, title, text): a corpus of millions is
+        read without holding it all."""
+        last = -1
+        while True:
+            frame = self.frame("SELECT rowid AS row, doc_id, title, text FROM documents WHERE dataset = ? "
+                               "AND rowid > ? ORDER BY rowid LIMIT ?", (dataset, last, chunk))
+            if frame.empty:
+                return
+            last = int(frame["row"].iloc[-1])
+            yield frame.drop(columns="row")
+
+    def document_count(self, dataset: str) -> int:
+        return int(self.scalar("SELECT COUNT(*) FROM documents WHERE dataset = ?", (dataset,)))
 
     def queries(self, dataset: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
         if ids is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -25,15 +25,19 @@ class RunTables(Connection):
     def save_run(self, run: dict[str, Any], candidates: pd.DataFrame) -> None:
         cols = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule", "risk", "signals"]
         frame = candidates.reindex(columns=cols)
-        records = [(run["run_id"], *row) for row in frame.astype(object).where(frame.notna(), None)
-                   .itertuples(index=False, name=None)]
+
+        def records() -> Iterator[tuple]:  # converted a slice at a time: a million rows never exist as tuples
+            for start in range(0, len(frame), 50_000):
+                part = frame.iloc[start:start + 50_000]
+                part = part.astype(object).where(part.notna(), None)
+                yield from ((run["run_id"], *row) for row in part.itertuples(index=False, name=None))
 
         def write(conn: sqlite3.Connection) -> None:
             self._insert_run(conn, run)
             if frame["risk"].notna().any():  # a run saved with its risk (an import, a benchmark) is scored
                 conn.execute("INSERT INTO risk_scored (run_id, scored_at, signal_set) VALUES (?, ?, ?)",
                              (run["run_id"], now(), run.get("signal_set")))
-            conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+            conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records())
         self.write(write)
 
     def save_derived_run(self, run: dict[str, Any], decisions: pd.DataFrame) -> None:

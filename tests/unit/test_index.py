@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from core import encoders
-from core.index import Bm25, build_index, search
+from core.index import VectorFile, build_index, search
+from core.lexical import Bm25
 
 
 def _clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -27,6 +28,21 @@ def test_ivf_index_recall_at_100():
     assert recall >= 0.95
 
 
+def test_compressed_index_from_a_vector_file_keeps_recall_at_100():
+    """Above COMPRESSED_THRESHOLD the IVF lists hold 8-bit vectors, filled from the scratch file chunk by chunk."""
+    points = _clustered(20_000)
+    queries = _clustered(200, seed=1)
+    with VectorFile(points.shape[1]) as file:
+        for start in range(0, len(points), 3_000):
+            file.append(points[start:start + 3_000])
+        assert len(file) == len(points)
+        np.testing.assert_array_equal(file.take(np.array([5, 19_999, 5, 0, 6])), points[[5, 19_999, 5, 0, 6]])
+        _, approx = search(build_index(file, "ivf-sq8"), queries, 100)
+    _, exact = search(build_index(points, "flat"), queries, 100)
+    recall = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)])
+    assert recall >= 0.95
+
+
 def test_flat_search_is_exact_and_handles_small_corpus():
     points = _clustered(30)
     scores, ids = search(build_index(points, "auto"), points[:2], 100)
@@ -37,7 +53,7 @@ def test_flat_search_is_exact_and_handles_small_corpus():
 
 def test_bm25_search_answers_in_the_dense_order_scores_then_ids():
     corpus = ["heat conduction in slabs", "os.path.join joins path components", "join two paths with os.path"]
-    scores, ids = Bm25(corpus).search(["join paths"], 2)
+    scores, ids = Bm25.of(corpus).search(["join paths"], 2)
     assert scores.dtype == np.float32 and np.issubdtype(ids.dtype, np.integer)
     assert set(ids[0]) == {1, 2} and scores[0][0] >= scores[0][1] > 0
 

@@ -206,7 +206,9 @@ class Preview:
 
 def preview(store: Store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
     run = require_run(store, run_id)
-    before = store.candidates(run_id, with_signals=False) if candidates is None else candidates
+    if candidates is None:
+        candidates = store.candidates(run_id, with_signals=False, with_risk=False)
+    before = candidates
     judged = judged_mask(store, run["dataset"], before, spec)
     after = rules.apply(spec, before.drop(columns=["kept", "rule"]), judged)
     after["kept_before"] = before["kept"].to_numpy()
@@ -246,8 +248,8 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
 
 def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:
     """Kept negatives that appear, disappear or change rank between two runs, one row per (query, doc)."""
-    a = store.candidates(require_run(store, run_a)["run_id"])
-    b = store.candidates(require_run(store, run_b)["run_id"])
+    a = store.candidates(require_run(store, run_a)["run_id"], with_signals=False, with_risk=False)
+    b = store.candidates(require_run(store, run_b)["run_id"], with_signals=False, with_risk=False)
     a = a[a["kept"]][["query_id", "doc_id", "rank", "score"]]
     b = b[b["kept"]][["query_id", "doc_id", "rank", "score"]]
     merged = a.merge(b, on=["query_id", "doc_id"], how="outer", suffixes=("_a", "_b"), indicator=True)

@@ -1,12 +1,21 @@
-"""Mining runs, their candidates and when their risk was last scored."""
+"""Mining runs, their candidates and when their risk was last scored.
+
+A mined run owns one candidate row per (query, document). A run derived from it by another rule owns only its
+decisions (``run_decisions``: per query, which candidates it keeps and why) and reads everything else from its
+``base_run``'s rows. A run's immutable columns are also kept as a Parquet snapshot beside the store, built on first
+read (or when mined): whole-run reads such as a rule preview take it instead of a million-row SQL scan.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.store.connection import Connection, now, where
@@ -17,10 +26,11 @@ class RunTables(Connection):
 
     @staticmethod
     def _insert_run(conn: sqlite3.Connection, run: dict[str, Any]) -> None:
-        conn.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute("""INSERT INTO runs (run_id, dataset, split, model_fingerprint, params_json, created_at,
+                        stats_json, parent_run, base_run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                      (run["run_id"], run["dataset"], run["split"], run["model_fingerprint"],
                       json.dumps(run["params"], sort_keys=True), run.get("created_at") or now(),
-                      json.dumps(run["stats"], sort_keys=True), run.get("parent_run")))
+                      json.dumps(run["stats"], sort_keys=True), run.get("parent_run"), run.get("base_run")))
 
     def save_run(self, run: dict[str, Any], candidates: pd.DataFrame) -> None:
         cols = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule", "risk", "signals"]
@@ -39,30 +49,30 @@ class RunTables(Connection):
                              (run["run_id"], now(), run.get("signal_set")))
             conn.executemany("INSERT INTO candidates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records())
         self.write(write)
+        self._write_snapshot(run["run_id"], frame)
 
     def save_derived_run(self, run: dict[str, Any], decisions: pd.DataFrame) -> None:
-        """A run that re-rules its parent's candidates: ``decisions`` holds query_id, doc_id, kept, rule per row;
-        everything else is copied from the parent inside SQLite, which is ~10x cheaper than a round trip."""
-        rows = list(zip(decisions["query_id"].tolist(), decisions["doc_id"].tolist(),
-                        decisions["kept"].astype(int).tolist(), decisions["rule"].tolist()))
+        """A run that re-rules its parent's candidates: ``decisions`` holds query_id, kept, rule per candidate in
+        the parent's (query, rank) order. Stored as one row per query over the parent's base rows."""
+        parent = self.run(run["parent_run"])
+        if parent is None or len(decisions) != parent["stats"].get("candidates", len(decisions)):
+            raise ValueError(f"derived run: {len(decisions)} decisions do not match run {run['parent_run']}")
+        base = parent["base_run"] or parent["run_id"]
+        query_ids = decisions["query_id"].to_numpy()
+        kept = decisions["kept"].to_numpy(dtype=bool)
+        codes, names = pd.factorize(decisions["rule"])
+        names = np.asarray(names, dtype=object)
+        starts = np.flatnonzero(np.r_[True, query_ids[1:] != query_ids[:-1]])
+        stops = np.r_[starts[1:], len(query_ids)]
+        rows = []
+        for start, stop in zip(starts.tolist(), stops.tolist()):
+            local, local_codes = np.unique(codes[start:stop], return_inverse=True)
+            rows.append((run["run_id"], query_ids[start], np.packbits(kept[start:stop]).tobytes(),
+                         local_codes.astype(np.uint8).tobytes(), json.dumps(names[local].tolist())))
 
         def write(conn: sqlite3.Connection) -> None:
-            self._insert_run(conn, run)
-            conn.execute("""CREATE TEMP TABLE IF NOT EXISTS decisions (query_id TEXT, doc_id TEXT, kept INTEGER,
-                            rule TEXT, PRIMARY KEY (query_id, doc_id)) WITHOUT ROWID""")
-            conn.execute("DELETE FROM temp.decisions")
-            conn.executemany("INSERT INTO temp.decisions VALUES (?, ?, ?, ?)", rows)
-            copied = conn.execute(
-                """INSERT INTO candidates SELECT ?, c.query_id, c.doc_id, c.rank, c.score, c.pos_score, c.bm25,
-                   d.kept, d.rule, c.risk, c.signals
-                   FROM candidates c JOIN temp.decisions d ON d.query_id = c.query_id AND d.doc_id = c.doc_id
-                   WHERE c.run_id = ?""", (run["run_id"], run["parent_run"])).rowcount
-            conn.execute("DELETE FROM temp.decisions")
-            conn.execute("""INSERT INTO risk_scored (run_id, scored_at, signal_set)
-                            SELECT ?, scored_at, signal_set FROM risk_scored WHERE run_id = ?""",
-                         (run["run_id"], run["parent_run"]))
-            if copied != len(rows):
-                raise ValueError(f"derived run: {len(rows)} decisions but {copied} parent candidates matched")
+            self._insert_run(conn, {**run, "base_run": base})
+            conn.executemany("INSERT INTO run_decisions VALUES (?, ?, ?, ?, ?)", rows)
         self.write(write)
 
     @staticmethod
@@ -82,13 +92,85 @@ class RunTables(Connection):
         return [self._decoded(row) for row in self.rows(f"SELECT * FROM runs{clause} ORDER BY created_at DESC",
                                                         params)]
 
-    def candidates(self, run_id: str, query_id: str | None = None, with_signals: bool = True) -> pd.DataFrame:
-        """A run's candidates in (query, rank) order; ``with_signals=False`` skips the bulky risk-signal JSON."""
-        clause, params = where({"run_id": run_id, "query_id": query_id})
-        frame = self.frame(f"""SELECT query_id, doc_id, rank, score, pos_score, bm25, kept, rule, risk
-                               {", signals" if with_signals else ""} FROM candidates{clause}
-                               ORDER BY query_id, rank""", params)
+    def rows_of(self, run_id: str) -> str:
+        """The run whose candidate rows hold ``run_id``'s scores and risk: its base for a derived run, else itself."""
+        return self.scalar("SELECT COALESCE(base_run, run_id) FROM runs WHERE run_id = ?", (run_id,)) or run_id
+
+    def candidates(self, run_id: str, query_id: str | None = None, with_signals: bool = True,
+                   with_risk: bool = True) -> pd.DataFrame:
+        """A run's candidates in (query, rank, doc) order; ``with_signals=False`` skips the bulky risk-signal JSON and
+        ``with_risk=False`` the risk too (a whole run then comes from its snapshot alone)."""
+        rows_of = self.rows_of(run_id)
+        if query_id is not None:
+            frame = self.frame(f"""SELECT query_id, doc_id, rank, score, pos_score, bm25, kept, rule
+                                   {", risk" if with_risk else ""}{", signals" if with_signals else ""}
+                                   FROM candidates WHERE run_id = ? AND query_id = ? ORDER BY rank, doc_id""",
+                               (rows_of, query_id))
+        else:
+            frame = self._snapshot(rows_of)
+            extra = ["risk"] * with_risk + ["signals"] * with_signals
+            if extra:
+                mutable = self.frame(f"SELECT {', '.join(extra)} FROM candidates WHERE run_id = ? "
+                                     "ORDER BY query_id, rank, doc_id", (rows_of,))
+                for column in extra:
+                    frame[column] = mutable[column].to_numpy()
+        if rows_of != run_id:
+            kept, rule = self._decisions(run_id, query_id)
+            if len(kept) != len(frame):
+                raise ValueError(f"run {run_id}: {len(kept)} decisions for {len(frame)} candidates of {rows_of}")
+            frame["kept"], frame["rule"] = kept, rule
         frame["kept"] = frame["kept"].astype(bool)
+        return frame
+
+    def _decisions(self, run_id: str, query_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A derived run's kept flags and rule reasons, concatenated in (query, rank) order."""
+        clause, params = where({"run_id": run_id, "query_id": query_id})
+        kept, rules = [], []
+        with self._environment():
+            for kept_bits, codes, names in self.conn.execute(
+                    f"SELECT kept, rules, rule_names FROM run_decisions{clause} ORDER BY query_id", params):
+                codes = np.frombuffer(codes, dtype=np.uint8)
+                kept.append(np.unpackbits(np.frombuffer(kept_bits, dtype=np.uint8), count=len(codes)).astype(bool))
+                rules.append(np.asarray(json.loads(names), dtype=object)[codes])
+        if not kept:
+            return np.zeros(0, dtype=bool), np.zeros(0, dtype=object)
+        return np.concatenate(kept), np.concatenate(rules)
+
+    def _snapshot_path(self, run_id: str) -> Path:
+        return self.path.parent / "snapshots" / f"{run_id}.parquet"
+
+    _SNAPSHOT = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule"]
+
+    def _write_snapshot(self, run_id: str, frame: pd.DataFrame) -> None:
+        """Write a run's immutable columns atomically (a temporary sibling renamed into place); a full or read-only
+        disk only costs the speed-up, so it is not an error."""
+        path = self._snapshot_path(run_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(exist_ok=True)
+            frame = frame[self._SNAPSHOT].sort_values(["query_id", "rank", "doc_id"], kind="stable")
+            frame.assign(kept=frame["kept"].astype(bool)).to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+    def _snapshot(self, run_id: str) -> pd.DataFrame:
+        """The run's own rows' immutable columns, from the snapshot when it matches the run (else rebuilt)."""
+        path = self._snapshot_path(run_id)
+        expected = self.scalar("SELECT json_extract(stats_json, '$.candidates') FROM runs WHERE run_id = ?",
+                               (run_id,))
+        if path.exists():
+            try:
+                frame = pd.read_parquet(path)
+                if expected is None or len(frame) == expected:
+                    return frame
+            except (OSError, ValueError):
+                pass  # damaged or foreign: rebuilt below
+        frame = self.frame(f"SELECT {', '.join(self._SNAPSHOT)} FROM candidates WHERE run_id = ? "
+                           "ORDER BY query_id, rank, doc_id", (run_id,))
+        frame["kept"] = frame["kept"].astype(bool)
+        if expected is not None and len(frame) == expected:
+            self._write_snapshot(run_id, frame)
         return frame
 
     def candidate_pairs(self, dataset: str, query_id: str | None = None, doc_id: str | None = None) -> pd.DataFrame:
@@ -101,6 +183,7 @@ class RunTables(Connection):
     def risk_missing(self, run_id: str, signal_set: str | None = None) -> bool:
         """Whether the run needs (re)scoring: never scored and some candidate lacks a risk, or scored by a set of
         signals other than ``signal_set``. One primary-key read for a run already scored by this set."""
+        run_id = self.rows_of(run_id)
         scored = self.rows("SELECT signal_set FROM risk_scored WHERE run_id = ?", (run_id,))
         if not scored:
             return bool(self.scalar("SELECT EXISTS(SELECT 1 FROM candidates WHERE run_id = ? AND risk IS NULL)",
@@ -111,7 +194,9 @@ class RunTables(Connection):
 
     def set_risk(self, run_id: str, rows: Iterable[tuple[str, str, float, str]], signal_set: str | None = None) -> None:
         """Store (query_id, doc_id, risk, signals_json) scored by ``signal_set``; risk is derived data, the only
-        candidate field updated."""
+        candidate field updated. A derived run's risk is its base run's (the same candidate rows)."""
+        run_id = self.rows_of(run_id)
+
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "UPDATE candidates SET risk = ?, signals = ? WHERE run_id = ? AND query_id = ? AND doc_id = ?",
@@ -122,4 +207,4 @@ class RunTables(Connection):
 
     def risk_scored_at(self, run_id: str) -> str | None:
         """When the run's risk was last written (None: never); a cheap key for caches of its candidates."""
-        return self.scalar("SELECT scored_at FROM risk_scored WHERE run_id = ?", (run_id,))
+        return self.scalar("SELECT scored_at FROM risk_scored WHERE run_id = ?", (self.rows_of(run_id),))

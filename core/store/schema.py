@@ -98,8 +98,20 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE risk_scored ADD COLUMN signal_set TEXT")
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """A run derived by re-ruling another stores only its decisions, one row per query (which candidates it keeps,
+    as bits, and the rule's reason for each, as codes into that row's names), over the candidate rows of the mined
+    run it descends from (``base_run``): scores, BM25 and risk live there once, so re-ruling a million candidates
+    writes ten thousand small rows instead of copying a million. Runs derived before keep their own rows."""
+    db.execute("ALTER TABLE runs ADD COLUMN base_run TEXT REFERENCES runs(run_id)")
+    db.execute("""CREATE TABLE run_decisions (
+        run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, query_id TEXT NOT NULL,
+        kept BLOB NOT NULL, rules BLOB NOT NULL, rule_names TEXT NOT NULL,
+        PRIMARY KEY (run_id, query_id)) WITHOUT ROWID""")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

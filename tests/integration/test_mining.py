@@ -130,6 +130,43 @@ def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
     assert set(diff.change) <= {"appears", "disappears", "rank changed", "same"}
 
 
+def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined, ws_root):
+    """Re-ruling writes one small row per query, never a copy of the candidates; a run derived from a derived run
+    reads the same base rows; risk written through any of them is theirs; a lost or damaged snapshot is rebuilt."""
+    from core.workspace import open_workspace
+
+    base = mined[2].run_id
+    store = open_workspace(ws_root).store()
+    first = derive_run(store, base, RuleSpec("percpos", num_negatives=3)).run_id
+    second = derive_run(store, first, RuleSpec("range", num_negatives=2, range_min=2, range_max=12, seed=3)).run_id
+    for run_id in (first, second):
+        assert store.scalar("SELECT COUNT(*) FROM candidates WHERE run_id = ?", (run_id,)) == 0
+        assert store.scalar("SELECT COUNT(*) FROM run_decisions WHERE run_id = ?", (run_id,)) == len(TRAIN)
+        assert store.run(run_id)["base_run"] == base
+    expected = preview(store, first, RuleSpec("range", num_negatives=2, range_min=2, range_max=12, seed=3))
+    got = store.candidates(second)
+    assert got["kept"].tolist() == expected.candidates["kept"].tolist()
+    assert got["rule"].tolist() == expected.candidates["rule"].tolist()
+    one_query = store.candidates(second, "q3")
+    pd.testing.assert_frame_equal(one_query.reset_index(drop=True),
+                                  got[got.query_id == "q3"].reset_index(drop=True))
+
+    store.set_risk(second, [("q3", one_query.doc_id.iloc[0], 0.75, "{}")], signal_set="test")
+    for run_id in (base, first, second):
+        row = store.candidates(run_id, "q3").iloc[0]
+        assert row["risk"] == 0.75 and not store.risk_missing(run_id, "test")
+
+    snapshot = ws_root / "snapshots" / f"{base}.parquet"
+    assert snapshot.exists(), "mining left a snapshot of the run's immutable columns"
+    whole = store.candidates(second, with_signals=False)
+    snapshot.write_bytes(b"not parquet")
+    pd.testing.assert_frame_equal(store.candidates(second, with_signals=False), whole)
+    snapshot.unlink()
+    pd.testing.assert_frame_equal(store.candidates(second, with_signals=False), whole)
+    assert snapshot.exists()
+    store.close()
+
+
 def test_simans_samples_with_the_published_probabilities():
     """Over many seeds, how often each candidate is drawn first matches p ∝ exp(−a·(s − s_P − b)²)."""
     frame = pd.DataFrame({"query_id": "q", "doc_id": ["d1", "d2", "d3", "d4"], "rank": [1, 2, 3, 4],

@@ -34,7 +34,8 @@ def seed_tables_kept(db: sqlite_utils.Database) -> None:
     ex("INSERT INTO queries VALUES ('tiny', 'q1', 'a query')")
     ex("INSERT INTO qrels VALUES ('tiny', 'train', 'q1', 'd1', 2, 'imported', NULL)")
     ex("INSERT INTO qrels VALUES ('tiny', 'train', 'q1', 'd2', 1, 'promoted', ?)", (T0,))
-    ex("INSERT INTO runs VALUES ('r1', 'tiny', 'train', 'fp', '{}', ?, '{}', NULL)", (T0,))
+    ex("""INSERT INTO runs (run_id, dataset, split, model_fingerprint, params_json, created_at, stats_json,
+          parent_run) VALUES ('r1', 'tiny', 'train', 'fp', '{}', ?, '{}', NULL)""", (T0,))
     ex("INSERT INTO candidates VALUES ('r1', 'q1', 'd2', 1, 0.9, 0.95, 3.2, 1, 'top', 0.7, '{}')")
     for name in ("ana", "bob", "lead"):
         ex("INSERT INTO annotators VALUES (?, ?)", (name, T0))
@@ -74,6 +75,15 @@ def seed_v6(db: sqlite_utils.Database) -> None:
     seed_batch(db)
 
 
+def seed_v7(db: sqlite_utils.Database) -> None:
+    """v6's rows plus a run derived from r1 that stores only its decisions (v7 added runs.base_run and
+    run_decisions)."""
+    seed_v6(db)
+    db.execute("""INSERT INTO runs (run_id, dataset, split, model_fingerprint, params_json, created_at, stats_json,
+                  parent_run, base_run) VALUES ('r2', 'tiny', 'train', 'fp', '{}', ?, '{}', 'r1', 'r1')""", (T0,))
+    db.execute("""INSERT INTO run_decisions VALUES ('r2', 'q1', X'00', X'00', '["unselected:top"]')""")
+
+
 def seed_batch(db: sqlite_utils.Database) -> None:
     """A two-verdict batch and its undo, in label_events.batch (added by v4)."""
     for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
@@ -88,7 +98,8 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 # Data for each schema version, in that version's columns. A new migration adds its seed here, so the test below
 # proves the upgrade from the previous version keeps data (it fails until one exists).
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
-                                                              3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6}
+                                                              3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6,
+                                                              7: seed_v7}
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 

@@ -2,9 +2,10 @@
 
 Encoding dominates the cost of everything else, so each (model fingerprint, precision, prompt, text) is encoded at
 most once per workspace: vectors live in a small SQLite file per model under ``embeddings/``, shared by every run
-and process. On CPU we encode under bf16 autocast only when a check at load time shows it agrees with fp32 *and*
-is faster on this machine: CPUs with AVX512-BF16/AMX run it about twice as fast, while on AVX2-only CPUs the
-autocast kernels are emulated and about six times slower than fp32 (measured: 2.6 vs 15.2 SciFact abstracts/s).
+and process. The model runs on the device ``core.devices`` resolves (``auto``: CUDA, then MPS, then CPU) in the
+precision it chooses there. On CPU we encode under bf16 autocast only when a check at load time shows it agrees with
+fp32 *and* is faster on this machine: CPUs with AVX512-BF16/AMX run it about twice as fast, while on AVX2-only CPUs
+the autocast kernels are emulated and about six times slower than fp32 (measured: 2.6 vs 15.2 SciFact abstracts/s).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import platform
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Setting the variable explicitly also tells it to quietly turn itself off in a forked child.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+from core.devices import (autocast, check_precision, choose_precision, pool_devices, resolve_device,  # noqa: E402
+                          torch_dtype)
 from core.errors import UserError, environment_error  # noqa: E402
 from core.jobs import CountProgress
 
@@ -154,26 +158,46 @@ class Encoder:
     """A sentence-transformers model plus its cache; ``encode`` returns unit-norm float32 rows.
 
     The model itself loads lazily: when every text is already cached (a warm re-run), neither torch nor
-    sentence-transformers is imported at all.
+    sentence-transformers is imported at all. ``device`` is a resolved device (``core.devices``); on plain ``cuda``
+    with several GPUs visible, texts are encoded by one process per GPU (sentence-transformers' pool), stopped by
+    ``close`` or when the encoder is dropped.
     """
 
     def __init__(self, path: Path, fingerprint: str, precision: str, bf16_cosine: float | None, dim: int,
                  cache_dir: Path | None = None, query_prompt: str | None = None,
                  document_prompt: str | None = None, model: object | None = None,
-                 bf16_speedup: float | None = None):
+                 bf16_speedup: float | None = None, device: str = "cpu"):
         self.path, self.fingerprint, self.precision, self.bf16_cosine = path, fingerprint, precision, bf16_cosine
-        self.bf16_speedup = bf16_speedup
+        self.bf16_speedup, self.device = bf16_speedup, device
         self.dim, self.cache_dir = dim, cache_dir
         self.query_prompt, self.document_prompt = query_prompt, document_prompt
         self._model = model
+        self._pools: dict[str, tuple[object, dict, weakref.finalize]] = {}
         self._cache: EmbeddingCache | None = None
         self.stats = EncodeStats()
 
     @property
     def model(self):
         if self._model is None:
-            self._model = _load_st_model(self.path)
+            self._model = _load_st_model(self.path, self.device)
         return self._model
+
+    def _pool(self, targets: list[str], precision: str) -> tuple[object, dict]:
+        """A model copy and its worker processes, one per target GPU, started on first use. Autocast does not
+        reach into the workers, so their weights are cast to ``precision`` before the copy is shared."""
+        if precision not in self._pools:
+            source = _open_st_model(self.path, "cpu").to(torch_dtype(precision))
+            pool = source.start_multi_process_pool(target_devices=targets)
+            self._pools[precision] = (source, pool, weakref.finalize(self, type(source).stop_multi_process_pool,
+                                                                     pool))
+        source, pool, _ = self._pools[precision]
+        return source, pool
+
+    def close(self) -> None:
+        """Stop the multi-GPU encoding processes, if any were started (dropping the encoder does it too)."""
+        for _, _, stop in self._pools.values():
+            stop()
+        self._pools.clear()
 
     @property
     def cache(self) -> EmbeddingCache | None:
@@ -187,9 +211,18 @@ class Encoder:
         import torch
 
         precision = precision or self.precision
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            vecs = self.model.encode(texts, batch_size=64, prompt=prompt, convert_to_numpy=True,
-                                     normalize_embeddings=True, show_progress_bar=False)
+        options = {"batch_size": 64, "prompt": prompt, "convert_to_numpy": True, "normalize_embeddings": True,
+                   "show_progress_bar": False}
+        try:
+            if (targets := pool_devices(self.device)) is not None:
+                source, pool = self._pool(targets, precision)
+                vecs = source.encode(texts, pool=pool, **options)
+            else:
+                with torch.inference_mode(), autocast(self.device, precision):
+                    vecs = self.model.encode(texts, **options)
+        except torch.OutOfMemoryError:
+            raise UserError(f"--device {self.device}: out of memory encoding with model {self.path} "
+                            f"(free the device or use --device cpu)") from None
         return np.asarray(vecs, dtype=np.float32)
 
     def encode(self, texts: Sequence[str], prompt: str | None = None, progress: CountProgress | None = None,
@@ -250,7 +283,7 @@ def bf16_agreement(model, texts: Sequence[str] = _CHECK_TEXTS) -> tuple[float, f
     import torch
 
     def run(bf16: bool) -> tuple[np.ndarray, float]:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), autocast("cpu", "bf16" if bf16 else "fp32"):
             model.encode(list(texts[:2]), show_progress_bar=False)  # warm-up: kernels, allocator
             started = time.perf_counter()
             vecs = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True,
@@ -283,33 +316,44 @@ def machine_key() -> str:
     return hashlib.sha256(f"{platform.machine()}|{cpu}|{torch_version}".encode()).hexdigest()[:12]
 
 
-_st_models: dict[str, object] = {}
+_st_models: dict[tuple[str, str], object] = {}
 _models_lock = threading.RLock()
 
 
-def _load_st_model(path: Path):
+def _open_st_model(path: Path, device: str):
+    """A fresh copy of the model at ``path`` on ``device``, in eval mode."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from safetensors import SafetensorError
+
+    try:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or foreign files: the
+        # folder's fault; any other exception is a bug and keeps its traceback
+        raise UserError(f"model {path}: cannot be loaded as a sentence-transformers model ({exc})") from None
+    except torch.OutOfMemoryError:
+        raise UserError(f"--device {device}: out of memory loading model {path} "
+                        f"(free the device or use --device cpu)") from None
+    model.eval()
+    return model
+
+
+def _load_st_model(path: Path, device: str = "cpu"):
+    """The model at ``path`` on ``device``, loaded once per process and shared by every encoder."""
     with _models_lock:
-        if str(path) not in _st_models:
-            import torch
-            from sentence_transformers import SentenceTransformer
-
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
-            from safetensors import SafetensorError
-
-            try:
-                model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-            except (OSError, ValueError, SafetensorError) as exc:  # missing, unreadable or foreign files: the
-                # folder's fault; any other exception is a bug and keeps its traceback
-                raise UserError(f"model {path}: cannot be loaded as a sentence-transformers model ({exc})") from None
-            model.eval()
-            _st_models[str(path)] = model
-        return _st_models[str(path)]
+        if (str(path), device) not in _st_models:
+            _st_models[(str(path), device)] = _open_st_model(path, device)
+        return _st_models[(str(path), device)]
 
 
-def _model_facts(path: Path, fingerprint: str, cache_dir: Path | None) -> dict:
-    """Embedding size, bf16 agreement and this machine's bf16 speed-up, measured once and kept beside the cache.
+def _model_facts(path: Path, fingerprint: str, cache_dir: Path | None, device: str = "cpu") -> dict:
+    """Embedding size and, on CPU, bf16 agreement and this machine's bf16 speed-up, measured once and kept beside
+    the cache.
 
-    The speed-up is stored per machine: a workspace copied to another CPU measures it again there.
+    The speed-up is stored per machine: a workspace copied to another CPU measures it again there. A GPU needs no
+    measurement (its precision follows the card), so there only the size is read.
     """
     facts_path = cache_dir / "models.json" if cache_dir is not None else None
     known = {}
@@ -321,34 +365,39 @@ def _model_facts(path: Path, fingerprint: str, cache_dir: Path | None) -> dict:
     facts = known.get(fingerprint, {})
     machine = machine_key()
     speedups = facts.get("bf16_speedup_by_machine", {})
-    if "dim" not in facts or machine not in speedups:
-        model = _load_st_model(path)
-        cosine, speedup = bf16_agreement(model)
-        facts = {"dim": int(model.get_embedding_dimension()), "bf16_cosine": cosine, "path": str(path),
-                 "bf16_speedup_by_machine": {**speedups, machine: round(speedup, 3)}}
+    on_cpu = device == "cpu"
+    if "dim" not in facts or (on_cpu and machine not in speedups):
+        model = _load_st_model(path, "cpu" if pool_devices(device) else device)  # a pool's workers load their own
+        facts = {**facts, "dim": int(model.get_embedding_dimension()), "path": str(path)}
+        if on_cpu:
+            cosine, speedup = bf16_agreement(model)
+            facts.update(bf16_cosine=cosine, bf16_speedup_by_machine={**speedups, machine: round(speedup, 3)})
         known[fingerprint] = facts
         if facts_path is not None:
             from core.files import atomic_write_text
 
             atomic_write_text(facts_path, json.dumps(known, indent=2))
-    return {**facts, "bf16_speedup": facts["bf16_speedup_by_machine"][machine]}
+    return {**facts, "bf16_speedup": facts.get("bf16_speedup_by_machine", {}).get(machine)}
+
+
+def cpu_bf16_pays(path: Path, cache_dir: Path | None = None) -> bool:
+    """The CPU's precision rule, measured once per model and machine: bf16 only when it keeps cosine ≥
+    ``BF16_MIN_COSINE`` to fp32 on a fixed set of varied texts and is ``BF16_MIN_SPEEDUP`` times faster here."""
+    facts = _model_facts(path, model_fingerprint(path), cache_dir)
+    return facts["bf16_cosine"] >= BF16_MIN_COSINE and facts["bf16_speedup"] >= BF16_MIN_SPEEDUP
 
 
 def load_encoder(model: str | os.PathLike | None = None, cache_dir: Path | None = None,
                  precision: str = "auto", query_prompt: str | None = None,
-                 document_prompt: str | None = None) -> Encoder:
-    """An encoder for a local sentence-transformers folder; ``precision`` is auto, bf16 or fp32.
-
-    ``auto`` picks bf16 only when it keeps cosine ≥ 0.999 to fp32 on a fixed set of varied texts and is at least
-    ``BF16_MIN_SPEEDUP`` times faster than fp32 on this machine.
-    """
-    if precision not in {"auto", "bf16", "fp32"}:
-        raise UserError(f"unknown precision {precision!r} (use auto, bf16 or fp32)")
+                 document_prompt: str | None = None, device: str = "auto") -> Encoder:
+    """An encoder for a local sentence-transformers folder on ``device`` (auto, cpu, cuda, cuda:N or mps);
+    ``precision`` is auto, fp32, bf16 or fp16 (``core.devices.choose_precision``; on CPU ``cpu_bf16_pays``)."""
+    device = resolve_device(device)
+    check_precision(precision, device)  # before the model is read: a typo costs no measurement
     path = resolve_model_path(model)
     fingerprint = model_fingerprint(path)
-    facts = _model_facts(path, fingerprint, cache_dir)
-    cosine = facts["bf16_cosine"]
-    worth_it = cosine >= BF16_MIN_COSINE and facts["bf16_speedup"] >= BF16_MIN_SPEEDUP
-    chosen = precision if precision != "auto" else ("bf16" if worth_it else "fp32")
+    facts = _model_facts(path, fingerprint, cache_dir, device)
+    cosine = facts.get("bf16_cosine")
+    chosen = choose_precision(precision, device, lambda: cpu_bf16_pays(path, cache_dir))
     return Encoder(path, fingerprint, chosen, cosine, facts["dim"], cache_dir, query_prompt, document_prompt,
-                   model=_st_models.get(str(path)), bf16_speedup=facts["bf16_speedup"])
+                   model=_st_models.get((str(path), device)), bf16_speedup=facts["bf16_speedup"], device=device)

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.devices import device_type, resolve_device
 from core.encoders import Encoder, load_encoder
+from core.errors import UserError
 from core.lookups import document_texts
 
 if TYPE_CHECKING:
@@ -19,12 +21,18 @@ if TYPE_CHECKING:
 NEAR_DUPLICATE_COSINE = 0.95  # embedding cosine at or above which a document is a near-duplicate of a positive
 
 
-def run_encoder(workspace: Workspace, run: dict, model: str | None = None) -> Encoder:
-    """The encoder a run was mined with (same precision and prompts, so every vector comes from the cache)."""
+def run_encoder(workspace: Workspace, run: dict, model: str | None = None, device: str = "auto") -> Encoder:
+    """The encoder a run was mined with (same precision and prompts, so every vector comes from the cache), on
+    ``device``. A run encoded in fp16 (on a GPU) cannot be continued on a CPU: that is one line naming the run."""
     params = run["params"]
-    return load_encoder(model or params.get("model_path"), cache_dir=workspace.embeddings_dir,
-                        precision=run["stats"].get("precision") or "auto",
-                        query_prompt=params.get("query_prompt"), document_prompt=params.get("document_prompt"))
+    device = resolve_device(device)
+    precision = run["stats"].get("precision") or "auto"
+    if precision == "fp16" and device_type(device) == "cpu":
+        raise UserError(f"run {run['run_id']}: its vectors are fp16 (mined on {run['stats'].get('device', 'a GPU')}), "
+                        f"which cpu cannot encode; use --device cuda or mps")
+    return load_encoder(model or params.get("model_path"), cache_dir=workspace.embeddings_dir, precision=precision,
+                        query_prompt=params.get("query_prompt"), document_prompt=params.get("document_prompt"),
+                        device=device)
 
 
 class Vectors:

@@ -17,6 +17,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors its own click
 
 from core import rules
+from core.devices import DEVICE_HELP, PRECISION_HELP
 from core.errors import UserError, environment_error
 from core.export import FORMATS
 from core.rules import RuleSpec
@@ -28,6 +29,7 @@ app.add_typer(labels_app, name="labels")
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $NEGSPACE_WORKSPACE or "
                                                             "data/workspace).")
+DeviceOpt = typer.Option("auto", "--device", help=DEVICE_HELP)
 
 
 class _RuleOptions:
@@ -114,9 +116,8 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          depth: int = typer.Option(100, "--depth", help="Candidates kept per query (after removing positives)."),
          spec: RuleSpec = RuleOpts,
          bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
-         precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 (auto = bf16 when it keeps "
-                                                                    "cosine ≥ 0.999 to fp32 and is faster on "
-                                                                    "this CPU)."),
+         precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+         device: str = DeviceOpt,
          query_prompt: Optional[str] = typer.Option(None, "--query-prompt"),
          document_prompt: Optional[str] = typer.Option(None, "--document-prompt"),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
@@ -125,7 +126,7 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
 
     ws, store = _store(workspace)
     result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
-                     document_prompt)
+                     document_prompt, device=device)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -256,12 +257,12 @@ def restore(file: Path, workspace: Optional[Path] = WorkspaceOpt,
 
 @app.command()
 def risk(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
-         out: Path = typer.Option(..., "--out", help="TSV file to write.")) -> None:
+         out: Path = typer.Option(..., "--out", help="TSV file to write."), device: str = DeviceOpt) -> None:
     """Re-score a run's candidates by false-negative risk and write them all, riskiest first, as TSV."""
     from core.risk import compute_risk, write_tsv
 
     ws, store = _store(workspace)
-    compute_risk(store, ws, run)
+    compute_risk(store, ws, run, device)
     count = write_tsv(store, run, out)
     typer.echo(f"wrote {count} candidates to {out}")
 
@@ -281,7 +282,9 @@ def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
           max_seq_length: Optional[int] = typer.Option(None, "--max-seq-length",
                                                        help="Tokens per text while training (default: the "
                                                             "model's); the saved model keeps the base length."),
-          precision: str = typer.Option("fp32", "--precision", help="fp32|bf16 (CPU autocast)."),
+          precision: str = typer.Option("fp32", "--precision", help="Mixed precision while training: "
+                                                                      + PRECISION_HELP),
+          device: str = DeviceOpt,
           unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure."),
           eval_split: str = typer.Option("test", "--eval-split", help="Split checked for leakage."),
           exclude_leaks: bool = typer.Option(False, "--exclude-leaks", help="Drop training queries and documents "
@@ -295,8 +298,8 @@ def train(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
     options = TrainOptions(data=data, loss=loss, row_layout=rows, epochs=epochs, batch_size=batch_size,
                            max_steps=max_steps, seed=seed, learning_rate=learning_rate,
                            max_seq_length=max_seq_length,
-                           precision=precision, unsure=unsure, eval_split=eval_split, exclude_leaks=exclude_leaks,
-                           base_model=base_model)
+                           precision=precision, device=device, unsure=unsure, eval_split=eval_split,
+                           exclude_leaks=exclude_leaks, base_model=base_model)
 
     def warn(report) -> None:
         if report.any:
@@ -314,14 +317,15 @@ def evaluate(model: str = typer.Option(..., "--model", help="Trained model folde
                                                             "all-MiniLM-L6-v2."),
              beir: Path = typer.Option(..., "--beir", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)."),
              split: str = typer.Option("test", "--split"),
-             precision: str = typer.Option("auto", "--precision", help="auto|bf16|fp32 encoding."),
+             precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+             device: str = DeviceOpt,
              as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
     """nDCG@10, MRR@10, Recall@100 of a model on a BEIR split (embeddings cached in $NEGSPACE_EMBEDDINGS or
     ~/.cache/negspace/embeddings)."""
     from core.evaluate import collection_from_beir
     from core.evaluate import evaluate as do_evaluate
 
-    result = do_evaluate(model, collection_from_beir(beir, split), precision=precision)
+    result = do_evaluate(model, collection_from_beir(beir, split), precision=precision, device=device)
     if as_json:
         _echo_json(result.to_dict())
         return

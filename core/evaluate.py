@@ -143,11 +143,15 @@ def score(qrels: Qrels, run: Run) -> pd.DataFrame:
 
 
 def evaluate(model: str | None, collection: Collection, cache_dir: Path | None = None, precision: str = "auto",
-             progress: StageProgress | None = None) -> Evaluation:
-    """Encode (cached), retrieve the top 100 with FAISS and score one model on one collection split."""
+             progress: StageProgress | None = None, device: str = "auto") -> Evaluation:
+    """Encode (cached) on ``device``, retrieve the top 100 with FAISS and score one model on one collection
+    split."""
     encoder = load_encoder(model, cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                           precision=precision)
-    run = run_model(encoder, collection, DEPTH, progress)
+                           precision=precision, device=device)
+    try:
+        run = run_model(encoder, collection, DEPTH, progress)
+    finally:
+        encoder.close()
     return Evaluation(str(model or "default"), collection.name, collection.split, score(collection.qrels, run))
 
 

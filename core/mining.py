@@ -129,7 +129,7 @@ def _positive_pairs(query_ids: list[str], positives: dict[str, list[str]]) -> tu
 def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train", model: str | None = None,
          depth: int = 100, spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
          query_prompt: str | None = None, document_prompt: str | None = None,
-         stage: StageProgress | None = None) -> MineResult:
+         stage: StageProgress | None = None, device: str = "auto") -> MineResult:
     """Mine a dataset split into a new immutable run and return its counts.
 
     False-negative risk is not scored here: it costs more than a warm mine (TF-IDF, neighbour queries, BM25
@@ -147,7 +147,7 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     clock = StageClock(stage)
     clock("loading model", 0.0)
     encoder = load_encoder(model, cache_dir=workspace.embeddings_dir, precision=precision,
-                           query_prompt=query_prompt, document_prompt=document_prompt)
+                           query_prompt=query_prompt, document_prompt=document_prompt, device=device)
     queries = store.queries(dataset, list(positives))
     candidates = candidates_for(encoder, store, dataset, queries, positives, depth, bm25_depth, clock,
                                 scratch=workspace.embeddings_dir)

@@ -242,9 +242,9 @@ class SignalContext:
     """
 
     def __init__(self, store: Store, workspace: Workspace, run: dict, candidates: pd.DataFrame,
-                 verdicts: pd.DataFrame, second_model: str | None):
+                 verdicts: pd.DataFrame, second_model: str | None, device: str = "auto"):
         self.store, self.workspace, self.run, self.frame = store, workspace, run, candidates
-        self.verdicts, self.second_model = verdicts, second_model
+        self.verdicts, self.second_model, self.device = verdicts, second_model, device
         self.is_fn = (verdicts["label"] == "false_negative").to_numpy(dtype=bool)
         known = {q: set(docs) for q, docs in positives_by_query(store, run["dataset"], run["split"]).items()}
         for q, d in zip(verdicts["query_id"][self.is_fn], verdicts["doc_id"][self.is_fn]):
@@ -257,7 +257,7 @@ class SignalContext:
 
     @functools.cached_property
     def vectors(self) -> Vectors:
-        return Vectors(self.store, self.run["dataset"], run_encoder(self.workspace, self.run))
+        return Vectors(self.store, self.run["dataset"], run_encoder(self.workspace, self.run, device=self.device))
 
     @functools.cached_property
     def _documents(self) -> tuple[pd.Index, np.ndarray, list[str]]:
@@ -372,7 +372,7 @@ def _second_model(ctx: SignalContext) -> np.ndarray | pd.Series:
     model = ctx.second_model or ctx.workspace.settings().get(SECOND_MODEL_SETTING)
     if not model:
         return np.zeros(ctx.n)
-    second = Vectors(ctx.store, ctx.run["dataset"], run_encoder(ctx.workspace, ctx.run, model))
+    second = Vectors(ctx.store, ctx.run["dataset"], run_encoder(ctx.workspace, ctx.run, model, ctx.device))
     s_doc_row, s_doc_vecs, _ = second.documents(list(ctx.docs))
     s_query_row, s_query_vecs = second.queries(list(ctx.run_queries))
     scores = np.einsum("ij,ij->i", s_doc_vecs[pd.Index(list(s_doc_row)).get_indexer(ctx.frame["doc_id"])],
@@ -435,7 +435,7 @@ DEFAULT_MODEL = default_model()  # the built-in signals' defaults (default_model
 
 
 def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.DataFrame | None = None,
-                 second_model: str | None = None) -> pd.DataFrame:
+                 second_model: str | None = None, device: str = "auto") -> pd.DataFrame:
     """A run's candidates with one column per registered signal, in registry order.
 
     ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
@@ -445,7 +445,7 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
     if cands.empty:
         return cands.assign(**{name: pd.Series(dtype=float) for name in SIGNALS})
     verdicts = _verdicts(store, run["dataset"]) if verdicts is None else verdicts
-    ctx = SignalContext(store, workspace, run, cands, verdicts, second_model)
+    ctx = SignalContext(store, workspace, run, cands, verdicts, second_model, device)
     out = cands.copy()
     for name, signal in SIGNALS.items():
         out[name] = signal.compute(ctx)
@@ -459,10 +459,11 @@ def configure_second_model(workspace: Workspace, model: str | None) -> None:
     workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
 
 
-def compute_risk(store: Store, workspace: Workspace, run_id: str) -> None:
-    """Fill candidates.risk and candidates.signals (JSON of every signal) for every candidate of a run."""
+def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto") -> None:
+    """Fill candidates.risk and candidates.signals (JSON of every signal) for every candidate of a run, encoding
+    any vector the cache lacks on ``device``."""
     verdicts = _verdicts(store, require_run(store, run_id)["dataset"])
-    frame = signal_frame(store, workspace, run_id, verdicts)
+    frame = signal_frame(store, workspace, run_id, verdicts, device=device)
     if frame.empty:
         return
     model = choose_model(frame, verdicts)
@@ -474,12 +475,12 @@ def compute_risk(store: Store, workspace: Workspace, run_id: str) -> None:
                                     signals)), signal_set())
 
 
-def ensure_risk(store: Store, workspace: Workspace, run_id: str) -> bool:
+def ensure_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto") -> bool:
     """Score a run's risk if any candidate has none yet (first review of a fresh run) or the run was scored by
     another set of signals (one was added or changed since); True when it scored."""
     missing = store.risk_missing(run_id, signal_set())
     if missing:
-        compute_risk(store, workspace, run_id)
+        compute_risk(store, workspace, run_id, device)
     return bool(missing)
 
 

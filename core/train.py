@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.encoders import default_model_path, model_fingerprint, resolve_model_path, text_key
+from core.devices import check_precision, choose_precision, resolve_device
+from core.encoders import cpu_bf16_pays, default_model_path, model_fingerprint, resolve_model_path, text_key
 from core.errors import UserError
 from core.jobs import CountProgress
 from core.lookups import document_texts
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from core.workspace import Workspace
 
 LOSSES = ("mnrl", "cmnrl", "gist")
-PRECISIONS = ("fp32", "bf16")
 MANIFEST = "negspace_training.json"
 
 
@@ -273,7 +273,8 @@ class TrainOptions:
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
     max_seq_length: int | None = None  # tokens while training; the saved model keeps the base model's length
-    precision: str = "fp32"  # bf16 = CPU autocast while training
+    precision: str = "fp32"  # bf16 or fp16: mixed precision on the device; auto: core.devices.choose_precision
+    device: str = "auto"  # core.devices.resolve_device: auto, cpu, cuda (every GPU), cuda:N or mps
     unsure: str = "drop"
     eval_split: str | None = "test"  # checked for leakage
     exclude_leaks: bool = False
@@ -284,8 +285,6 @@ class TrainOptions:
             raise UserError(f"unknown loss {self.loss!r} (use {', '.join(LOSSES)})")
         if self.row_layout not in ROW_LAYOUTS:
             raise UserError(f"unknown row layout {self.row_layout!r} (use {' or '.join(ROW_LAYOUTS)})")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r} (use fp32 or bf16)")
         if self.epochs <= 0 or self.batch_size < 2:
             raise UserError("--epochs must be positive and --batch-size at least 2 (in-batch negatives)")
         if self.max_steps is not None and self.max_steps < 1:
@@ -308,6 +307,29 @@ def trained_models(workspace: Workspace) -> list[dict]:
     return sorted(found, key=lambda m: m["finished"], reverse=True)
 
 
+def _training_arguments(device: str, **kwargs):
+    """The trainer's arguments on ``device``. Left alone, the trainer takes cuda:0 and spreads a batch over every
+    visible GPU (DataParallel), which is what plain ``cuda`` asks for; ``cuda:N`` is pinned to that one GPU."""
+    from functools import cached_property
+
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    if not device.startswith("cuda:"):
+        return SentenceTransformerTrainingArguments(use_cpu=device == "cpu", **kwargs)
+
+    class PinnedArguments(SentenceTransformerTrainingArguments):
+        @cached_property
+        def _setup_devices(self):
+            import torch
+
+            _ = super()._setup_devices  # accelerate's state, set up as usual
+            torch.cuda.set_device(device)
+            self._n_gpu = 1
+            return torch.device(device)
+
+    return PinnedArguments(use_cpu=False, **kwargs)
+
+
 def _progress_callback(progress: CountProgress):
     from transformers import TrainerCallback
 
@@ -328,6 +350,8 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
 
     options = options or TrainOptions()
     options.validate()
+    device = resolve_device(options.device)
+    check_precision(options.precision, device)
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
@@ -346,29 +370,29 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
 
     import torch
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.training_args import (BatchSamplers,
-                                                                          SentenceTransformerTrainingArguments)
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import set_seed
 
+    precision = choose_precision(options.precision, device, lambda: cpu_bf16_pays(base_path))
     set_seed(options.seed)
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    model = SentenceTransformer(str(base_path), device="cpu", local_files_only=True)
+    model = SentenceTransformer(str(base_path), device=device, local_files_only=True)
     inference_length = model.max_seq_length
     if options.max_seq_length:
         model.max_seq_length = options.max_seq_length
-    guide = SentenceTransformer(str(base_path), device="cpu", local_files_only=True) \
+    guide = SentenceTransformer(str(base_path), device=device, local_files_only=True) \
         if options.loss == "gist" else None
     loss = make_loss(options.loss, model, mask, guide,
                      **({"mini_batch_size": min(16, options.batch_size)} if options.loss == "cmnrl" else {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".training-", dir=out.parent) as scratch:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(Path(scratch) / "trainer"), num_train_epochs=options.epochs,
+        args = _training_arguments(
+            device, output_dir=str(Path(scratch) / "trainer"), num_train_epochs=options.epochs,
             max_steps=options.max_steps or -1, per_device_train_batch_size=min(options.batch_size, len(rows.anchor)),
             learning_rate=options.learning_rate, warmup_steps=options.warmup_ratio, seed=options.seed,
-            data_seed=options.seed, batch_sampler=BatchSamplers.NO_DUPLICATES, use_cpu=True,
-            bf16=options.precision == "bf16", save_strategy="no", report_to="none", logging_steps=10,
+            data_seed=options.seed, batch_sampler=BatchSamplers.NO_DUPLICATES, bf16=precision == "bf16",
+            fp16=precision == "fp16", save_strategy="no", report_to="none", logging_steps=10,
             disable_tqdm=progress is not None, dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows.dataset(), loss=loss,
                                              callbacks=[_progress_callback(progress)] if progress else None)
@@ -381,6 +405,7 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
             "base_model": str(base_path) if base_path != default_model_path() else "default",
             "base_fingerprint": model_fingerprint(base_path), "run": run_id, "dataset": training.run["dataset"],
             "split": training.run["split"], **{k: v for k, v in asdict(options).items() if k != "base_model"},
+            "device": device, "precision": precision,
             "steps": int(result.global_step), "train_loss": float(result.training_loss), "rows": len(rows.anchor),
             "queries": len(training.examples), "rows_with_random_negative": rows.filled,
             "masked_false_negatives": sum(len(e.masked) for e in training.examples),

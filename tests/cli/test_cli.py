@@ -21,8 +21,8 @@ def test_cli_end_to_end_and_errors(tmp_path, beir_dir):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "corpus.jsonl:2" in res.stderr and "Traceback" not in res.stderr
 
-    mined = run_cli("mine", "--workspace", ws, "--dataset", "tiny", "--depth", "10", "--rule", "simans",
-                    "--num-negatives", "2", "--seed", "3", "--json")
+    mined = run_cli("mine", "--workspace", ws, "--dataset", "tiny", "--device", "cpu", "--depth", "10", "--rule",
+                    "simans", "--num-negatives", "2", "--seed", "3", "--json")
     assert mined.returncode == 0, mined.stderr
     out = json.loads(mined.stdout)
     assert set(out) >= {"run", "queries", "candidates", "kept", "short_queries", "encoded"}

@@ -217,3 +217,15 @@ def test_a_broken_model_folder_is_a_user_error_but_a_bug_keeps_its_type(tmp_path
     monkeypatch.setattr(sentence_transformers, "SentenceTransformer", bug)
     with pytest.raises(TypeError, match="a bug in the loading code"):
         encoders._load_st_model(tmp_path / "other")
+
+
+def test_a_device_torch_cannot_see_is_one_line_and_mines_nothing(tiny_ws, beir_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no CUDA device, even on a machine that has one
+    before = workspace_state(tiny_ws)
+    cause = "no CUDA device is visible to torch (torch.cuda.is_available() is False); use --device cpu or auto"
+    assert_user_error(run_cli("mine", "--workspace", tiny_ws, "--dataset", "tiny", "--device", "cuda"),
+                      f"--device cuda: {cause}")
+    assert_user_error(run_cli("train", "--workspace", tiny_ws, "--run", "any", "--out", tmp_path / "model",
+                              "--device", "cuda:1"), f"--device cuda:1: {cause}")
+    assert_user_error(run_cli("evaluate", "--model", "default", "--beir", beir_dir, "--device", "cuda"), cause)
+    assert workspace_state(tiny_ws) == before and not (tmp_path / "model").exists()

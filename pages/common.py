@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.devices import DEVICE_HELP, available_devices
 from core.errors import UserError
 from core.store import Store
 from core.workspace import Workspace, open_workspace, resolve_path
@@ -230,3 +231,13 @@ def show_document(title: str | None, text: str) -> None:
 
 def user_error(exc: Exception) -> None:
     st.error(str(exc), icon="⚠️")
+
+
+@st.cache_resource(show_spinner=False)
+def _devices() -> list[str]:
+    return available_devices()
+
+
+def device_choice(column, key: str) -> str:
+    """The device picker wherever work that loads a model starts (core.devices lists what this machine has)."""
+    return column.selectbox("Device", _devices(), key=key, help=DEVICE_HELP)

@@ -124,13 +124,14 @@ with tab_new:
     split = cols[2].selectbox("Split", splits or ["train"], index=splits.index("train") if "train" in splits else 0,
                               key="mine_split")
     bm25_depth = cols[3].number_input("BM25 candidates fused in", 0, 1000, 0, key="mine_bm25")
+    device = common.device_choice(cols[0], "mine_device")
     if st.button("Mine", type="primary", key="mine_go"):
         bar = st.progress(0.0, text="loading the model")
         try:
             result = mine(store, common.workspace(), dataset, split, model or None, int(depth), spec,
-                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg))
+                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg), device=device)
             bar.progress(0.9, text="scoring false-negative risk")
-            ensure_risk(store, common.workspace(), result.run_id)
+            ensure_risk(store, common.workspace(), result.run_id, device)
         except UserError as exc:
             common.user_error(exc)
         else:

@@ -23,11 +23,11 @@ def leakage_report(path: str, run_id: str, data: str, split: str) -> leakage.Lea
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def evaluation(path: str, model: str, dataset: str, split: str):
+def evaluation(path: str, model: str, dataset: str, split: str, device: str):
     """One model on one split; cached per model folder (trained models never change once saved)."""
     ws = common.get_workspace(path)
     return evaluate(model, collection_from_store(common.get_store(path), dataset, split),
-                    cache_dir=ws.embeddings_dir)
+                    cache_dir=ws.embeddings_dir, device=device)
 
 
 def model_label(manifest: dict) -> str:
@@ -64,6 +64,7 @@ max_seq_length = cols[2].number_input("Training tokens per text (0 = model's)", 
                                       help="Shorter trains faster on CPU; the saved model keeps the base length.")
 eval_split = cols[3].selectbox("Evaluation split", eval_splits or [None], key="tr_split",
                                format_func=lambda s: s or "(no other split)")
+device = common.device_choice(st.columns(4)[0], "tr_device")
 
 exclude = False
 if eval_split:
@@ -77,11 +78,11 @@ if st.button("Train", type="primary", key="tr_go"):
                            batch_size=int(batch_size),
                            max_steps=int(max_steps) or None, seed=int(seed),
                            max_seq_length=int(max_seq_length) or None, eval_split=eval_split,
-                           exclude_leaks=exclude)
+                           exclude_leaks=exclude, device=device)
     out = default_out(ws, run_id, options)
     bar = st.progress(0.0, text="preparing the training data")
     try:
-        with st.status("Training on CPU: this takes minutes", expanded=True):
+        with st.status("Training: this takes minutes on a CPU", expanded=True):
             manifest = train(store, run_id, out, options,
                              progress=lambda step, total: bar.progress(step / max(total, 1),
                                                                        text=f"step {step}/{total}"))
@@ -89,8 +90,8 @@ if st.button("Train", type="primary", key="tr_go"):
         common.user_error(exc)
     else:
         bar.progress(1.0, text="done")
-        st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s; "
-                   f"saved to {out}")
+        st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s "
+                   f"on {manifest['device']}; saved to {out}")
 
 st.subheader("Compare")
 models = [m for m in trained_models(ws) if m["dataset"] == dataset]
@@ -107,9 +108,9 @@ if st.button("Evaluate", key="tr_eval") and chosen:
     results = {}
     with st.spinner(f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}"):
         try:
-            results["base"] = evaluation(path, "default", dataset, eval_split)
+            results["base"] = evaluation(path, "default", dataset, eval_split, device)
             for model in chosen:
-                results[model_label(by_path[model])] = evaluation(path, model, dataset, eval_split)
+                results[model_label(by_path[model])] = evaluation(path, model, dataset, eval_split, device)
         except UserError as exc:
             common.user_error(exc)
             st.stop()

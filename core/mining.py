@@ -159,8 +159,8 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     seconds = time.perf_counter() - started
     stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached,
              "encode_seconds": round(encoder.stats.seconds, 3), "seconds": round(seconds, 3),
-             "stages": clock.seconds, "precision": encoder.precision, "bf16_cosine": encoder.bf16_cosine,
-             "bf16_speedup": encoder.bf16_speedup}
+             "stages": clock.seconds, "device": encoder.device, "precision": encoder.precision,
+             "bf16_cosine": encoder.bf16_cosine, "bf16_speedup": encoder.bf16_speedup}
     params = {"depth": depth, "bm25_depth": bm25_depth, "model_path": str(encoder.path),
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,

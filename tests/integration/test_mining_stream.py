@@ -81,6 +81,8 @@ _KILL_AT = """
 import os, signal, sys
 module, name, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import pandas, sentence_transformers, sklearn, torch  # imported before watching: watching slows every call
+import core.encoders
+core.encoders.CACHE_BATCH = 1024  # several cache writes in a corpus this small
 entered = 0
 def watch(frame, event, arg):
     global entered

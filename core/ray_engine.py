@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable
 from contextlib import redirect_stdout
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from core.jobs import CountProgress
 RAY_MISSING = "--engine ray needs Ray: pip install -r requirements-ray.txt"
 # The job ships this package to the workers, which need only its dependencies and the model folder at the same path.
 RUNTIME_ENV = {"py_modules": [str(Path(__file__).resolve().parent)]}
+FILL_CHUNK = 50_000  # texts looked up in the cache and shipped to Ray at a time
 THREADS_PER_ACTOR = 2  # torch threads per CPU actor: fewer, larger actors each hold one copy of the model
 
 
@@ -112,26 +114,36 @@ class _EncodeBatches:
         return {"key": batch["key"], "vec": vectors}
 
 
-def fill_cache(encoder: Encoder, texts: Sequence[str], prompt: str | None,
+def fill_cache(encoder: Encoder, texts: Iterable[str], prompt: str | None,
                progress: CountProgress | None = None) -> int:
-    """Encode on Ray every text (under ``prompt``) that ``encoder.cache`` lacks; returns how many were encoded."""
+    """Encode on Ray every text (under ``prompt``) that ``encoder.cache`` lacks; returns how many were encoded.
+
+    ``texts`` is read once, ``FILL_CHUNK`` at a time: each chunk's missing texts go to Ray's object store before
+    the next is read, so a streamed corpus is never held whole in this process.
+    """
     ray = _import_ray()
     cache = encoder.cache
     if cache is None:
         raise ValueError("fill_cache needs an encoder with a cache folder: the cache is where Ray's vectors go")
-    keyed = {text_key(t, prompt): t for t in texts}
-    known = cache.get(list(keyed))
-    missing = sorted(((k, t) for k, t in keyed.items() if k not in known), key=lambda kt: len(kt[1]))
-    if not missing:
+    parts, seen, total, source = [], set(), 0, iter(texts)
+    while chunk := list(islice(source, FILL_CHUNK)):
+        keyed = {key: t for t in chunk if (key := text_key(t, prompt)) not in seen}
+        seen.update(keyed)
+        known = cache.get(list(keyed))
+        missing = sorted(((k, t) for k, t in keyed.items() if k not in known), key=lambda kt: len(kt[1]))
+        if missing:
+            connect()
+            # length-sorted rows cut into blocks of at most CHUNK: each block is one batch of similar lengths
+            # (less padding), counted as soon as it comes back
+            parts.append(ray.data.from_items([{"key": k, "text": t} for k, t in missing],
+                                             override_num_blocks=-(-len(missing) // CHUNK)))
+            total += len(missing)
+    if not total:
         return 0
-    connect()
     resources = ray.cluster_resources()
     actors, threads, per_actor = pool_size(resources.get("CPU", 1), resources.get("GPU", 0))
-    # Length-sorted rows cut into blocks of at most CHUNK: each block is one batch of similar lengths (less
-    # padding), counted as soon as it comes back.
-    dataset = ray.data.from_items([{"key": k, "text": t} for k, t in missing],
-                                  override_num_blocks=-(-len(missing) // CHUNK))
     model = (encoder.path, encoder.fingerprint, encoder.precision, encoder.bf16_cosine, encoder.dim)
+    dataset = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]  # Ray's union needs two or more
     vectors = dataset.map_batches(
         _EncodeBatches, batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs={"model": model, "prompt": prompt, "threads": threads}, **per_actor)
@@ -141,9 +153,9 @@ def fill_cache(encoder: Encoder, texts: Sequence[str], prompt: str | None,
             keys += list(batch["key"])
             vecs.append(np.asarray(batch["vec"], dtype=np.float32))
             done += len(batch["key"])
-            if len(keys) >= CACHE_BATCH or done == len(missing):  # as many per transaction as the local engine
+            if len(keys) >= CACHE_BATCH or done == total:  # as many per transaction as the local engine
                 cache.put(keys, np.concatenate(vecs))
                 keys, vecs = [], []
             if progress is not None:
-                progress(done, len(missing))
-    return len(missing)
+                progress(done, total)
+    return total

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core import ray_engine
 from core.encoders import Encoder, default_model_path, load_encoder
 from core.engines import ENGINES, check_engine
 from core.errors import UserError
@@ -47,7 +48,7 @@ def local_ray():
 
 
 @needs_ray
-def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path, local_ray):
+def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path, local_ray, monkeypatch):
     # two private copies of the session's mined workspace: `local` keeps the vectors the local engine cached;
     # `cold` has its vectors deleted (its measured model facts stay, so both choose the same precision)
     local = open_workspace(copy_workspace(mined[0].root, tmp_path / "local"))
@@ -59,8 +60,10 @@ def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path,
     assert len(encoder.cache) == 0
 
     calls: list[tuple[int, int]] = []
-    encoded = fill_cache(encoder, texts, None, progress=lambda done, total: calls.append((done, total)))
-    assert encoded == len(set(texts)) > 0
+    monkeypatch.setattr(ray_engine, "FILL_CHUNK", 10)  # texts read in chunks, a repeat of earlier ones included
+    streamed = iter(texts + texts[:4])
+    encoded = fill_cache(encoder, streamed, None, progress=lambda done, total: calls.append((done, total)))
+    assert encoded == len(set(texts)) > 2 * ray_engine.FILL_CHUNK
     assert calls[-1] == (encoded, encoded) and [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert fill_cache(encoder, texts, None) == 0, "a filled cache sends nothing to Ray"
 

@@ -106,10 +106,11 @@ class DatasetTables(Connection):
 
     def iter_documents(self, dataset: str, chunk: int = 50_000) -> Iterator[pd.DataFrame]:
         """A dataset's documents in import order, ``chunk`` at a time (doc_id, title, text): a corpus of millions is
-        read without holding it all."""
+        read without holding it all. ``+dataset`` walks the rowid range: through the (dataset, doc_id) index
+        SQLite would sort every remaining document in memory for each chunk."""
         last = -1
         while True:
-            frame = self.frame("SELECT rowid AS row, doc_id, title, text FROM documents WHERE dataset = ? "
+            frame = self.frame("SELECT rowid AS row, doc_id, title, text FROM documents WHERE +dataset = ? "
                                "AND rowid > ? ORDER BY rowid LIMIT ?", (dataset, last, chunk))
             if frame.empty:
                 return

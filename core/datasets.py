@@ -1,7 +1,9 @@
-"""Importers for BEIR folders and sentence-transformers pair/triplet files, validated before any write.
+"""Importers for BEIR folders and sentence-transformers pair/triplet files, validated as they stream.
 
-Everything is parsed and checked in memory first; only a fully valid dataset reaches the store, in one
-transaction, so a bad file can never leave a half-imported workspace behind.
+A parser reads its input a line (or a Parquet record batch) at a time and hands each validated row to a sink:
+``DatasetContent`` in memory, or the store's staging file for ``ingest``. The first bad line aborts the import
+before the workspace is touched; only a fully valid dataset reaches it, in one transaction, so a bad file can
+never leave a half-imported workspace behind, and a corpus of millions of documents is never held whole.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import io
 import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from core.errors import DatasetError, UserError
 from core.validation import check_name, display, user_path
@@ -28,26 +30,55 @@ if TYPE_CHECKING:
 MAX_FIELD_CHARS = 1_000_000
 MAX_GRADE = 2 ** 63 - 1  # SQLite INTEGER range
 PAIR_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
+PARQUET_BATCH_ROWS = 10_000
+
+
+class RowSink(Protocol):
+    """Where a parser puts each row it has validated: memory, or a store's staging file."""
+
+    def add_document(self, doc_id: str, title: str, text: str) -> None: ...
+
+    def add_query(self, query_id: str, text: str) -> None: ...
+
+    def add_qrel(self, split: str, query_id: str, doc_id: str, score: int) -> None: ...
+
+
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(row, ensure_ascii=False) builds on every call
+
+
+def content_sha256(parts: Iterable[Iterable[tuple]]) -> str:
+    """The content hash of a dataset given as its documents, queries and qrels, each part sorted by its whole
+    row: independent of the input's order, so re-importing the same data in another order is still a no-op.
+    Workspaces store it, so these bytes must never change."""
+    digest = hashlib.sha256()
+    for part in parts:
+        for row in part:
+            digest.update(_ROW_JSON.encode(row).encode())
+            digest.update(b"\n")
+        digest.update(b"\x00")
+    return digest.hexdigest()
 
 
 @dataclass
 class DatasetContent:
-    """A parsed dataset: (doc_id, title, text), (query_id, text), (split, query_id, doc_id, score)."""
+    """A parsed dataset in memory: (doc_id, title, text), (query_id, text), (split, query_id, doc_id, score)."""
 
     format: str
     documents: list[tuple[str, str, str]] = field(default_factory=list)
     queries: list[tuple[str, str]] = field(default_factory=list)
     qrels: list[tuple[str, str, str, int]] = field(default_factory=list)
 
+    def add_document(self, doc_id: str, title: str, text: str) -> None:
+        self.documents.append((doc_id, title, text))
+
+    def add_query(self, query_id: str, text: str) -> None:
+        self.queries.append((query_id, text))
+
+    def add_qrel(self, split: str, query_id: str, doc_id: str, score: int) -> None:
+        self.qrels.append((split, query_id, doc_id, score))
+
     def sha256(self) -> str:
-        """Order-independent content hash, so re-importing the same data in another order is still a no-op."""
-        digest = hashlib.sha256()
-        for part in (sorted(self.documents), sorted(self.queries), sorted(self.qrels)):
-            for row in part:
-                digest.update(json.dumps(row, ensure_ascii=False).encode())
-                digest.update(b"\n")
-            digest.update(b"\x00")
-        return digest.hexdigest()
+        return content_sha256((sorted(self.documents), sorted(self.queries), sorted(self.qrels)))
 
 
 def lines(text: str) -> list[str]:
@@ -68,21 +99,41 @@ def require_regular_file(path: Path) -> None:
         raise DatasetError(path, None, None, f"is {kind}, not a regular file")
 
 
-def read_text(path: Path) -> str:
-    """A whole UTF-8 file (a leading BOM dropped); bad bytes are reported with their line and byte offset."""
+def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A UTF-8 file a line at a time (1-based number, text with its line end; a leading BOM dropped), split at
+    '\\n' only, since no UTF-8 sequence contains that byte; bad bytes are reported with their line and their
+    byte offset in the file."""
     require_regular_file(path)
     try:
-        raw = path.read_bytes()
+        handle = path.open("rb")
     except OSError as exc:
         raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return raw[bom:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = bom + exc.start
-        line = raw[:offset].count(b"\n") + 1
-        raise DatasetError(path, line, None, f"not valid UTF-8 (byte 0x{raw[offset]:02x} at offset {offset} "
-                                             "of the file)") from None
+    with handle:
+        offset = 0
+        try:
+            for number, raw in enumerate(handle, start=1):
+                skip = len(codecs.BOM_UTF8) if number == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+                try:
+                    text = raw[skip:].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad = skip + exc.start
+                    raise DatasetError(path, number, None, f"not valid UTF-8 (byte 0x{raw[bad]:02x} at offset "
+                                                           f"{offset + bad} of the file)") from None
+                offset += len(raw)
+                yield number, text
+        except OSError as exc:
+            raise DatasetError(path, None, None, f"cannot read file ({exc.strerror})") from None
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 file (a leading BOM dropped); bad bytes are reported with their line and byte offset."""
+    return "".join(text for _, text in _raw_lines(path))
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """A UTF-8 file's lines as ``lines`` splits them (no line end, a CR before it dropped), read as they come."""
+    for number, text in _raw_lines(path):
+        yield number, text.removesuffix("\n").removesuffix("\r")
 
 
 def _text_field(obj: dict, key: str, path: Path, line: int, required: bool = True) -> str:
@@ -132,14 +183,23 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
+_LINE_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _json_line(line: str) -> object:
+    """``json.loads(line, object_pairs_hook=_unique_keys)`` without building a decoder for every line."""
+    if line.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
+    return _LINE_JSON.decode(line)
+
+
 def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    text = read_text(path)
     seen_any = False
-    for number, line in enumerate(lines(text), start=1):
+    for number, line in _text_lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys)
+            obj = _json_line(line)
         except _DuplicateKey as exc:
             raise DatasetError(path, number, str(exc), "duplicate key in one JSON object") from None
         except RecursionError:
@@ -156,13 +216,12 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 # -- BEIR ---------------------------------------------------------------------------------------------------------
-def load_beir(folder: Path) -> DatasetContent:
-    folder = Path(folder)
+def _read_beir(folder: Path, sink: RowSink) -> str:
+    """Stream a BEIR folder into ``sink``: corpus, queries, then each qrels split; returns the format."""
     corpus_path, queries_path, qrels_dir = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels"
     for needed in (corpus_path, queries_path):
         if not needed.exists():
             raise DatasetError(needed, None, None, "missing (a BEIR folder needs corpus.jsonl and queries.jsonl)")
-    content = DatasetContent("beir")
     doc_lines: dict[str, int] = {}
     for number, obj in _jsonl_objects(corpus_path):
         doc_id = _id_field(obj, "_id", corpus_path, number)
@@ -170,8 +229,7 @@ def load_beir(folder: Path) -> DatasetContent:
             raise DatasetError(corpus_path, number, "_id", f"duplicate id {doc_id!r} (first on line {doc_lines[doc_id]})")
         doc_lines[doc_id] = number
         title = _text_field(obj, "title", corpus_path, number, required=False)
-        text = _text_field(obj, "text", corpus_path, number)
-        content.documents.append((doc_id, title, text))
+        sink.add_document(doc_id, title, _text_field(obj, "text", corpus_path, number))
     query_lines: dict[str, int] = {}
     for number, obj in _jsonl_objects(queries_path):
         query_id = _id_field(obj, "_id", queries_path, number)
@@ -179,7 +237,7 @@ def load_beir(folder: Path) -> DatasetContent:
             raise DatasetError(queries_path, number, "_id",
                                f"duplicate id {query_id!r} (first on line {query_lines[query_id]})")
         query_lines[query_id] = number
-        content.queries.append((query_id, _text_field(obj, "text", queries_path, number)))
+        sink.add_query(query_id, _text_field(obj, "text", queries_path, number))
     # Any case of the suffix: a split saved as test.TSV must not be dropped without a word.
     qrel_files = sorted(p for p in qrels_dir.iterdir() if p.suffix.lower() == ".tsv") if qrels_dir.is_dir() else []
     if not qrel_files:
@@ -190,14 +248,20 @@ def load_beir(folder: Path) -> DatasetContent:
             raise DatasetError(qrel_path, None, None,
                                f"split {qrel_path.stem!r} is also in {split_files[qrel_path.stem].name}")
         split_files[qrel_path.stem] = qrel_path
-        content.qrels.extend(_load_qrels(qrel_path, qrel_path.stem, doc_lines, query_lines))
+        _read_qrels(qrel_path, qrel_path.stem, doc_lines, query_lines, sink)
+    return "beir"
+
+
+def load_beir(folder: Path) -> DatasetContent:
+    """A BEIR folder in memory, for callers that need its rows at hand (evaluation); ``ingest`` streams."""
+    content = DatasetContent("beir")
+    _read_beir(Path(folder), content)
     return content
 
 
-def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str, int]) -> list[tuple]:
-    rows: list[tuple[str, str, str, int]] = []
+def _read_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str, int], sink: RowSink) -> None:
     seen: dict[tuple[str, str], int] = {}
-    for number, line in enumerate(lines(read_text(path)), start=1):
+    for number, line in _text_lines(path):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -223,10 +287,9 @@ def _load_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str,
             raise DatasetError(path, number, None,
                                f"duplicate judgment for ({query_id}, {doc_id}) (first on line {seen[query_id, doc_id]})")
         seen[query_id, doc_id] = number
-        rows.append((split, query_id, doc_id, score))
-    if not rows:
+        sink.add_qrel(split, query_id, doc_id, score)
+    if not seen:
         raise DatasetError(path, None, None, "file has no judgments")
-    return rows
 
 
 # -- sentence-transformers pairs / triplets ------------------------------------------------------------------------
@@ -243,59 +306,116 @@ COLUMN_HELP = ("anchor|query|question, positive|pos|answer, negative|negatives|n
 
 @dataclass
 class _Table:
-    """A pairs file: its columns (each with the line that first names it; None for Parquet) and its rows."""
+    """A pairs file: its columns (each with the line that first names it; None for Parquet) and its rows, read
+    as they are iterated."""
 
     columns: list[tuple[str, int | None]]
-    rows: list[tuple[int, dict]]
+    rows: Iterable[tuple[int, dict]]
 
 
-def _delimited(path: Path, text: str, tab: bool) -> _Table:
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
+def _universal_lines(path: Path) -> Iterator[str]:
+    """The file's lines with their ends, split where ``io.StringIO(text, newline="")`` splits them (CR, LF or
+    CRLF), which is what the csv module is fed: a lone CR ends a record too."""
+    for _, text in _raw_lines(path):
+        if "\r" in text:
+            yield from filter(None, _LONE_CR.split(text))
+        else:
+            yield text
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(_universal_lines(path))
+    try:
+        for row in reader:
+            if row:
+                yield reader.line_num, row
+    except csv.Error as exc:
+        raise DatasetError(path, reader.line_num, None, f"malformed CSV ({exc})") from None
+
+
+def _delimited(path: Path, tab: bool) -> _Table:
     """CSV with the csv module's quoting; TSV literally (no quoting, no escapes): one field per tab-separated
     cell, so a '"' inside a TSV field stays a character. Every row needs exactly the header's number of fields."""
     if tab:
-        records = [(number, line.split("\t")) for number, line in enumerate(lines(text), start=1) if line]
+        records: Iterator[tuple[int, list[str]]] = ((number, line.split("\t")) for number, line in _text_lines(path)
+                                                    if line)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        try:
-            records = [(reader.line_num, row) for row in reader if row]
-        except csv.Error as exc:
-            raise DatasetError(path, reader.line_num, None, f"malformed CSV ({exc})") from None
-    if not records:
+        records = _csv_records(path)
+    first = next(records, None)
+    if first is None:
         raise DatasetError(path, None, None, "file is empty")
-    (header_line, header), body = records[0], records[1:]
+    header_line, header = first
     kind = "tab-separated fields" if tab else "comma-separated fields"
-    for number, row in body:
-        if len(row) != len(header):
-            raise DatasetError(path, number, None, f"{len(row)} {kind}, the header has {len(header)}")
-    return _Table([(name, header_line) for name in header], [(number, dict(zip(header, row))) for number, row in body])
+
+    def rows() -> Iterator[tuple[int, dict]]:
+        for number, row in records:
+            if len(row) != len(header):
+                raise DatasetError(path, number, None, f"{len(row)} {kind}, the header has {len(header)}")
+            yield number, dict(zip(header, row))
+    return _Table([(name, header_line) for name in header], rows())
 
 
-def _table(path: Path) -> _Table:
-    """Columns and rows of a JSONL/CSV/TSV/Parquet file, rows with a 1-based line (data row for Parquet)."""
+@contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # pyarrow raises many types for a corrupt file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatasetError(path, None, None, f"not a readable Parquet file ({reason})") from None
+
+
+@contextmanager
+def _parquet(path: Path) -> Iterator[_Table]:
+    """A Parquet file's columns, and its rows read a record batch at a time; the file is closed on leaving."""
+    import pyarrow.parquet as pq
+
+    require_regular_file(path)
+    with _parquet_errors(path):  # ParquetFile keeps duplicate column names (read_table refuses them): our message
+        parquet = pq.ParquetFile(path)
+    with parquet:
+        with _parquet_errors(path):
+            names, count = parquet.schema_arrow.names, parquet.metadata.num_rows
+        if count == 0:
+            raise DatasetError(path, None, None, "file is empty")
+
+        def rows() -> Iterator[tuple[int, dict]]:
+            number = 0
+            batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+            while True:
+                with _parquet_errors(path):
+                    batch = next(batches, None)
+                    values = None if batch is None else batch.to_pylist()
+                if values is None:
+                    return
+                for row in values:
+                    number += 1
+                    yield number, row
+        yield _Table([(name, None) for name in names], rows())
+
+
+@contextmanager
+def _table(path: Path) -> Iterator[_Table]:
+    """Columns and rows of a JSONL/CSV/TSV/Parquet file, rows with a 1-based line (data row for Parquet).
+
+    A JSONL file is read twice: its columns are every key of every row (with the line that first has it), which
+    must be known before the first row is checked, and the rows are read again instead of being kept."""
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".json"}:
-        rows = list(_jsonl_objects(path))
         first_seen: dict[str, int] = {}
-        for number, row in rows:
+        for number, row in _jsonl_objects(path):
             for key in row:
                 first_seen.setdefault(key, number)
-        return _Table(list(first_seen.items()), rows)
-    if suffix in {".csv", ".tsv"}:
-        return _delimited(path, read_text(path), tab=suffix == ".tsv")
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        require_regular_file(path)
-        try:  # ParquetFile keeps duplicate column names (read_table refuses them), so they get our message
-            with pq.ParquetFile(path) as parquet:
-                table = parquet.read()
-        except Exception as exc:  # pyarrow raises many types for a corrupt file
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DatasetError(path, None, None, f"not a readable Parquet file ({reason})") from None
-        if table.num_rows == 0:
-            raise DatasetError(path, None, None, "file is empty")
-        return _Table([(name, None) for name in table.column_names], list(enumerate(table.to_pylist(), start=1)))
-    raise DatasetError(path, None, None, f"unsupported file type {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
+        yield _Table(list(first_seen.items()), _jsonl_objects(path))
+    elif suffix in {".csv", ".tsv"}:
+        yield _delimited(path, tab=suffix == ".tsv")
+    elif suffix == ".parquet":
+        with _parquet(path) as table:
+            yield table
+    else:
+        raise DatasetError(path, None, None, f"unsupported file type {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
 
 
 def _roles(path: Path, columns: list[tuple[str, int | None]]) -> tuple[str, str, list[str]]:
@@ -329,48 +449,53 @@ def _stable_id(prefix: str, text: str) -> str:
     return prefix + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_pairs(path: Path) -> DatasetContent:
-    """Pairs/triplets/n-tuples: anchor + positive (+ negative columns); ids are content hashes of the texts.
+def _read_pairs(path: Path, sink: RowSink) -> str:
+    """Stream pairs/triplets/n-tuples (anchor + positive (+ negative columns)) into ``sink``; ids are content
+    hashes of the texts, each text stored once. Returns the format: triplets when any row has a negative.
 
     Given negatives become documents (so the miner and reviewer see them); they are not judgments. A row without
     a value in a negative column (an empty cell, null, or a JSONL row without the key) has no negative there.
     """
-    path = Path(path)
-    table = _table(path)
-    anchor_key, positive_key, negative_keys = _roles(path, table.columns)
-    if not table.rows:
-        raise DatasetError(path, None, None, "file has a header but no rows")
-    content = DatasetContent("pairs")
-    docs: dict[str, str] = {}
-    queries: dict[str, str] = {}
+    doc_ids: set[str] = set()
+    query_ids: set[str] = set()
     qrels: set[tuple[str, str]] = set()
-    has_negatives = False
-    for number, row in table.rows:
-        query = _text_field(row, anchor_key, path, number)
-        positive = _text_field(row, positive_key, path, number)
-        if not query.strip():
-            raise DatasetError(path, number, anchor_key, "empty text")
-        if not positive.strip():
-            raise DatasetError(path, number, positive_key, "empty text")
-        query_id = _stable_id("q", query)
-        queries.setdefault(query_id, query)
-        doc_id = _stable_id("d", positive)
-        docs.setdefault(doc_id, positive)
-        qrels.add((query_id, doc_id))
-        for key in negative_keys:
-            values = row.get(key)
-            values = values if isinstance(values, list) else [values]
-            for value in values:
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    continue
-                negative = _text_field({key: value}, key, path, number)
-                docs.setdefault(_stable_id("d", negative), negative)
-                has_negatives = True
-    content.format = "triplets" if has_negatives else "pairs"
-    content.documents = [(doc_id, "", text) for doc_id, text in docs.items()]
-    content.queries = list(queries.items())
-    content.qrels = [("train", q, d, 1) for q, d in sorted(qrels)]
-    return content
+
+    def document(text: str) -> str:
+        doc_id = _stable_id("d", text)
+        if doc_id not in doc_ids:
+            doc_ids.add(doc_id)
+            sink.add_document(doc_id, "", text)
+        return doc_id
+
+    with _table(path) as table:
+        anchor_key, positive_key, negative_keys = _roles(path, table.columns)
+        has_rows = has_negatives = False
+        for number, row in table.rows:
+            has_rows = True
+            query = _text_field(row, anchor_key, path, number)
+            positive = _text_field(row, positive_key, path, number)
+            if not query.strip():
+                raise DatasetError(path, number, anchor_key, "empty text")
+            if not positive.strip():
+                raise DatasetError(path, number, positive_key, "empty text")
+            query_id = _stable_id("q", query)
+            if query_id not in query_ids:
+                query_ids.add(query_id)
+                sink.add_query(query_id, query)
+            qrels.add((query_id, document(positive)))
+            for key in negative_keys:
+                values = row.get(key)
+                values = values if isinstance(values, list) else [values]
+                for value in values:
+                    if value is None or (isinstance(value, str) and not value.strip()):
+                        continue
+                    document(_text_field({key: value}, key, path, number))
+                    has_negatives = True
+        if not has_rows:
+            raise DatasetError(path, None, None, "file has a header but no rows")
+    for query_id, doc_id in sorted(qrels):
+        sink.add_qrel("train", query_id, doc_id, 1)
+    return "triplets" if has_negatives else "pairs"
 
 
 # -- entry point --------------------------------------------------------------------------------------------------
@@ -388,17 +513,14 @@ def detect_format(path: Path) -> str:
     raise UserError(f"{path}: cannot tell the format (expected a BEIR folder or a .jsonl/.csv/.parquet file)")
 
 
-def load(path: str | Path, fmt: str = "auto") -> DatasetContent:
-    path = user_path(path, "dataset path", must_exist=True)
+def _reader(path: Path, fmt: str) -> Callable[[Path, RowSink], str]:
+    """The parser for ``path`` read as ``fmt`` (auto: what the path looks like)."""
     if fmt not in {"auto", "beir", "pairs", "triplets"}:
         raise UserError(f"unknown format {fmt!r} (use auto, beir, pairs or triplets)")
     detected = detect_format(path)
     if fmt == "beir" and detected != "beir" or fmt in {"pairs", "triplets"} and detected == "beir":
         raise UserError(f"{path}: looks like {detected}, not {fmt}")
-    content = load_beir(path) if detected == "beir" else load_pairs(path)
-    if not content.documents:
-        raise DatasetError(path, None, None, "no documents")
-    return content
+    return _read_beir if detected == "beir" else _read_pairs
 
 
 @dataclass
@@ -417,18 +539,19 @@ class ImportResult:
 
 
 def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False) -> ImportResult:
-    """Validate the whole input, then write it in one transaction (or do nothing if the content is unchanged).
+    """Validate the input as it streams into a staging file next to the store, then write it in one transaction
+    (or do nothing if the content is unchanged); the staging file goes away either way.
 
     Whether the name exists, and with which content, is decided inside that transaction, so of two imports of
-    one name with different content only one can succeed."""
+    one name with different content only one can succeed; parsing holds no lock on the workspace."""
     if not name or not name.strip() or len(name) > 200:
         raise UserError("dataset name must be 1-200 characters")
     check_name(name, "dataset name")
     path = user_path(path, "dataset path", must_exist=True)
-    content = load(path, fmt)
-    splits: dict[str, int] = {}
-    for split, *_ in content.qrels:
-        splits[split] = splits.get(split, 0) + 1
-    status = store.save_dataset(name, display(path), content.format, content.sha256(), content.documents,
-                                content.queries, content.qrels, replace=replace)
-    return ImportResult(name, status, len(content.documents), len(content.queries), len(content.qrels), splits)
+    read = _reader(path, fmt)
+    with store.staged_dataset() as staged:
+        kind = read(path, staged)
+        sha = content_sha256(staged.sorted_rows(table) for table in ("documents", "queries", "qrels"))
+        status = store.save_staged(name, display(path), kind, sha, staged, replace=replace)
+        counts = staged.counts
+        return ImportResult(name, status, counts["documents"], counts["queries"], counts["qrels"], staged.splits)

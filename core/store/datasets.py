@@ -3,13 +3,85 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.errors import UserError
+from core.errors import UserError, environment_error
+from core.files import locked_temp
 from core.store.connection import Connection, now, where
+
+STAGED_COLUMNS = {"documents": ("doc_id", "title", "text"), "queries": ("query_id", "text"),
+                  "qrels": ("split", "query_id", "doc_id", "score")}
+STAGED_KEYS = {"documents": "doc_id", "queries": "query_id", "qrels": "split, query_id, doc_id"}  # unique once valid
+
+
+class StagedDataset:
+    """A dataset being imported, held in a scratch SQLite file next to the store instead of in memory: the
+    importer adds each row once it is valid, the store copies them in once the whole input is, and the file is
+    removed either way. The machine failing under it (disk full) is reported against the store."""
+
+    BATCH_ROWS, BATCH_CHARS = 2_000, 2_000_000  # rows held before they are written: few, even if texts are long
+
+    def __init__(self, path: Path, conn: sqlite3.Connection,
+                 environment: Callable[[], AbstractContextManager[None]]):
+        self.path, self.conn, self._environment = path, conn, environment
+        self.counts = dict.fromkeys(STAGED_COLUMNS, 0)
+        self.splits: dict[str, int] = {}
+        self._pending: dict[str, list[tuple]] = {table: [] for table in STAGED_COLUMNS}
+        self._pending_chars = 0
+        with self._environment():
+            conn.execute("PRAGMA journal_mode = OFF")  # a scratch file: nothing to recover after a crash
+            conn.execute("PRAGMA synchronous = OFF")
+            for table, columns in STAGED_COLUMNS.items():
+                conn.execute(f"CREATE TABLE {table} ({', '.join(columns)})")
+            conn.execute("BEGIN")  # one transaction while rows come in: much faster than one per batch
+
+    def add_document(self, doc_id: str, title: str, text: str) -> None:
+        self._add("documents", (doc_id, title, text), len(title) + len(text))
+
+    def add_query(self, query_id: str, text: str) -> None:
+        self._add("queries", (query_id, text), len(text))
+
+    def add_qrel(self, split: str, query_id: str, doc_id: str, score: int) -> None:
+        self._add("qrels", (split, query_id, doc_id, score), 0)
+        self.splits[split] = self.splits.get(split, 0) + 1
+
+    def _add(self, table: str, row: tuple, chars: int) -> None:
+        pending = self._pending[table]
+        pending.append(row)
+        self.counts[table] += 1
+        self._pending_chars += chars
+        if len(pending) >= self.BATCH_ROWS or self._pending_chars >= self.BATCH_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._environment():
+            for table, rows in self._pending.items():
+                if rows:
+                    marks = ", ".join("?" * len(STAGED_COLUMNS[table]))
+                    self.conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+                    rows.clear()
+        self._pending_chars = 0
+
+    def finish(self) -> None:
+        """Write the rows still pending and end the staging transaction, so the rows can be read and attached."""
+        self._flush()
+        if self.conn.in_transaction:
+            with self._environment():
+                self.conn.execute("COMMIT")
+
+    def sorted_rows(self, table: str) -> Iterator[tuple]:
+        """A table's rows sorted as Python sorts the tuples (SQLite compares text as UTF-8 bytes, which orders
+        like code points). An index on the ids does the sorting; the other columns only order equal ids."""
+        self.finish()
+        columns = ", ".join(STAGED_COLUMNS[table])
+        with self._environment():
+            self.conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_ids ON {table} ({STAGED_KEYS[table]})")
+            yield from self.conn.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}")
 
 
 class DatasetTables(Connection):
@@ -25,10 +97,36 @@ class DatasetTables(Connection):
                                    (SELECT COUNT(*) FROM qrels WHERE dataset = d.name) AS qrels
                             FROM datasets d ORDER BY imported_at""")
 
-    def save_dataset(self, name: str, source: str, fmt: str, sha: str, documents: Sequence[tuple],
-                     queries: Sequence[tuple], qrels: Sequence[tuple], replace: bool = False) -> str:
-        """Import a dataset, or replace its imported content, in one transaction; returns 'imported', 'unchanged'
-        or 'replaced'.
+    @contextmanager
+    def staged_dataset(self) -> Iterator[StagedDataset]:
+        """A scratch file next to the store to stage an import in (see ``StagedDataset``); removed on leaving."""
+        with ExitStack() as stack:
+            try:
+                scratch = stack.enter_context(locked_temp(self.path))
+            except OSError as exc:  # a read-only or full workspace folder, named as the store
+                translated = environment_error(exc, self.path)
+                if translated is None:
+                    raise
+                raise translated from exc
+            with self._environment():
+                conn = stack.enter_context(closing(sqlite3.connect(scratch, isolation_level=None)))
+                staged = StagedDataset(scratch, conn, self._environment)
+            yield staged
+
+    def save_dataset(self, name: str, source: str, fmt: str, sha: str, documents: Iterable[tuple],
+                     queries: Iterable[tuple], qrels: Iterable[tuple], replace: bool = False) -> str:
+        """``save_staged`` for rows already in memory (tools that build a dataset in code)."""
+        with self.staged_dataset() as staged:
+            for add, rows in ((staged.add_document, documents), (staged.add_query, queries), (staged.add_qrel, qrels)):
+                for row in rows:
+                    add(*row)
+            return self.save_staged(name, source, fmt, sha, staged, replace)
+
+    def save_staged(self, name: str, source: str, fmt: str, sha: str, staged: StagedDataset,
+                    replace: bool = False) -> str:
+        """Import a staged dataset, or replace its imported content, in one transaction; returns 'imported',
+        'unchanged' or 'replaced'. The rows are copied by SQLite from the attached staging file, in the order they
+        were staged, so the write lock is held only for the copy.
 
         Whether the name exists, and with which content, is read inside the write transaction, so two processes
         importing one name cannot both see it missing. A replace keeps promoted qrels and labels, and is rolled
@@ -47,16 +145,25 @@ class DatasetTables(Connection):
                          (name, source, fmt, sha, now()))
             conn.execute("DELETE FROM documents WHERE dataset = ?", (name,))
             conn.execute("DELETE FROM queries WHERE dataset = ?", (name,))
-            conn.executemany("INSERT INTO documents VALUES (?, ?, ?, ?)", ((name, *d) for d in documents))
-            conn.executemany("INSERT INTO queries VALUES (?, ?, ?)", ((name, *q) for q in queries))
+            conn.execute("INSERT INTO documents SELECT ?, doc_id, title, text FROM staged.documents ORDER BY rowid",
+                         (name,))
+            conn.execute("INSERT INTO queries SELECT ?, query_id, text FROM staged.queries ORDER BY rowid", (name,))
             if row is not None:  # checked before the old qrels go: the positives runs were mined with count too
                 self._refuse_dangling_references(conn, name)
             conn.execute("DELETE FROM qrels WHERE dataset = ? AND origin = 'imported'", (name,))
-            conn.executemany("""INSERT INTO qrels VALUES (?, ?, ?, ?, ?, 'imported', NULL)
-                                ON CONFLICT DO UPDATE SET score = excluded.score, origin = 'imported'""",
-                             ((name, *r) for r in qrels))
+            # WHERE true: without it SQLite would read ON CONFLICT as a join constraint of the SELECT
+            conn.execute("""INSERT INTO qrels SELECT ?, split, query_id, doc_id, score, 'imported', NULL
+                            FROM staged.qrels WHERE true ORDER BY rowid
+                            ON CONFLICT DO UPDATE SET score = excluded.score, origin = 'imported'""", (name,))
             return "imported" if row is None else "replaced"
-        return self.write(run)
+
+        staged.finish()
+        with self._lock, self._environment():  # ATTACH is refused inside a transaction: no other thread's may run
+            self.conn.execute("ATTACH DATABASE ? AS staged", (str(staged.path),))
+            try:
+                return self.write(run)
+            finally:
+                self.conn.execute("DETACH DATABASE staged")
 
     @staticmethod
     def _refuse_dangling_references(conn: sqlite3.Connection, name: str) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pandas as pd
 import pytest
 
-from core.datasets import ingest
+from core.datasets import ingest, load_beir
 from core.errors import DatasetError, UserError
+from tests.cli_helpers import tree
 from tests.fixtures import DOCS, QUERIES, TEST, TRAIN, triplet_rows, write_jsonl
 
 
@@ -112,3 +114,62 @@ def test_pairs_missing_column_and_empty_value(workspace, tmp_path):
     path.write_text(json.dumps({"anchor": "a", "positive": "b"}) + "\n")
     assert ingest(store, path, "p").status == "imported"
     assert store.dataset("p")["format"] == "pairs"
+
+
+# Content hashes the in-memory importer stored for these inputs before imports were streamed: workspaces compare
+# them to recognise an identical re-import, so they must never change.
+TINY_SHA256 = "466bd6157302889e189e19c1c2ea5c94305b099377252194c31af8f8b088c356"
+PAIRS = [{"anchor": "wie heißt du?", "positive": "Ich heiße Ada 🙂",
+          "negative": ["Ich heiße Bob", "Grüße\u2028aus Köln"]},
+         {"anchor": "b", "positive": "c", "negative": []},
+         {"anchor": "wie heißt du?", "positive": "Ada", "negative": ["c"]},
+         {"anchor": "b", "positive": "c", "negative": []}]
+PAIRS_SHA256 = "3831928cb873d97b00bc21081dc1046e51bd4b7b458f180780ed8bf7f3356600"
+
+
+def test_streamed_content_hash_is_the_in_memory_one(workspace, beir_dir, tmp_path):
+    store = workspace.store()
+    ingest(store, beir_dir, "tiny")
+    assert store.dataset("tiny")["content_sha256"] == load_beir(beir_dir).sha256() == TINY_SHA256
+    write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    pd.DataFrame(PAIRS).to_parquet(tmp_path / "pairs.parquet")
+    for suffix in ("jsonl", "parquet"):
+        ingest(store, tmp_path / f"pairs.{suffix}", suffix)
+        assert store.dataset(suffix)["content_sha256"] == PAIRS_SHA256
+
+
+def test_bad_last_line_of_a_large_corpus_stores_nothing(workspace, beir_dir):
+    """The first bad line aborts the import however late it comes: it is named, and the workspace (its tables
+    and its folder, where the import was staged) is left as it was."""
+    store = workspace.store()
+    ingest(store, beir_dir, "kept")
+    before, listing = store.table_checksums(), tree(workspace.root)
+    corpus = beir_dir / "corpus.jsonl"
+    with corpus.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps({"_id": f"gen-{i}", "text": f"generated document {i}"}) + "\n"
+                       for i in range(20_000))
+        out.write('{"_id": "gen-last", "text": "cut short\n')
+    with pytest.raises(DatasetError) as err:
+        ingest(store, beir_dir, "big")
+    assert str(err.value).startswith(f"{corpus}:{len(DOCS) + 20_001}: invalid JSON (Unterminated string")
+    assert store.table_checksums() == before and tree(workspace.root) == listing
+
+
+def test_a_corpus_is_never_held_whole(workspace, beir_dir):
+    """Documents stream through a staging file in small batches, however long their texts: the Python heap never
+    holds a quarter of the corpus, and the documents keep the corpus's order."""
+    corpus = beir_dir / "corpus.jsonl"
+    with corpus.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps({"_id": f"long-{i}", "text": f"{i} " + "x" * 100_000}) + "\n" for i in range(200))
+    store = workspace.store()
+    tracemalloc.start()
+    try:
+        result = ingest(store, beir_dir, "long")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.documents == len(DOCS) + 200
+    assert peak < corpus.stat().st_size / 4, (peak, corpus.stat().st_size)
+    stored = pd.concat(store.iter_documents("long", chunk=70))
+    assert stored["doc_id"].tolist() == [*DOCS, *(f"long-{i}" for i in range(200))]
+    assert stored["text"].iloc[-1] == "199 " + "x" * 100_000

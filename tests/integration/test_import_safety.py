@@ -4,11 +4,14 @@ Every refusal names the file (line, field) and leaves the store's tables exactly
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -23,7 +26,7 @@ from core.datasets import ingest
 from core.errors import DatasetError, UserError
 from core.workspace import open_workspace
 from tests.app_helpers import store_at
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import ROOT, run_cli, tree
 from tests.fixtures import DOCS, QUERIES, TEST, TRAIN, make_beir, reaped, write_jsonl
 
 PATIENCE_S = 600  # children import pandas on two busy cores; this is about outcomes, not speed
@@ -77,6 +80,37 @@ def test_two_concurrent_ingests_of_one_name_cannot_both_succeed(workspace, tmp_p
     expected = dict(QUERIES) if winner == first else {k: f"{v}, asked differently" for k, v in QUERIES.items()}
     stored = store.queries("race")
     assert dict(zip(stored["query_id"], stored["text"])) == expected
+
+
+# -- an import killed while it stages its rows --------------------------------------------------------------------
+def staging_files(root: Path) -> list[str]:
+    return [p.name for p in root.iterdir() if p.name.startswith(".negspace.sqlite.negspace-")]
+
+
+def test_an_import_killed_while_staging_changes_nothing_and_the_next_clears_its_file(workspace, beir_dir, tmp_path):
+    """Rows are staged in a scratch file beside the store; an import killed there (SIGKILL: no cleanup of its own)
+    leaves every table as it was, and the next import removes the file it left behind."""
+    store = workspace.store()
+    ingest(store, beir_dir, "tiny")
+    before, listing = store.table_checksums(), tree(workspace.root)
+    big = tmp_path / "big.jsonl"
+    write_jsonl(big, [{"anchor": f"query {i}", "positive": f"passage {i} " + "lorem ipsum " * 12}
+                      for i in range(50_000)])
+    proc = subprocess.Popen([sys.executable, "-m", "core", "ingest", big, "--workspace", workspace.root, "--name",
+                             "big"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not staging_files(workspace.root):
+            time.sleep(0.01)
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=PATIENCE_S)
+    assert proc.returncode == -9, "the import ended before its staging file was seen"
+    left = staging_files(workspace.root)
+    assert len(left) == 1 and tree(workspace.root) == sorted([*listing, left[0]])
+    assert store.table_checksums() == before
+    assert ingest(store, beir_dir, "again").status == "imported"
+    assert staging_files(workspace.root) == [] and tree(workspace.root) == listing
 
 
 # -- a replace never orphans what runs and verdicts use -------------------------------------------------------
@@ -323,6 +357,17 @@ def test_float_and_null_values_are_refused(workspace, beir_dir, line, field, rea
     with pytest.raises(DatasetError) as err:
         ingest(workspace.store(), beir_dir, "tiny")
     assert (err.value.line, err.value.field, err.value.reason) == (len(DOCS) + 1, field, reason)
+
+
+def test_bad_utf8_late_in_a_file_names_its_line_and_its_byte_offset(workspace, tmp_path):
+    """Files are decoded a line at a time: the offset still counts from the start of the file, BOM included."""
+    path = tmp_path / "pairs.tsv"
+    data = codecs.BOM_UTF8 + "anchor\tpositive\r\nérste\tpassage\r\n".encode() + b"zweite\tpass\xe4ge\n"
+    path.write_bytes(data)
+    with pytest.raises(DatasetError) as err:
+        ingest(workspace.store(), path, "p")
+    offset = data.index(b"\xe4")
+    assert str(err.value) == f"{path}:3: not valid UTF-8 (byte 0xe4 at offset {offset} of the file)"
 
 
 def test_integer_ids_are_taken_as_their_digits(workspace, beir_dir):

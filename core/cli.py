@@ -18,6 +18,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer v
 
 from core import rules
 from core.devices import DEVICE_HELP, PRECISION_HELP
+from core.engines import ENGINES
 from core.errors import UserError, environment_error
 from core.export import FORMATS
 from core.rules import RuleSpec
@@ -118,6 +119,8 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          bm25_depth: int = typer.Option(0, "--bm25-depth", help="Also add BM25's top N as candidates (hybrid)."),
          precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
          device: str = DeviceOpt,
+         engine: str = typer.Option("local", "--engine", help="; ".join(f"{name}: {what}"
+                                                                       for name, what in ENGINES.items())),
          query_prompt: Optional[str] = typer.Option(None, "--query-prompt"),
          document_prompt: Optional[str] = typer.Option(None, "--document-prompt"),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
@@ -126,7 +129,7 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
 
     ws, store = _store(workspace)
     result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
-                     document_prompt, device=device)
+                     document_prompt, device=device, engine=engine)
     if as_json:
         _echo_json(result.to_dict())
         return

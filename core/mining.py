@@ -19,13 +19,18 @@ import pandas as pd
 
 from core import labels, rules
 from core.encoders import Encoder, load_encoder
+from core.engines import check_engine
 from core.errors import UserError
 from core.index import encode_and_search_chunks, exact_scores
-from core.lexical import Bm25Builder
-from core.lookups import document_texts, positives_by_query, require_dataset, require_run
-from core.rules import RuleSpec
-
 from core.jobs import StageClock
+from core.lexical import Bm25Builder
+from core.lookups import (
+    document_texts,
+    positives_by_query,
+    require_dataset,
+    require_run,
+)
+from core.rules import RuleSpec
 
 if TYPE_CHECKING:
     from core.jobs import StageProgress
@@ -129,7 +134,7 @@ def _positive_pairs(query_ids: list[str], positives: dict[str, list[str]]) -> tu
 def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train", model: str | None = None,
          depth: int = 100, spec: RuleSpec | None = None, bm25_depth: int = 0, precision: str = "auto",
          query_prompt: str | None = None, document_prompt: str | None = None,
-         stage: StageProgress | None = None, device: str = "auto") -> MineResult:
+         stage: StageProgress | None = None, device: str = "auto", engine: str = "local") -> MineResult:
     """Mine a dataset split into a new immutable run and return its counts.
 
     False-negative risk is not scored here: it costs more than a warm mine (TF-IDF, neighbour queries, BM25
@@ -144,11 +149,13 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     if not positives:
         splits = store.splits(dataset)
         raise UserError(f"dataset {dataset!r} has no positive qrels in split {split!r} (splits: {splits})")
+    check_engine(engine)
     clock = StageClock(stage)
     clock("loading model", 0.0)
     encoder = load_encoder(model, cache_dir=workspace.embeddings_dir, precision=precision,
                            query_prompt=query_prompt, document_prompt=document_prompt, device=device)
     queries = store.queries(dataset, list(positives))
+    engine_encoded = _fill_cache_with(engine, encoder, store, dataset, queries, clock)
     candidates = candidates_for(encoder, store, dataset, queries, positives, depth, bm25_depth, clock,
                                 scratch=workspace.embeddings_dir)
     clock("rules", 1.0)
@@ -157,7 +164,8 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     clock.lap(None)
     run_id = new_run_id(dataset)
     seconds = time.perf_counter() - started
-    stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached,
+    stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached, "engine": engine,
+             "engine_encoded": engine_encoded,
              "encode_seconds": round(encoder.stats.seconds, 3), "seconds": round(seconds, 3),
              "stages": clock.seconds, "device": encoder.device, "precision": encoder.precision,
              "bf16_cosine": encoder.bf16_cosine, "bf16_speedup": encoder.bf16_speedup}
@@ -168,6 +176,21 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached,
                       round(time.perf_counter() - started, 3))
+
+
+def _fill_cache_with(engine: str, encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,
+                     stage: StageProgress) -> int:
+    """Let a non-local engine encode what the cache lacks (documents streamed from the store, then queries), so
+    the local pass that follows reads every vector from the cache; returns how many texts the engine encoded."""
+    if engine == "local":
+        return 0
+    from core.ray_engine import fill_cache
+
+    total = store.document_count(dataset)
+    docs = (text for frame in store.iter_documents(dataset, DOCUMENT_CHUNK) for text in document_texts(frame))
+    encoded = fill_cache(encoder, docs, encoder.document_prompt,
+                         progress=lambda done, _: stage(f"encoding on {engine} {done}/{total}", 0.8 * done / total))
+    return encoded + fill_cache(encoder, queries["text"].tolist(), encoder.query_prompt)
 
 
 def judged_mask(store: Store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, rules
+from core.engines import ENGINES
 from core.errors import UserError
 from core.mining import derive_run, diff_runs, diff_summary, mine, preview, run_spec
 from core.risk import ensure_risk
@@ -125,11 +126,14 @@ with tab_new:
                               key="mine_split")
     bm25_depth = cols[3].number_input("BM25 candidates fused in", 0, 1000, 0, key="mine_bm25")
     device = common.device_choice(cols[0], "mine_device")
+    engine = cols[1].selectbox("Engine", list(ENGINES), key="mine_engine",
+                               format_func=lambda name: f"{name}: {ENGINES[name]}")
     if st.button("Mine", type="primary", key="mine_go"):
         bar = st.progress(0.0, text="loading the model")
         try:
             result = mine(store, common.workspace(), dataset, split, model or None, int(depth), spec,
-                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg), device=device)
+                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg), device=device,
+                          engine=engine)
             bar.progress(0.9, text="scoring false-negative risk")
             ensure_risk(store, common.workspace(), result.run_id, device)
         except UserError as exc:

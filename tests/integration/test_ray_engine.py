@@ -59,13 +59,14 @@ def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path,
     encoder = load_encoder(cache_dir=cold.embeddings_dir)
     assert len(encoder.cache) == 0
 
-    calls: list[tuple[int, int]] = []
-    monkeypatch.setattr(ray_engine, "FILL_CHUNK", 10)  # texts read in chunks, a repeat of earlier ones included
-    streamed = iter(texts + texts[:4])
-    encoded = fill_cache(encoder, streamed, None, progress=lambda done, total: calls.append((done, total)))
-    assert encoded == len(set(texts)) > 2 * ray_engine.FILL_CHUNK
-    assert calls[-1] == (encoded, encoded) and [d for d, _ in calls] == sorted(d for d, _ in calls)
-    assert fill_cache(encoder, texts, None) == 0, "a filled cache sends nothing to Ray"
+    # `mine --engine ray`: Ray encodes what the cache lacks, the corpus streamed in chunks; the local pass after it
+    # encodes nothing
+    monkeypatch.setattr(ray_engine, "FILL_CHUNK", 10)
+    after_ray = mine(cold.store(), cold, "tiny", "train", depth=100, spec=SPEC, engine="ray")
+    stats = cold.store().run(after_ray.run_id)["stats"]
+    assert stats["engine"] == "ray" and stats["engine_encoded"] == len(set(texts)) > 2 * ray_engine.FILL_CHUNK
+    assert after_ray.encoded == 0 and after_ray.cached > 0
+    assert fill_cache(encoder, iter(texts + texts[:4]), None) == 0, "a filled cache sends nothing to Ray"
 
     # (a) the vectors Ray stored are the local engine's
     ray_encoder = load_encoder(cache_dir=cold.embeddings_dir)
@@ -74,10 +75,8 @@ def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path,
     assert ray_encoder.stats.encoded == 0 and local_encoder.stats.encoded == 0, "both answered from their caches"
     np.testing.assert_allclose(from_ray, from_local, atol=1e-5)
 
-    # (b) a mine after Ray encodes nothing and finds the local engine's top-100 candidates and scores
-    after_ray = mine(cold.store(), cold, "tiny", "train", depth=100, spec=SPEC)
+    # (b) the same top-100 candidates and scores as the local engine
     by_local = mine(local.store(), local, "tiny", "train", depth=100, spec=SPEC)
-    assert after_ray.encoded == 0 and after_ray.cached > 0
     ray_cands = cold.store().candidates(after_ray.run_id).sort_values(["query_id", "rank"], ignore_index=True)
     local_cands = local.store().candidates(by_local.run_id).sort_values(["query_id", "rank"], ignore_index=True)
     assert len(ray_cands) == after_ray.candidates > 0
@@ -86,8 +85,10 @@ def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path,
     for column in ("score", "pos_score"):
         np.testing.assert_allclose(ray_cands[column], local_cands[column], atol=1e-5)
 
-    # the actors encode under the prompt they are given, stored under that prompt's keys
-    assert fill_cache(encoder, texts[:3], "query: ") == 3
+    # the actors encode under the prompt they are given, stored under that prompt's keys; a repeat counts once
+    calls: list[tuple[int, int]] = []
+    assert fill_cache(encoder, iter(texts[:3] * 2), "query: ", progress=lambda d, t: calls.append((d, t))) == 3
+    assert calls[-1] == (3, 3)
     prompted, plain = ray_encoder.encode(texts[:3], "query: "), ray_encoder.encode(texts[:3])
     assert ray_encoder.stats.encoded == 0
     assert np.all(np.sum(prompted * plain, axis=1) < 0.999), "encoded with the prompt, not without it"

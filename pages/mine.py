@@ -127,7 +127,7 @@ with tab_new:
     bm25_depth = cols[3].number_input("BM25 candidates fused in", 0, 1000, 0, key="mine_bm25")
     device = common.device_choice(cols[0], "mine_device")
     engine = cols[1].selectbox("Engine", list(ENGINES), key="mine_engine",
-                               format_func=lambda name: f"{name}: {ENGINES[name]}")
+                               help="; ".join(f"**{name}**: {what}" for name, what in ENGINES.items()))
     if st.button("Mine", type="primary", key="mine_go"):
         bar = st.progress(0.0, text="loading the model")
         try:

@@ -93,13 +93,16 @@ class VectorFile:
         self.close()
 
 
-def _as_file(vectors: np.ndarray | VectorFile) -> VectorFile:
+def _chunks(vectors: np.ndarray | VectorFile) -> Iterator[np.ndarray]:
     if isinstance(vectors, VectorFile):
-        return vectors
-    vectors = np.asarray(vectors, dtype=np.float32)
-    file = VectorFile(vectors.shape[1])
-    file.append(vectors)
-    return file
+        yield from vectors.chunks()
+    else:
+        for start in range(0, len(vectors), ADD_CHUNK):
+            yield np.ascontiguousarray(vectors[start:start + ADD_CHUNK], dtype=np.float32)
+
+
+def _take(vectors: np.ndarray | VectorFile, rows: np.ndarray) -> np.ndarray:
+    return vectors.take(rows) if isinstance(vectors, VectorFile) else np.asarray(vectors[rows], dtype=np.float32)
 
 
 def index_kind(n: int) -> str:
@@ -111,8 +114,8 @@ def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
     """An inner-product index over unit vectors: ``flat`` (exact), ``ivf``, ``ivf-sq8``, ``hnsw`` or ``auto``."""
     import faiss
 
-    source = _as_file(vectors)
-    dim, n = source.dim, len(source)
+    dim = vectors.dim if isinstance(vectors, VectorFile) else vectors.shape[1]
+    n = len(vectors)
     if kind == "auto":
         kind = index_kind(n)
     if kind == "flat":
@@ -127,7 +130,7 @@ def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
                                                   faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * nlist), replace=False))
-        index.train(source.take(sample))
+        index.train(_take(vectors, sample))
         index.nprobe = max(8, int(np.ceil(IVF_PROBE_FRACTION * nlist)))
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
@@ -135,7 +138,7 @@ def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
         index.hnsw.efSearch = HNSW_EF_SEARCH
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    for chunk in source.chunks():
+    for chunk in _chunks(vectors):
         index.add(chunk)
     return index
 

@@ -18,14 +18,17 @@ def _clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
     return (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _recall_at_100(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)]))
+
+
 def test_ivf_index_recall_at_100():
     """IVF is what ``auto`` switches to above APPROX_THRESHOLD; its probe count must keep recall ≥ 0.95."""
     points = _clustered(20_000)
     queries = _clustered(200, seed=1)
     _, exact = search(build_index(points, "flat"), queries, 100)
     _, approx = search(build_index(points, "ivf"), queries, 100)
-    recall = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)])
-    assert recall >= 0.95
+    assert _recall_at_100(approx, exact) >= 0.95
 
 
 def test_compressed_index_from_a_vector_file_keeps_recall_at_100():
@@ -39,8 +42,7 @@ def test_compressed_index_from_a_vector_file_keeps_recall_at_100():
         np.testing.assert_array_equal(file.take(np.array([5, 19_999, 5, 0, 6])), points[[5, 19_999, 5, 0, 6]])
         _, approx = search(build_index(file, "ivf-sq8"), queries, 100)
     _, exact = search(build_index(points, "flat"), queries, 100)
-    recall = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(approx, exact)])
-    assert recall >= 0.95
+    assert _recall_at_100(approx, exact) >= 0.95
 
 
 def test_flat_search_is_exact_and_handles_small_corpus():

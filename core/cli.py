@@ -125,7 +125,7 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
          document_prompt: Optional[str] = typer.Option(None, "--document-prompt"),
          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
     """Mine candidates with FAISS and apply a rule; prints the new run id."""
-    from core.mining import mine as do_mine
+    from core.mining import describe_index, mine as do_mine
 
     ws, store = _store(workspace)
     result = do_mine(store, ws, dataset, split, model, depth, spec, bm25_depth, precision, query_prompt,
@@ -136,9 +136,9 @@ def mine(workspace: Optional[Path] = WorkspaceOpt,
     typer.echo(result.run_id)
     typer.echo(f"{result.queries} queries, {result.candidates} candidates, {result.kept} kept "
                f"({spec.describe()}), {result.short_queries} queries short of {spec.num_negatives}; "
-               f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s; "
-               f"false-negative risk is scored when the run is first opened in the app, or by "
-               f"`python -m core risk`", err=True)
+               f"encoded {result.encoded} texts ({result.cached} from cache) in {result.seconds:.1f}s "
+               f"({describe_index(result.index)}); false-negative risk is scored when the run is first opened in "
+               f"the app, or by `python -m core risk`", err=True)
 
 
 @app.command()

@@ -1,10 +1,13 @@
 """Nearest-neighbour search (FAISS) over document vectors streamed through a scratch file.
 
 Exact inner-product search is fast enough below a few hundred thousand vectors, so it is the default; above
-``APPROX_THRESHOLD`` we switch to IVF (cheaper to build than HNSW on two cores), probing enough lists to keep
-recall@100 ≥ 0.95 against exact search (see benchmarks/bench_scale.py and docs/BENCHMARKS.md). Above
-``COMPRESSED_THRESHOLD`` the IVF lists hold 8-bit scalar-quantised vectors (a quarter of the memory) and the
-returned candidates are re-scored exactly from the vector file, so stored scores are always exact.
+``APPROX_THRESHOLD`` we switch to IVF (cheaper to build than HNSW on two cores). How many lists to probe depends
+on the model's geometry (8 % of √n lists gives recall@100 0.97 on MiniLM vectors but 0.88 on a static model's), so
+``calibrate_probes`` measures it: exact top-k of a sample of the real queries, then the fewest probes (doubling)
+whose recall@k on that sample reaches ``TARGET_RECALL`` plus a margin. When an IVF-Flat copy of the vectors would
+pass ``COMPRESSED_BYTES`` the lists hold 8-bit scalar-quantised vectors (a quarter of the memory) and the returned
+candidates are re-scored exactly from the vector file, so stored scores are always exact. (Jégou et al., "Product
+quantization for nearest neighbor search", TPAMI 2011, for the inverted-file search FAISS implements.)
 
 Documents are encoded chunk by chunk into a ``VectorFile`` (an unlinked temporary file: nothing is left behind
 if the process is killed) and the index is filled from it chunk by chunk, so only the index itself grows with
@@ -27,13 +30,17 @@ if TYPE_CHECKING:
     from core.jobs import StageProgress
 
 APPROX_THRESHOLD = 200_000
-COMPRESSED_THRESHOLD = 2_000_000  # above this an IVF-Flat copy of 384-d vectors passes 3 GB
+# An IVF-Flat copy of more than this many bytes of vectors is built over 8-bit vectors instead: at 1M x 384 the
+# flat lists take 1,936 MB while filling (they grow by doubling), the 8-bit ones 526 MB (docs/BENCHMARKS.md).
+COMPRESSED_BYTES = 1 << 30
+TARGET_RECALL = 0.95  # recall@k against exact search that IVF probing must keep
+CALIBRATION_MARGIN = 0.01  # aim this much higher on the sample, for the queries outside it
+CALIBRATION_QUERIES = 256
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 256
 IVF_TRAIN_PER_LIST = 40
-# Probing 8 % of sqrt(n) lists keeps recall@100 ≥ 0.95 against exact search (bench_scale.py).
-IVF_PROBE_FRACTION = 0.08
+IVF_PROBE_FRACTION = 0.08  # the first probe count tried: enough on MiniLM vectors (bench_scale.py)
 ADD_CHUNK = 65_536  # vectors read from the file per index.add
 QUERY_CHUNK = 4_096  # queries per FAISS search call
 
@@ -105,9 +112,11 @@ def _take(vectors: np.ndarray | VectorFile, rows: np.ndarray) -> np.ndarray:
     return vectors.take(rows) if isinstance(vectors, VectorFile) else np.asarray(vectors[rows], dtype=np.float32)
 
 
-def index_kind(n: int) -> str:
-    """What ``auto`` builds for ``n`` vectors: exact, IVF, or IVF over 8-bit quantised vectors."""
-    return "flat" if n <= APPROX_THRESHOLD else "ivf" if n <= COMPRESSED_THRESHOLD else "ivf-sq8"
+def index_kind(n: int, dim: int) -> str:
+    """What ``auto`` builds for ``n`` vectors of ``dim`` floats: exact, IVF, or IVF over 8-bit quantised vectors."""
+    if n <= APPROX_THRESHOLD:
+        return "flat"
+    return "ivf" if n * dim * 4 <= COMPRESSED_BYTES else "ivf-sq8"
 
 
 def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
@@ -117,7 +126,7 @@ def build_index(vectors: np.ndarray | VectorFile, kind: str = "auto"):
     dim = vectors.dim if isinstance(vectors, VectorFile) else vectors.shape[1]
     n = len(vectors)
     if kind == "auto":
-        kind = index_kind(n)
+        kind = index_kind(n, dim)
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind in {"ivf", "ivf-sq8"}:
@@ -157,6 +166,53 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, ids
 
 
+def exact_top_k(vectors: np.ndarray | VectorFile, queries: np.ndarray, k: int) -> np.ndarray:
+    """Ids of each query's k highest inner products by brute force over the vectors, chunk by chunk, best first."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_ids = np.empty((len(queries), 0), dtype=np.int64)
+    offset = 0
+    for chunk in _chunks(vectors):
+        scores = np.concatenate([best_scores, queries @ chunk.T], axis=1)
+        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(offset, offset + len(chunk)),
+                                                        (len(queries), len(chunk)))], axis=1)
+        offset += len(chunk)
+        if scores.shape[1] > k:
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            scores, ids = np.take_along_axis(scores, top, axis=1), np.take_along_axis(ids, top, axis=1)
+        best_scores, best_ids = scores, ids
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_ids, order, axis=1)
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of |found ∩ exact| / |exact|: the share of the true top-k an index returned.
+
+    ``found`` and ``exact`` are (queries, k) id arrays; -1 (no hit) never matches.
+    """
+    hits = [len(set(f[f >= 0].tolist()) & set(e.tolist())) / max(len(e), 1) for f, e in zip(found, exact)]
+    return float(np.mean(hits)) if hits else 1.0
+
+
+def calibrate_probes(index, vectors: np.ndarray | VectorFile, queries: np.ndarray, k: int,
+                     target: float = TARGET_RECALL) -> dict:
+    """Set an IVF index's ``nprobe`` to the fewest probes (doubling from its current value) whose recall@k against
+    exact search, measured on a sample of the queries, reaches ``target`` + ``CALIBRATION_MARGIN``; all lists if
+    none does. Returns what was chosen and measured, for the run's statistics."""
+    k = max(1, min(k, index.ntotal))
+    rng = np.random.default_rng(0)
+    sample = queries[np.sort(rng.choice(len(queries), size=min(len(queries), CALIBRATION_QUERIES), replace=False))]
+    exact = exact_top_k(vectors, sample, k)
+    tried = {}
+    while True:
+        tried[int(index.nprobe)] = recall = recall_at_k(index.search(sample, k)[1], exact)
+        if recall >= target + CALIBRATION_MARGIN or index.nprobe >= index.nlist:
+            break
+        index.nprobe = min(index.nlist, index.nprobe * 2)
+    return {"nlist": int(index.nlist), "nprobe": int(index.nprobe), "sample_queries": len(sample), "k": k,
+            "sample_recall": round(recall, 4), "tried": {str(p): round(r, 4) for p, r in tried.items()}}
+
+
 def exact_scores(doc_vecs: VectorFile, query_vecs: np.ndarray, query_rows: np.ndarray,
                  doc_rows: np.ndarray) -> np.ndarray:
     """Inner product of each (query row, document row) pair, documents read from the vector file."""
@@ -175,6 +231,7 @@ class DenseHits:
     query_vecs: np.ndarray
     scores: np.ndarray  # (queries, k) exact inner products, best first
     ids: np.ndarray  # (queries, k) row numbers into the documents, -1 where fewer than k exist
+    index: dict  # what was searched: kind, and for IVF the lists, probes and measured sample recall
 
     def __enter__(self) -> DenseHits:
         return self
@@ -210,8 +267,12 @@ def encode_and_search_chunks(encoder: Encoder, doc_chunks: Iterable[Sequence[str
         stage("encoding queries", encode_share)
         query_vecs = encoder.encode_queries(list(query_texts))
         stage("indexing", encode_share + (1 - encode_share) / 4)
-        kind = index_kind(len(doc_vecs)) if kind == "auto" else kind
+        kind = index_kind(len(doc_vecs), doc_vecs.dim) if kind == "auto" else kind
         index = build_index(doc_vecs, kind)
+        facts = {"kind": kind}
+        if kind in {"ivf", "ivf-sq8"} and len(query_vecs):
+            stage("calibrating probes", encode_share + (1 - encode_share) * 3 / 8)
+            facts |= calibrate_probes(index, doc_vecs, query_vecs, k)
         stage("searching", encode_share + (1 - encode_share) / 2)
         scores, ids = search(index, query_vecs, k)
         del index
@@ -223,7 +284,7 @@ def encode_and_search_chunks(encoder: Encoder, doc_chunks: Iterable[Sequence[str
             exact = exact.reshape(ids.shape)
             order = np.argsort(-exact, axis=1, kind="stable")
             ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(exact, order, axis=1)
-        return DenseHits(doc_vecs, query_vecs, scores, ids)
+        return DenseHits(doc_vecs, query_vecs, scores, ids, facts)
     except BaseException:
         doc_vecs.close()
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +50,7 @@ class MineResult:
     encoded: int
     cached: int
     seconds: float
+    index: dict = field(default_factory=dict)  # what the dense search used (``DenseHits.index``); empty if none ran
 
     def to_dict(self) -> dict:
         return {"run": self.run_id, **{k: v for k, v in asdict(self).items() if k != "run_id"}}
@@ -60,10 +61,20 @@ def new_run_id(dataset: str) -> str:
     return f"{dataset}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+def describe_index(index: dict) -> str:
+    """The dense search of a run in words, e.g. for the CLI: exact, or which IVF and the recall it measured."""
+    if index.get("kind") not in {"ivf", "ivf-sq8"}:
+        return "exact search" if index.get("kind") == "flat" else ""
+    name = {"ivf": "IVF", "ivf-sq8": "IVF over 8-bit vectors"}[index["kind"]]
+    return (f"{name}, {index['nprobe']} of {index['nlist']} lists probed: recall@{index['k']} "
+            f"{index['sample_recall']:.3f} against exact search on {index['sample_queries']} sampled queries")
+
+
 def candidates_for(encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,
                    positives: dict[str, list[str]], depth: int, bm25_depth: int = 0,
-                   stage: StageProgress | None = None, scratch: Path | None = None) -> pd.DataFrame:
-    """Top-``depth`` non-positive candidates per query by dense score, optionally unioned with BM25's top.
+                   stage: StageProgress | None = None, scratch: Path | None = None) -> tuple[pd.DataFrame, dict]:
+    """Top-``depth`` non-positive candidates per query by dense score, optionally unioned with BM25's top, and
+    what the dense search used (``DenseHits.index``: the index kind, and for IVF its probes and measured recall).
 
     The corpus is read from the store, encoded and tokenised chunk by chunk in one pass, so memory holds the
     index, the BM25 weights and the ids, never the texts. Columns: query_id, doc_id, rank (1 = best
@@ -122,7 +133,7 @@ def candidates_for(encoder: Encoder, store: Store, dataset: str, queries: pd.Dat
         "score": score.astype(float),
         "pos_score": pos_score[q_rows].astype(float),
         "bm25": lexical_scores.astype(float),
-    })
+    }), hits.index
 
 
 def _positive_pairs(query_ids: list[str], positives: dict[str, list[str]]) -> tuple[np.ndarray, list[str]]:
@@ -156,8 +167,8 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
                            query_prompt=query_prompt, document_prompt=document_prompt, device=device)
     queries = store.queries(dataset, list(positives))
     engine_encoded = _fill_cache_with(engine, encoder, store, dataset, queries, clock)
-    candidates = candidates_for(encoder, store, dataset, queries, positives, depth, bm25_depth, clock,
-                                scratch=workspace.embeddings_dir)
+    candidates, index = candidates_for(encoder, store, dataset, queries, positives, depth, bm25_depth, clock,
+                                       scratch=workspace.embeddings_dir)
     clock("rules", 1.0)
     candidates = rules.apply(spec, candidates, judged_mask(store, dataset, candidates, spec))
     summary = rules.summarise(candidates, spec, queries["query_id"].tolist())
@@ -167,7 +178,7 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     stats = {**summary, "encoded": encoder.stats.encoded, "cached": encoder.stats.cached, "engine": engine,
              "engine_encoded": engine_encoded,
              "encode_seconds": round(encoder.stats.seconds, 3), "seconds": round(seconds, 3),
-             "stages": clock.seconds, "device": encoder.device, "precision": encoder.precision,
+             "stages": clock.seconds, "index": index, "device": encoder.device, "precision": encoder.precision,
              "bf16_cosine": encoder.bf16_cosine, "bf16_speedup": encoder.bf16_speedup}
     params = {"depth": depth, "bm25_depth": bm25_depth, "model_path": str(encoder.path),
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
@@ -175,7 +186,7 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
                     "params": params, "stats": stats}, candidates)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached,
-                      round(time.perf_counter() - started, 3))
+                      round(time.perf_counter() - started, 3), index)
 
 
 def _fill_cache_with(engine: str, encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,

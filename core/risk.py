@@ -11,7 +11,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -233,6 +236,30 @@ def _verdicts(store: Store, dataset: str) -> pd.DataFrame:
     return verdicts[verdicts["label"].isin(["false_negative", "true_negative"])]
 
 
+class _computed_once:
+    """A cached property that several threads may ask for at once: the first computes, the others wait for it.
+
+    ``functools.cached_property`` stopped locking in Python 3.12, and signals run on a thread pool here. One lock
+    per (instance, property), so independent parts (TF-IDF rows, positive pairs) are computed at the same time.
+    """
+
+    def __init__(self, func: Callable) -> None:
+        self.func, self.name = func, func.__name__
+        self.__doc__ = func.__doc__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        cache = instance.__dict__
+        if self.name not in cache:
+            with instance._locks_guard:
+                lock = instance._locks.setdefault(self.name, threading.Lock())
+            with lock:
+                if self.name not in cache:
+                    cache[self.name] = self.func(instance)
+        return cache[self.name]
+
+
 class SignalContext:
     """What every signal of one run may read, each part computed once on first use: the candidates, known
     positives and rejected documents, embeddings, TF-IDF rows and integer codes for vectorised pair work.
@@ -244,6 +271,8 @@ class SignalContext:
     def __init__(self, store: Store, workspace: Workspace, run: dict, candidates: pd.DataFrame,
                  verdicts: pd.DataFrame, second_model: str | None, device: str = "auto"):
         self.store, self.workspace, self.run, self.frame = store, workspace, run, candidates
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
         self.verdicts, self.second_model, self.device = verdicts, second_model, device
         self.is_fn = (verdicts["label"] == "false_negative").to_numpy(dtype=bool)
         known = {q: set(docs) for q, docs in positives_by_query(store, run["dataset"], run["split"]).items()}
@@ -255,11 +284,11 @@ class SignalContext:
         self.n, self.n_q = len(candidates), len(self.run_queries)
         self.code = self.run_queries.get_indexer(candidates["query_id"])  # query code, 0..n_q
 
-    @functools.cached_property
+    @_computed_once
     def vectors(self) -> Vectors:
         return Vectors(self.store, self.run["dataset"], run_encoder(self.workspace, self.run, device=self.device))
 
-    @functools.cached_property
+    @_computed_once
     def _documents(self) -> tuple[pd.Index, np.ndarray, list[str]]:
         cand_docs = set(self.frame["doc_id"])
         needed = cand_docs.union(d for q, d in self.known_pairs + self.rejected if q in self.run_queries)
@@ -274,13 +303,13 @@ class SignalContext:
     def doc_vecs(self) -> np.ndarray:
         return self._documents[1]
 
-    @functools.cached_property
+    @_computed_once
     def tfidf(self):
         tfidf = tfidf_matrix(self._documents[2]).astype(np.float64)
         tfidf.sort_indices()  # once here, not in every block's elementwise product
         return tfidf
 
-    @functools.cached_property
+    @_computed_once
     def _queries(self) -> tuple[pd.Index, np.ndarray]:
         cand_docs = set(self.frame["doc_id"])
         neighbours = {q for q, d in self.known_pairs if d in cand_docs}
@@ -295,18 +324,18 @@ class SignalContext:
     def query_vecs(self) -> np.ndarray:
         return self._queries[1]
 
-    @functools.cached_property
+    @_computed_once
     def rows(self) -> np.ndarray:
         """Each candidate's row in ``doc_vecs``."""
         return self.docs.get_indexer(self.frame["doc_id"])
 
-    @functools.cached_property
+    @_computed_once
     def positives(self) -> tuple[_Groups, np.ndarray, np.ndarray]:
         """Known positives grouped by query code, with their (query code, document row) pairs."""
         pos_q, pos_d = _pair_codes(self.known_pairs, self.run_queries, self.docs)
         return _Groups(pos_q, pos_d, self.n_q), pos_q, pos_d
 
-    @functools.cached_property
+    @_computed_once
     def positive_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(candidate, positive row, keep): every candidate against its query's known positives, itself excluded."""
         item, member = self.positives[0].pairs(self.code)
@@ -434,6 +463,9 @@ for _signal in (
 DEFAULT_MODEL = default_model()  # the built-in signals' defaults (default_model() follows later registrations)
 
 
+SIGNAL_THREADS = max(2, min(4, os.cpu_count() or 2))
+
+
 def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.DataFrame | None = None,
                  second_model: str | None = None, device: str = "auto") -> pd.DataFrame:
     """A run's candidates with one column per registered signal, in registry order.
@@ -447,8 +479,12 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
     verdicts = _verdicts(store, run["dataset"]) if verdicts is None else verdicts
     ctx = SignalContext(store, workspace, run, cands, verdicts, second_model, device)
     out = cands.copy()
-    for name, signal in SIGNALS.items():
-        out[name] = signal.compute(ctx)
+    # Signals run on a pool so that TF-IDF's tokenising (Python, one core) overlaps the vector and sparse algebra
+    # of the others (numpy and SQLite release the GIL): both cores of a laptop work.
+    with ThreadPoolExecutor(max_workers=min(SIGNAL_THREADS, len(SIGNALS))) as pool:
+        computed = {name: pool.submit(signal.compute, ctx) for name, signal in SIGNALS.items()}
+        for name, future in computed.items():
+            out[name] = future.result()
     return out
 
 
@@ -509,9 +545,7 @@ def write_tsv(store: Store, run_id: str, out: str | Path) -> int:
     cands = store.candidates(require_run(store, run_id)["run_id"])
     cands = cands.sort_values(["risk", "query_id", "rank"], ascending=[False, True, True], na_position="last",
                               kind="stable")
-    lines = ["\t".join(TSV_COLUMNS)]
-    lines += [f"{q}\t{d}\t{rank}\t{score:.6f}\t{pos:.6f}\t{'' if pd.isna(r) else f'{r:.6f}'}"
-              for q, d, rank, score, pos, r in zip(cands["query_id"], cands["doc_id"], cands["rank"],
-                                                   cands["score"], cands["pos_score"], cands["risk"])]
-    atomic_write_text(out, "\n".join(lines) + "\n")
+    table = pd.DataFrame(dict(zip(TSV_COLUMNS, (cands[c] for c in ["query_id", "doc_id", "rank", "score",
+                                                                   "pos_score", "risk"]))))
+    atomic_write_text(out, table.to_csv(sep="\t", index=False, float_format="%.6f", na_rep="", lineterminator="\n"))
     return len(cands)

@@ -56,8 +56,9 @@ def test_streamed_candidates_equal_brute_force_over_several_chunks(tmp_path, sta
     encoder = load_encoder(static_model, cache_dir=ws.embeddings_dir)
     positives = positives_by_query(store, "synthetic", "train")
     queries = store.queries("synthetic", list(positives))
-    got = mining.candidates_for(encoder, store, "synthetic", queries, positives, depth=15, bm25_depth=10,
-                                scratch=ws.embeddings_dir)
+    got, index = mining.candidates_for(encoder, store, "synthetic", queries, positives, depth=15, bm25_depth=10,
+                                       scratch=ws.embeddings_dir)
+    assert index == {"kind": "flat"}
     expected = _brute_force(store, encoder, "synthetic", depth=15, bm25_depth=10)
     assert set(got["query_id"]) == set(expected)
     assert len(got) > 15 * len(expected), "BM25 added candidates beyond the dense top 15"
@@ -72,6 +73,36 @@ def test_streamed_candidates_equal_brute_force_over_several_chunks(tmp_path, sta
         by_doc = {w[0]: w[4] for w in want}
         np.testing.assert_allclose(group["bm25"], [by_doc[d] for d in group["doc_id"]], rtol=1e-5, atol=1e-5)
     assert not list(ws.embeddings_dir.glob("*.f32")), "the scratch vector file leaves nothing behind"
+    store.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["ivf", "ivf-sq8"])
+def test_approximate_search_is_calibrated_to_the_recall_target_and_stores_exact_scores(tmp_path, static_model,
+                                                                                       monkeypatch, compressed):
+    """Past the approximate threshold a mine probes as many IVF lists as its own queries need for recall ≥ 0.95,
+    says so in the run's stats, and stores exact scores (8-bit hits are re-scored)."""
+    from core import index
+
+    ws = open_workspace(tmp_path / "ws")
+    store = ws.store()
+    ingest(store, make_synthetic_beir(tmp_path / "synthetic", 400, 60), "synthetic")
+    monkeypatch.setattr(index, "APPROX_THRESHOLD", 100)
+    monkeypatch.setattr(index, "COMPRESSED_BYTES", 0 if compressed else 1 << 40)
+    result = mining.mine(store, ws, "synthetic", model=str(static_model), depth=20)
+    facts = store.run(result.run_id)["stats"]["index"]
+    assert facts == result.index
+    assert facts["kind"] == ("ivf-sq8" if compressed else "ivf")
+    assert facts["sample_recall"] >= index.TARGET_RECALL and 1 <= facts["nprobe"] <= facts["nlist"]
+    assert "recall@" in mining.describe_index(facts)
+    encoder = load_encoder(static_model, cache_dir=ws.embeddings_dir)
+    expected = _brute_force(store, encoder, "synthetic", depth=20, bm25_depth=0)
+    got = store.candidates(result.run_id, with_signals=False, with_risk=False)
+    found = sum(len(set(group["doc_id"]) & {w[0] for w in expected[q]}) for q, group in got.groupby("query_id"))
+    assert found / sum(len(w) for w in expected.values()) >= index.TARGET_RECALL
+    exact = {(q, w[0]): w[2] for q, want in expected.items() for w in want}
+    for q, d, s in zip(got["query_id"], got["doc_id"], got["score"]):
+        if (q, d) in exact:
+            assert abs(s - exact[(q, d)]) < 1e-5
     store.close()
 
 

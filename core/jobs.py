@@ -2,6 +2,8 @@
 
 Streamlit stops a script run when its tab closes; a demo build or a UMAP fit started from that run would die
 half-way. A ``Job`` runs in its own thread instead, and any session can poll its message and fraction.
+``shared_job`` keeps one job per name in the process: the second browser session that opens an unscored run
+waits on the scoring the first one started instead of starting its own.
 """
 
 from __future__ import annotations
@@ -48,6 +50,30 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+
+_JOBS: dict[str, Job] = {}
+_JOBS_LOCK = threading.Lock()
+
+
+def shared_job(name: str, fn: Callable[[StageProgress], Any]) -> Job:
+    """The job called ``name`` that is running in this process, or a new one running ``fn`` when none is.
+
+    A finished job is not reused: whoever asks again after it ended (e.g. the run needs scoring again) starts
+    a fresh one. Callers poll the returned job; they never wait on it in a page.
+    """
+    with _JOBS_LOCK:
+        job = _JOBS.get(name)
+        if job is None or job.done:
+            job = _JOBS[name] = Job(name, fn)
+        return job
+
+
+def running_job(name: str) -> Job | None:
+    """The job called ``name`` if it is still running in this process."""
+    with _JOBS_LOCK:
+        job = _JOBS.get(name)
+    return job if job is not None and not job.done else None
 
 
 class StageClock:

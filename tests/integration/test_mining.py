@@ -133,6 +133,8 @@ def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
 def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined, ws_root):
     """Re-ruling writes one small row per query, never a copy of the candidates; a run derived from a derived run
     reads the same base rows; risk written through any of them is theirs; a lost or damaged snapshot is rebuilt."""
+    import pyarrow as pa
+
     from core.workspace import open_workspace
 
     base = mined[2].run_id
@@ -159,6 +161,21 @@ def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined,
     snapshot = ws_root / "snapshots" / f"{base}.parquet"
     assert snapshot.exists(), "mining left a snapshot of the run's immutable columns"
     whole = store.candidates(second, with_signals=False)
+
+    def columns_match(run_id: str) -> None:
+        """run_columns: dictionary-encoded ids and rules, the run's own decisions, the same rows as candidates()."""
+        table = store.run_columns(run_id, ["query_id", "doc_id", "score", "kept", "rule"])
+        assert all(pa.types.is_dictionary(table[c].type) for c in ["query_id", "doc_id", "rule"])
+        frame = table.to_pandas()
+        want = store.candidates(run_id, with_signals=False, with_risk=False)
+        for column in ["query_id", "doc_id", "rule"]:
+            assert frame[column].astype(str).tolist() == want[column].tolist()
+        assert frame["kept"].tolist() == want["kept"].tolist() and frame["score"].tolist() == want["score"].tolist()
+
+    for run_id in (base, first, second):
+        columns_match(run_id)
+    snapshot.write_bytes(b"not parquet")
+    columns_match(second)
     snapshot.write_bytes(b"not parquet")
     pd.testing.assert_frame_equal(store.candidates(second, with_signals=False), whole)
     snapshot.unlink()

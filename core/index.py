@@ -3,9 +3,9 @@
 Exact inner-product search is fast enough below a few hundred thousand vectors, so it is the default; above
 ``APPROX_THRESHOLD`` we switch to IVF (cheaper to build than HNSW on two cores). How many lists to probe depends
 on the model's geometry (8 % of √n lists gives recall@100 0.97 on MiniLM vectors but 0.88 on a static model's), so
-``calibrate_probes`` measures it: exact top-k of a sample of the real queries, then the fewest probes (doubling)
-whose recall@k on that sample reaches ``TARGET_RECALL`` plus a margin. When an IVF-Flat copy of the vectors would
-pass ``COMPRESSED_BYTES`` the lists hold 8-bit scalar-quantised vectors (a quarter of the memory) and the returned
+``calibrate_probes`` measures it: exact top-k of a sample of the real queries, then about the fewest probes
+(doubling, then bisecting) whose recall@k on that sample reaches ``TARGET_RECALL`` plus a margin. When an IVF-Flat
+copy of the vectors would pass ``COMPRESSED_BYTES`` the lists hold 8-bit scalar-quantised vectors (a quarter of the memory) and the returned
 candidates are re-scored exactly from the vector file, so stored scores are always exact. (Jégou et al., "Product
 quantization for nearest neighbor search", TPAMI 2011, for the inverted-file search FAISS implements.)
 
@@ -36,6 +36,7 @@ COMPRESSED_BYTES = 1 << 30
 TARGET_RECALL = 0.95  # recall@k against exact search that IVF probing must keep
 CALIBRATION_MARGIN = 0.01  # aim this much higher on the sample, for the queries outside it
 CALIBRATION_QUERIES = 256
+CALIBRATION_REFINE = 2  # bisections after doubling: within 2^(1/4) of the fewest probes that reach the goal
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 256
@@ -43,6 +44,7 @@ IVF_TRAIN_PER_LIST = 40
 IVF_PROBE_FRACTION = 0.08  # the first probe count tried: enough on MiniLM vectors (bench_scale.py)
 ADD_CHUNK = 65_536  # vectors read from the file per index.add
 QUERY_CHUNK = 4_096  # queries per FAISS search call
+PAIR_BLOCK = 65_536  # (query, document) pairs re-scored at once
 
 
 class VectorFile:
@@ -196,27 +198,51 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 
 def calibrate_probes(index, vectors: np.ndarray | VectorFile, queries: np.ndarray, k: int,
                      target: float = TARGET_RECALL) -> dict:
-    """Set an IVF index's ``nprobe`` to the fewest probes (doubling from its current value) whose recall@k against
-    exact search, measured on a sample of the queries, reaches ``target`` + ``CALIBRATION_MARGIN``; all lists if
-    none does. Returns what was chosen and measured, for the run's statistics."""
+    """Set an IVF index's ``nprobe`` to (nearly) the fewest probes whose recall@k against exact search, measured on
+    a sample of the queries, reaches ``target`` + ``CALIBRATION_MARGIN``: doubling from its current value until one
+    does (all lists if none does), then ``CALIBRATION_REFINE`` geometric bisections between the last count that
+    missed and the first that reached it, since search time grows with the probes. Returns what was chosen and
+    measured, for the run's statistics."""
     k = max(1, min(k, index.ntotal))
     rng = np.random.default_rng(0)
     sample = queries[np.sort(rng.choice(len(queries), size=min(len(queries), CALIBRATION_QUERIES), replace=False))]
     exact = exact_top_k(vectors, sample, k)
-    tried = {}
-    while True:
-        tried[int(index.nprobe)] = recall = recall_at_k(index.search(sample, k)[1], exact)
-        if recall >= target + CALIBRATION_MARGIN or index.nprobe >= index.nlist:
+    goal = target + CALIBRATION_MARGIN
+    tried: dict[int, float] = {}
+
+    def reaches(probes: int) -> bool:
+        index.nprobe = probes
+        tried[probes] = recall_at_k(index.search(sample, k)[1], exact)
+        return tried[probes] >= goal
+
+    missed, probes = None, int(index.nprobe)
+    while not reaches(probes) and probes < index.nlist:
+        missed, probes = probes, min(index.nlist, probes * 2)
+    for _ in range(CALIBRATION_REFINE):
+        if missed is None or probes - missed <= max(1, missed // 8):
             break
-        index.nprobe = min(index.nlist, index.nprobe * 2)
-    return {"nlist": int(index.nlist), "nprobe": int(index.nprobe), "sample_queries": len(sample), "k": k,
-            "sample_recall": round(recall, 4), "tried": {str(p): round(r, 4) for p, r in tried.items()}}
+        middle = int(round(np.sqrt(missed * probes)))
+        if reaches(middle):
+            probes = middle
+        else:
+            missed = middle
+    index.nprobe = probes
+    return {"nlist": int(index.nlist), "nprobe": probes, "sample_queries": len(sample), "k": k,
+            "sample_recall": round(tried[probes], 4), "tried": {str(p): round(r, 4) for p, r in sorted(tried.items())}}
 
 
 def exact_scores(doc_vecs: VectorFile, query_vecs: np.ndarray, query_rows: np.ndarray,
                  doc_rows: np.ndarray) -> np.ndarray:
-    """Inner product of each (query row, document row) pair, documents read from the vector file."""
-    return np.einsum("ij,ij->i", query_vecs[query_rows], doc_vecs.take(doc_rows)).astype(np.float32)
+    """Inner product of each (query row, document row) pair, documents read from the vector file.
+
+    Pairs are taken ``PAIR_BLOCK`` at a time: re-scoring a million hits at once would gather two million-row
+    copies of the vectors (3 GB at 384 dimensions) where a block needs 200 MB.
+    """
+    out = np.empty(len(query_rows), dtype=np.float32)
+    for start in range(0, len(query_rows), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        out[block] = np.einsum("ij,ij->i", query_vecs[query_rows[block]], doc_vecs.take(doc_rows[block]))
+    return out
 
 
 @dataclass

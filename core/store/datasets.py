@@ -250,11 +250,12 @@ class DatasetTables(Connection):
         return self.frame(f"SELECT split, query_id, doc_id, score, origin FROM qrels{clause} "
                           "ORDER BY split, query_id, doc_id", params)
 
-    def positives(self, dataset: str, split: str, query_id: str) -> list[str]:
-        """One query's positive documents (grade > 0, imported or promoted), via the (dataset, query) index."""
+    def positives(self, dataset: str, split: str | None, query_id: str) -> list[str]:
+        """One query's positive documents (grade > 0, imported or promoted) in ``split`` (None: any split), via the
+        (dataset, query) index."""
+        clause, params = where({"dataset": dataset, "query_id": query_id, "split": split})
         return [r["doc_id"] for r in self.rows(
-            "SELECT doc_id FROM qrels WHERE dataset = ? AND query_id = ? AND split = ? AND score > 0 ORDER BY doc_id",
-            (dataset, query_id, split))]
+            f"SELECT DISTINCT doc_id FROM qrels{clause} AND score > 0 ORDER BY doc_id", params)]
 
     def set_promoted(self, dataset: str, split: str, query_id: str, doc_id: str, score: int | None) -> None:
         """Add (score given) or remove (None) a promoted positive; imported judgments are never touched."""

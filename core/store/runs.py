@@ -219,6 +219,26 @@ class RunTables(Connection):
                               FROM candidates c JOIN runs r ON r.run_id = c.run_id{clause}
                               ORDER BY c.query_id, c.doc_id""", params)
 
+    def risk_order(self, run_id: str, offset: int, limit: int, scored: bool = True) -> pd.DataFrame:
+        """A page of a run's candidates riskiest first (ties by query, rank), read from the (run_id, risk) index
+        with a LIMIT; ``scored=False``: the candidates without risk, in (query, rank) order. Columns: query_id,
+        doc_id, rank, score, pos_score, risk, signals."""
+        order = "risk DESC, query_id, rank, doc_id" if scored else "query_id, rank, doc_id"
+        return self.frame(f"""SELECT query_id, doc_id, rank, score, pos_score, risk, signals FROM candidates
+                              WHERE run_id = ? AND risk IS {"NOT " if scored else ""}NULL
+                              ORDER BY {order} LIMIT ? OFFSET ?""",
+                          (self.rows_of(run_id), int(limit), int(offset)))
+
+    def mined_pairs(self, run_id: str, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (query_id, doc_id) pairs that are candidates of the run: one primary-key probe each."""
+        pairs = json.dumps([[q, d] for q, d in pairs])
+        with self._environment():
+            found = self.conn.execute("""SELECT c.query_id, c.doc_id FROM json_each(?) AS p CROSS JOIN candidates AS c
+                                         ON c.run_id = ? AND c.query_id = json_extract(p.value, '$[0]')
+                                         AND c.doc_id = json_extract(p.value, '$[1]')""",
+                                      (pairs, self.rows_of(run_id))).fetchall()
+        return {(q, d) for q, d in found}
+
     def risk_missing(self, run_id: str, signal_set: str | None = None) -> bool:
         """Whether the run needs (re)scoring: never scored and some candidate lacks a risk, or scored by a set of
         signals other than ``signal_set``. One primary-key read for a run already scored by this set."""

@@ -110,8 +110,15 @@ def _v7(db: sqlite_utils.Database) -> None:
         PRIMARY KEY (run_id, query_id)) WITHOUT ROWID""")
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """Index the candidates by risk again: the triage queue takes the next riskiest unjudged candidates of a 10M
+    run from it with a LIMIT instead of sorting the run (risk is written once per scoring, so its upkeep is paid
+    there and when a scored run is saved)."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_candidates_risk ON candidates(run_id, risk DESC)")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -99,7 +99,7 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 # proves the upgrade from the previous version keeps data (it fails until one exists).
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
                                                               3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6,
-                                                              7: seed_v7}
+                                                              7: seed_v7, 8: seed_v7}  # v8 added an index
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 

@@ -1,8 +1,10 @@
 """Map: the run's queries, positives and candidates in 2-D; box/lasso a query's candidates to judge them at once.
 
-PCA shows at once; UMAP (better neighbourhoods) is computed once per mining run in a background job and replaces
-PCA when stored. Both come from cached embeddings, never re-encoded. A selection is judged as one batch after a
-confirmation that lists what is selected (core.judging: one undo, spread like a click on Review).
+The map is fitted on a sample and the other points placed on it in a background job (core.projection), PCA first,
+then UMAP, stored once per mining run; the page shows what is placed so far and never projects on its own thread
+beyond a small run's PCA. The query-anchored view reads one query by the index; the whole-dataset view draws a
+stratified sample ("n of N points"). A selection is judged as one batch after a confirmation that lists what is
+selected (core.judging: one undo, spread like a click on Review).
 """
 
 from __future__ import annotations
@@ -14,34 +16,29 @@ import streamlit as st
 from core import charts, judging, review
 from core.errors import UserError
 from core.jobs import Job
-from core.lookups import positives_by_query
-from core.projection import (COLOUR_BY, anchored_points, best_projection, dataset_points, documents_queries,
-                             ensure_projection, root_run)
-from core.workspace import open_workspace
+from core.projection import (COLOUR_BY, MapState, RunPairs, anchored_points, dataset_points, documents_queries,
+                             map_state, run_pairs)
 from pages import common
 
 common.through_app(__file__)
 
 
-@st.cache_resource(show_spinner=False)
-def umap_job(workspace_root: str, root: str) -> Job:
-    """One UMAP fit per mining run per process, in its own thread with its own store connection."""
-    def work(stage) -> None:
-        store = open_workspace(workspace_root).store()
-        try:
-            ensure_projection(store, open_workspace(workspace_root), root, "umap")
-        finally:
-            store.close()
-    return Job(f"umap:{root}", work)
+@st.cache_resource(show_spinner=False, max_entries=2)
+def pairs_of(workspace_root: str, run_id: str) -> RunPairs:
+    """A run's pairs as integer codes (~80 MB at 10M candidates): runs are immutable, so read once per process."""
+    return run_pairs(common.get_store(workspace_root), run_id)
 
 
 @st.fragment(run_every=2)
-def wait_for_umap(job: Job) -> None:
-    """Poll the UMAP job; rerun the whole page once it is stored so the map switches from PCA."""
-    if job.done:
-        st.rerun(scope="app")
-    st.caption(f"UMAP is being computed in the background ({job.message}; the first fit in a server process "
-               "compiles numba kernels, ~35 s). Showing PCA until then.")
+def wait_for(jobs: dict[str, Job], shown: bool) -> None:
+    """Poll the projection jobs: say how far they got; rerun the page when one ends, or when the first points
+    are placed on a page that has none to show yet."""
+    for method, job in jobs.items():
+        if job.done or (not shown and job.fraction > 0):
+            st.rerun(scope="app")
+        note = (" (the first UMAP fit in a server process compiles numba kernels, ~35 s); showing PCA until then"
+                if method == "umap" else "")
+        st.caption(f"{method.upper()} is being computed in the background: {job.message}{note}.")
 
 
 def _judge_selection(dataset: str, pairs: list[tuple[str, str]], who: str, label: str) -> None:
@@ -79,39 +76,40 @@ store = common.store()
 ws = common.workspace()
 run = store.run(run_id)
 dataset = run["dataset"]
-cands = common.candidates(run_id)
-if cands.empty:
+if run["stats"].get("candidates", 1) == 0:
     st.warning("This run has no candidates, so there is nothing to map.")
     st.stop()
 if done := st.session_state.pop("map_done", None):
     st.toast(done)
 
-with st.spinner("Projecting cached embeddings (PCA)…"):
-    projection, method = best_projection(store, ws, run_id)
-if method == "pca":
-    if os.environ.get("NEGSPACE_UMAP", "1") == "0":
-        st.caption("UMAP is switched off on this server (NEGSPACE_UMAP=0); showing PCA.")
-    else:
-        job = umap_job(str(ws.root), root_run(store, run_id))
-        if job.error is not None:
-            st.warning(f"UMAP failed ({job.error}); showing PCA.")
-        else:
-            wait_for_umap(job)
+umap_on = os.environ.get("NEGSPACE_UMAP", "1") != "0"
+state: MapState = map_state(store, ws, run_id, umap=umap_on)
+for method, error in state.errors.items():
+    st.warning(f"{method.upper()} failed ({error}); " + ("showing PCA." if method == "umap" else "no map to show."))
+if not umap_on:
+    st.caption("UMAP is switched off on this server (NEGSPACE_UMAP=0); showing PCA.")
+if state.jobs:
+    wait_for(state.jobs, state.frame is not None)
+if state.frame is None:
+    st.info("Placing the run's points on the map (PCA on a sample first); it shows as soon as the sample is placed.")
+    st.stop()
+projection, method = state.frame, state.method
+placed = "" if state.complete else f" · {len(projection):,} of {state.total:,} points projected so far"
 
 cols = st.columns([1.2, 1, 3])
 view = cols[0].segmented_control("View", ["This query", "Whole dataset"], default="This query",
                                  key="map_view") or "This query"
 colour = cols[1].selectbox("Colour by", COLOUR_BY, key="map_colour")
 judged = review.own_verdicts(store, dataset, who)
-positives = positives_by_query(store, dataset, run["split"])
 continuous = colour in ("score", "risk")
 if view == "Whole dataset":
-    points = dataset_points(projection, cands, {d for ds in positives.values() for d in ds}, judged, colour)
-    event = st.plotly_chart(charts.map_figure(points, colour, f"{len(points):,} points · {method.upper()}",
-                                              continuous),
+    pairs = pairs_of(str(ws.root), run_id)
+    points = dataset_points(store, run_id, projection, pairs, judged, colour)
+    event = st.plotly_chart(charts.map_figure(points, colour, f"{len(points):,} of {state.total:,} points · "
+                                              f"{method.upper()}{placed}", continuous),
                             key="map_all", on_select="rerun", selection_mode=("box", "lasso"))
     picked = selected_ids(event)
-    spread = documents_queries(cands, picked)
+    spread = documents_queries(pairs, picked)
     if spread.empty:
         st.caption("Box or lasso select documents to see which queries mined them.")
     else:
@@ -121,19 +119,20 @@ if view == "Whole dataset":
         st.dataframe(spread, hide_index=True)
     st.stop()
 
-query_ids = list(dict.fromkeys(cands["query_id"]))
 query_id = st.session_state.get(common.QUERY)
-if query_id not in query_ids:
-    query_id = query_ids[0]
+own = store.candidates(run_id, query_id, with_signals=False, with_risk=False) if query_id else None
+if own is None or own.empty:
+    pairs = pairs_of(str(ws.root), run_id)
+    query_id = pairs.query_ids[pairs.query[0]]
+    own = store.candidates(run_id, query_id, with_signals=False, with_risk=False)
 with cols[2]:
     st.markdown(f"Anchored on query **{common.escape_markdown(query_id)}** (change it on the Review page):")
     st.text(store.queries(dataset, [query_id])["text"].iloc[0])
-points = anchored_points(projection, cands, positives.get(query_id, []), query_id, judged, colour)
+points = anchored_points(store, run_id, projection, query_id, judged, colour)
 event = st.plotly_chart(charts.map_figure(points, colour, f"Query {query_id}, its positives and candidates · "
-                                          f"{method.upper()}", continuous),
+                                          f"{method.upper()}{placed}", continuous),
                         key=f"map_q_{query_id}", on_select="rerun", selection_mode=("box", "lasso"))
 selected = selected_ids(event)
-own = cands.loc[cands["query_id"] == query_id, ["doc_id"]]
 chosen = [d for d in dict.fromkeys(selected) if d in set(own["doc_id"])]
 if not chosen:
     st.session_state.pop(CONFIRM, None)

@@ -1,26 +1,39 @@
-"""Projections from cached embeddings, shared by derived runs; map point frames; the password rule."""
+"""Projections from cached embeddings, fitted on a sample and shared by derived runs; map point frames; the
+password rule."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from core import labels
+from core import labels, projection
 from core.auth import check_password, configured_password
 from core.mining import derive_run
-from core.projection import (anchored_points, best_projection, dataset_points, ensure_projection,
-                             projection_path, root_run, umap_2d)
+from core.projection import (anchored_points, compute_projection, dataset_points, documents_queries,
+                             ensure_projection, fit_projection, load_projection, map_state, point_ids,
+                             projection_path, root_run, run_pairs)
 from core.rules import RuleSpec
+from core.vectors import Vectors, run_encoder
 from core.workspace import open_workspace
 from tests.app_helpers import copy_workspace
 
 
 @pytest.fixture
 def own(mined, tmp_path):
-    """A private copy of the mined workspace: these tests add runs and projections."""
+    """A private copy of the mined workspace: these tests add runs, verdicts and projections."""
     ws, _, result = mined
     copy = open_workspace(copy_workspace(ws.root, tmp_path / "ws"))
     return copy, copy.store(), result
+
+
+def _vectors_of(ws, store, run_id: str, frame: pd.DataFrame) -> np.ndarray:
+    """The cached vectors of the map's points, row for row, read independently of core.projection."""
+    vectors = Vectors(store, "tiny", run_encoder(ws, store.run(run_id)))
+    q_row, q_vecs = vectors.queries(frame.loc[frame["kind"] == "query", "id"].tolist())
+    d_row, d_vecs, _ = vectors.documents(frame.loc[frame["kind"] == "document", "id"].tolist())
+    return np.vstack([q_vecs[q_row[i]] if kind == "query" else d_vecs[d_row[i]]
+                      for kind, i in zip(frame["kind"], frame["id"])])
 
 
 def test_pca_projection_is_stored_and_shared_by_derived_runs(own):
@@ -29,29 +42,90 @@ def test_pca_projection_is_stored_and_shared_by_derived_runs(own):
     cands = store.candidates(result.run_id)
     assert set(frame.loc[frame["kind"] == "query", "id"]) == set(cands["query_id"])
     assert set(cands["doc_id"]) <= set(frame.loc[frame["kind"] == "document", "id"])
+    assert len(frame) == len(point_ids(store, result.run_id)) and frame["fitted"].all()
     assert np.isfinite(frame[["x", "y"]].to_numpy()).all()
     assert projection_path(ws, result.run_id, "pca").exists()
     derived = derive_run(store, result.run_id, RuleSpec("percpos", num_negatives=2)).run_id
     assert root_run(store, derived) == result.run_id
-    shared, method = best_projection(store, ws, derived)
-    assert method == "pca" and shared.equals(frame)
+    state = map_state(store, ws, derived, umap=False)
+    assert state.method == "pca" and state.complete and state.frame.equals(frame) and not state.jobs
+
+
+def test_a_map_fitted_on_a_sample_places_the_rest_on_it(own, monkeypatch):
+    ws, store, result = own
+    monkeypatch.setattr(projection, "FIT_POINTS", 12)
+    monkeypatch.setattr(projection, "CHUNK", 7)
+    messages = []
+    frame = compute_projection(store, ws, result.run_id, "pca", stage=lambda m, f: messages.append(m))
+    total = len(point_ids(store, result.run_id))
+    assert len(frame) == total > 12 + 7 and frame["fitted"].sum() == 12
+    assert f"PCA: 19 of {total:,} points projected" in messages
+    fitted = frame[frame["fitted"]]
+    direct, place = fit_projection("pca", _vectors_of(ws, store, result.run_id, fitted))
+    np.testing.assert_allclose(fitted[["x", "y"]].to_numpy(), direct, atol=1e-5)
+    rest = frame[~frame["fitted"]]
+    np.testing.assert_allclose(rest[["x", "y"]].to_numpy(), place(_vectors_of(ws, store, result.run_id, rest)),
+                               atol=1e-5)
+    assert load_projection(store, ws, result.run_id, "pca").equals(frame)
+
+
+def test_a_large_run_is_projected_in_a_background_job(own, monkeypatch):
+    ws, store, result = own
+    monkeypatch.setattr(projection, "FIT_POINTS", 5)
+    first = map_state(store, ws, result.run_id, umap=False)
+    assert set(first.jobs) == {"pca"} and not first.complete
+    assert first.jobs["pca"].wait(120) and first.jobs["pca"].error is None
+    done = map_state(store, ws, result.run_id, umap=False)
+    assert done.complete and not done.jobs and done.total == len(point_ids(store, result.run_id))
+    assert done.frame["fitted"].sum() == 5
 
 
 def test_map_point_frames(own):
     ws, store, result = own
     proj = ensure_projection(store, ws, result.run_id, "pca")
     cands = store.candidates(result.run_id)
-    judged = labels.current(store, "tiny", "nobody")[["query_id", "doc_id", "label"]]
-    judged.loc[0] = ["q1", "py-join-dup", "false_negative"]
-    points = anchored_points(proj, cands, ["py-join"], "q1", judged, "verdict")
+    judged = pd.DataFrame({"query_id": ["q1"], "doc_id": ["py-join-dup"], "label": ["false_negative"]})
+    points = anchored_points(store, result.run_id, proj, "q1", judged, "verdict")
     assert points["kind"].tolist()[:2] == ["query", "positive"]
     assert points.set_index("id").at["py-join-dup", "verdict"] == "false_negative"
     assert len(points) == 2 + (cands["query_id"] == "q1").sum()
-    whole = dataset_points(proj, cands, {"py-join"}, judged, "rule")
+    assert points["hover"].str.len().gt(0).all()
+    pairs = run_pairs(store, result.run_id)
+    whole = dataset_points(store, result.run_id, proj, pairs, judged, "rule")
+    assert len(whole) == len(proj)  # under SHOWN_POINTS: every point
     assert set(whole["rule"]) <= {"kept", "dropped", "query", "positive"}
     assert whole.set_index("id").at["py-join-dup", "rule"] in {"kept", "dropped"}
-    scored = dataset_points(proj, cands, {"py-join"}, judged, "score")
-    assert scored.loc[scored["kind"] == "document", "score"].notna().any()
+    scored = dataset_points(store, result.run_id, proj, pairs, judged, "score")
+    best = cands.groupby("doc_id")["score"].max()
+    docs = scored[scored["kind"] == "document"].set_index("id")["score"]
+    np.testing.assert_allclose(docs.to_numpy(), best.reindex(docs.index).to_numpy())
+    risky = dataset_points(store, result.run_id, proj, pairs, judged, "risk")
+    risk = risky[risky["kind"] == "document"].set_index("id")["risk"]
+    np.testing.assert_allclose(risk.to_numpy(), cands.groupby("doc_id")["risk"].max().reindex(risk.index).astype(float))
+
+
+def test_whole_dataset_sample_is_stratified_and_keeps_every_judged_point(own, monkeypatch):
+    ws, store, result = own
+    proj = ensure_projection(store, ws, result.run_id, "pca")
+    cands = store.candidates(result.run_id)
+    pairs = run_pairs(store, result.run_id)
+    doc_pairs = cands.drop_duplicates("doc_id")
+    judged_docs = doc_pairs["doc_id"].head(9).tolist()
+    for q, d in zip(doc_pairs["query_id"].head(9), judged_docs):
+        labels.record(store, "tiny", q, d, "ana", "true_negative")
+    labels.record(store, "tiny", doc_pairs["query_id"].iloc[0], judged_docs[0], "bob", "false_negative")
+    judged = labels.current(store, "tiny", "ana")[["query_id", "doc_id", "label"]]
+    judged.loc[len(judged)] = ["q1", "not-a-candidate-of-q1", "false_negative"]  # no pair of the run: ignored
+    monkeypatch.setattr(projection, "SHOWN_POINTS", 10)
+    sample = dataset_points(store, result.run_id, proj, pairs, judged, "verdict")
+    assert set(judged_docs) <= set(sample["id"])
+    assert (sample["verdict"] == "true_negative").sum() == 9 and "false_negative" not in set(sample["verdict"])
+    assert len(sample) <= 10 + 9 and sample["id"].is_unique
+    unjudged = sample[~sample["id"].isin(judged_docs)]
+    assert 1 <= (unjudged["kind"] == "query").sum() <= 2 and (unjudged["kind"] == "positive").sum() <= 2
+    rule = dataset_points(store, result.run_id, proj, pairs, judged.head(0), "rule")
+    assert {"kept", "dropped"} <= set(rule["rule"]) and len(rule) == 10
+    assert set(sample["id"]) <= set(proj["id"])
 
 
 def test_password_configuration_and_check():
@@ -64,23 +138,27 @@ def test_password_configuration_and_check():
 
 
 @pytest.mark.slow
-def test_umap_projection(own):
+def test_umap_projection_fitted_on_a_sample(own, monkeypatch):
     ws, store, result = own
+    monkeypatch.setattr(projection, "FIT_POINTS", 20)
+    ensure_projection(store, ws, result.run_id, "pca")
     frame = ensure_projection(store, ws, result.run_id, "umap")
-    assert np.isfinite(frame[["x", "y"]].to_numpy()).all()
-    assert best_projection(store, ws, result.run_id)[1] == "umap"
-    assert umap_2d(np.eye(12, dtype=np.float32)).shape == (12, 2)
+    assert np.isfinite(frame[["x", "y"]].to_numpy()).all() and frame["fitted"].sum() == 20 < len(frame)
+    fitted = frame[frame["fitted"]]
+    direct, _ = fit_projection("umap", _vectors_of(ws, store, result.run_id, fitted))
+    np.testing.assert_allclose(fitted[["x", "y"]].to_numpy(), direct, atol=1e-4)
+    assert map_state(store, ws, result.run_id).method == "umap"
+    assert fit_projection("umap", np.eye(12, dtype=np.float32))[0].shape == (12, 2)
 
 
-def test_documents_queries_lists_the_pairs_a_whole_dataset_selection_stands_for():
-    import pandas as pd
-
-    from core.projection import documents_queries
-
-    cands = pd.DataFrame({"query_id": ["q1", "q2", "q3", "q1", "q4", "q5", "q6", "q7", "q8"],
-                          "doc_id": ["d1", "d1", "d1", "d2", "d3", "d3", "d3", "d3", "d3"]})
-    frame = documents_queries(cands, ["d3", "nope", "d1", "d3"], shown=4)
-    assert frame["doc_id"].tolist() == ["d3", "d1"]
-    assert frame["queries"].tolist() == [5, 3]
-    assert frame["query_ids"].tolist() == ["q4, q5, q6, q7 …", "q1, q2, q3"]
-    assert documents_queries(cands, []).empty
+def test_documents_queries_lists_the_pairs_a_whole_dataset_selection_stands_for(own):
+    _, store, result = own
+    cands = store.candidates(result.run_id, with_signals=False)
+    counts = cands["doc_id"].value_counts()
+    busy, single = counts.index[0], counts.index[-1]
+    frame = documents_queries(run_pairs(store, result.run_id), [busy, "nope", single, busy], shown=2)
+    assert frame["doc_id"].tolist() == [busy, single]
+    assert frame["queries"].tolist() == [counts[busy], counts[single]]
+    first = cands.loc[cands["doc_id"] == busy, "query_id"].tolist()
+    assert frame["query_ids"].iloc[0] == ", ".join(first[:2]) + (" …" if len(first) > 2 else "")
+    assert documents_queries(run_pairs(store, result.run_id), []).empty

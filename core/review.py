@@ -1,22 +1,26 @@
 """What the review screen shows, assembled from stored data: no encoding, no search, just joins.
 
 The app asks for one query at a time (its text, positives and candidates with scores, margins, rule verdicts,
-risk and the annotator's verdicts) plus progress counts; every answer here is a few indexed reads, so a verdict
-click re-renders in well under a second even on a large run.
+risk and the annotator's verdicts) plus progress counts. A query's candidates are one indexed read; the navigation
+list and progress come from a run's ``RunOutline`` (read once from its snapshot columns, the run being immutable)
+and the annotator's verdicts, so a verdict click costs the same at ten million candidates as at a thousand.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from core import labels
 from core.lookups import require_run
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from core.store import Store
 
 SCOPES = ("kept", "all")  # kept: the negatives a trainer would use; all: every candidate to the mining depth
@@ -32,13 +36,68 @@ class QueryView:
     #                           label, note (label/note: this annotator's current verdict, None when unjudged)
 
 
-def run_queries(store: Store, run_id: str, candidates: pd.DataFrame) -> pd.DataFrame:
-    """The run's queries in id order with their text and candidate counts: the review's navigation list."""
+@dataclass
+class RunOutline:
+    """A run's immutable shape: its queries in id order with texts and counts (the review's navigation list) and,
+    per candidate row in (query, rank) order, its document and whether the rule kept it.
+
+    Built once per run from dictionary-encoded snapshot columns (integer codes, no 10M Python strings); a query's
+    document ids are decoded only when a verdict on that query has to be found (``pair_rows``).
+    """
+
+    queries: pd.DataFrame  # query_id, text, candidates, kept
+    starts: np.ndarray  # query i owns rows starts[i]:starts[i + 1]
+    kept: np.ndarray  # per row
+    doc_ids: pa.DictionaryArray | pa.ChunkedArray  # per row
+    position: dict[str, int]  # query id -> its index in ``queries``
+    _rows: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # decoded queries: doc id -> row
+
+    def neighbour(self, query_id: str, step: int) -> str:
+        """The query ``step`` places from ``query_id`` in the list, clamped to its ends (from the first query when
+        ``query_id`` is not in the run)."""
+        at = max(0, min(len(self.position) - 1, self.position.get(query_id, 0) + step))
+        return str(self.queries["query_id"].iat[at])
+
+    def totals(self, scope: str) -> np.ndarray:
+        """Candidates per query in ``scope``."""
+        check_scope(scope)
+        return self.queries["kept" if scope == "kept" else "candidates"].to_numpy()
+
+    def pair_rows(self, query_ids: list[str], doc_ids: list[str]) -> np.ndarray:
+        """The row of each (query, document) pair, -1 where the pair is not a candidate of the run."""
+        out = np.full(len(query_ids), -1, dtype=np.int64)
+        for i, (query_id, doc_id) in enumerate(zip(query_ids, doc_ids)):
+            at = self.position.get(query_id)
+            if at is None:
+                continue
+            rows = self._rows.get(at)
+            if rows is None:
+                start, stop = int(self.starts[at]), int(self.starts[at + 1])
+                docs = self.doc_ids.slice(start, stop - start).to_pylist()
+                rows = self._rows[at] = {doc: start + k for k, doc in enumerate(docs)}
+            out[i] = rows.get(doc_id, -1)
+        return out
+
+
+def run_outline(store: Store, run_id: str) -> RunOutline:
+    """The run's ``RunOutline`` (a derived run's with its own kept flags), from its snapshot columns."""
     run = require_run(store, run_id)
-    counts = candidates.groupby("query_id", sort=True).agg(candidates=("doc_id", "size"), kept=("kept", "sum"))
-    texts = store.queries(run["dataset"], list(counts.index))
-    out = counts.reset_index().merge(texts, on="query_id", how="left")
-    return out[["query_id", "text", "candidates", "kept"]]
+    table = store.run_columns(run_id, ["query_id", "doc_id", "kept"])
+    if table.num_rows == 0:  # an empty run's snapshot columns have no type to decode
+        queries = pd.DataFrame({"query_id": pd.Series(dtype=object), "text": pd.Series(dtype=object),
+                                "candidates": pd.Series(dtype=np.int64), "kept": pd.Series(dtype=np.int64)})
+        return RunOutline(queries, np.zeros(1, np.int64), np.zeros(0, bool), table["doc_id"], {})
+    table = table.unify_dictionaries()  # one dictionary for all of the snapshot's row groups
+    query_col, doc_col = table["query_id"].combine_chunks(), table["doc_id"].combine_chunks()
+    codes = query_col.indices.to_numpy(zero_copy_only=False)
+    kept = table["kept"].to_numpy().astype(bool)
+    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1, len(codes)]
+    ids = query_col.dictionary.take(codes[starts[:-1]]).to_pylist()
+    counts = pd.DataFrame({"query_id": ids, "candidates": np.diff(starts).astype(np.int64),
+                           "kept": np.add.reduceat(kept.astype(np.int64), starts[:-1])})
+    texts = store.queries(run["dataset"], ids)
+    queries = counts.merge(texts, on="query_id", how="left")[["query_id", "text", "candidates", "kept"]]
+    return RunOutline(queries, starts, kept, doc_col, {q: i for i, q in enumerate(ids)})
 
 
 def find_queries(queries: pd.DataFrame, needle: str, limit: int = 50) -> pd.DataFrame:
@@ -53,9 +112,13 @@ def find_queries(queries: pd.DataFrame, needle: str, limit: int = 50) -> pd.Data
     return pd.concat([queries[exact], queries[contains & ~exact]]).head(limit)
 
 
-def in_scope(candidates: pd.DataFrame, scope: str) -> pd.DataFrame:
+def check_scope(scope: str) -> None:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
+
+
+def in_scope(candidates: pd.DataFrame, scope: str) -> pd.DataFrame:
+    check_scope(scope)
     return candidates[candidates["kept"]] if scope == "kept" else candidates
 
 
@@ -76,15 +139,15 @@ def own_verdicts(store: Store, dataset: str, annotator: str) -> pd.DataFrame:
     return frame[["query_id", "doc_id", "label", "note"]]
 
 
-def query_view(store: Store, run_id: str, query_id: str, candidates: pd.DataFrame, judged: pd.DataFrame,
-               scope: str = "kept", sort: str = "rank") -> QueryView:
-    """One query's screen. ``candidates`` is the run's candidate table, ``judged`` from ``own_verdicts``."""
+def query_view(store: Store, run_id: str, query_id: str, judged: pd.DataFrame, scope: str = "kept",
+               sort: str = "rank") -> QueryView:
+    """One query's screen from one indexed read of its candidates; ``judged`` from ``own_verdicts``."""
     run = require_run(store, run_id)
     dataset = run["dataset"]
     query = store.queries(dataset, [query_id])
     if query.empty:
         raise KeyError(query_id)
-    own = in_scope(candidates[candidates["query_id"] == query_id], scope)
+    own = in_scope(store.candidates(run_id, query_id), scope)
     own = own.merge(judged[judged["query_id"] == query_id].drop(columns="query_id"), on="doc_id", how="left")
     pos_ids = store.positives(dataset, run["split"], query_id)
     docs = store.documents(dataset, list(own["doc_id"]) + pos_ids)
@@ -95,16 +158,6 @@ def query_view(store: Store, run_id: str, query_id: str, candidates: pd.DataFram
         own[column] = own[column].astype(object).where(own[column].notna(), None)
     positives = docs[docs["doc_id"].isin(pos_ids)].reset_index(drop=True)
     return QueryView(query_id, str(query["text"].iloc[0]), positives, own)
-
-
-def judged_per_query(candidates: pd.DataFrame, judged: pd.DataFrame, scope: str = "kept") -> pd.DataFrame:
-    """Judged / total per query over the candidates in scope; a verdict on an out-of-scope pair doesn't count."""
-    frame = in_scope(candidates, scope)[["query_id", "doc_id"]]
-    marks = judged[["query_id", "doc_id"]].drop_duplicates().assign(judged=True)
-    frame = frame.merge(marks, on=["query_id", "doc_id"], how="left")
-    frame["judged"] = frame["judged"].fillna(False).astype(bool)
-    per_query = frame.groupby("query_id").agg(judged=("judged", "sum"), total=("doc_id", "size"))
-    return per_query.reset_index()
 
 
 def signal_items(signals: str | None) -> dict[str, float]:
@@ -130,12 +183,21 @@ class Progress:
     queries: int
 
 
-def progress_summary(per_query: pd.DataFrame, query_id: str) -> Progress:
-    """From ``judged_per_query``: the Review page's two progress bars and its count of complete queries."""
-    row = per_query[per_query["query_id"] == query_id]
-    query_done, query_total = (int(row["judged"].iloc[0]), int(row["total"].iloc[0])) if not row.empty else (0, 0)
-    return Progress(int(per_query["judged"].sum()), int(per_query["total"].sum()), query_done, query_total,
-                    int((per_query["judged"] == per_query["total"]).sum()), len(per_query))
+def progress(outline: RunOutline, judged: pd.DataFrame, scope: str, query_id: str) -> Progress:
+    """The Review page's two progress bars and its count of complete queries, over the candidates in ``scope``
+    (a verdict on an out-of-scope pair doesn't count; queries with nothing in scope are not counted at all)."""
+    totals = outline.totals(scope)
+    pairs = judged[["query_id", "doc_id"]].drop_duplicates()
+    rows = outline.pair_rows(pairs["query_id"].tolist(), pairs["doc_id"].tolist())
+    rows = rows[rows >= 0]
+    if scope == "kept":
+        rows = rows[outline.kept[rows]]
+    done = np.bincount(np.searchsorted(outline.starts, rows, side="right") - 1, minlength=len(totals))
+    present = totals > 0
+    at = outline.position.get(query_id)
+    query_done, query_total = (int(done[at]), int(totals[at])) if at is not None and present[at] else (0, 0)
+    return Progress(int(done.sum()), int(totals.sum()), query_done, query_total,
+                    int(((done == totals) & present).sum()), int(present.sum()))
 
 
 @dataclass

@@ -25,6 +25,7 @@ import pandas as pd
 from core import labels
 from core.errors import UserError
 from core.files import atomic_write_text
+from core.jobs import Job, StageProgress, shared_job
 from core.lookups import positives_by_query, require_run
 from core.vectors import Vectors, run_encoder, tfidf_matrix
 
@@ -467,10 +468,12 @@ SIGNAL_THREADS = max(2, min(4, os.cpu_count() or 2))
 
 
 def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.DataFrame | None = None,
-                 second_model: str | None = None, device: str = "auto") -> pd.DataFrame:
+                 second_model: str | None = None, device: str = "auto",
+                 progress: StageProgress | None = None) -> pd.DataFrame:
     """A run's candidates with one column per registered signal, in registry order.
 
     ``verdicts`` (from ``_verdicts``) may be passed in when the caller already has them: resolving is the slow part.
+    ``progress`` hears of each signal as it is collected (the fraction runs to 0.8; writing takes the rest).
     """
     run = require_run(store, run_id)
     cands = store.candidates(run_id).drop(columns=["risk", "signals"])
@@ -483,8 +486,10 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
     # of the others (numpy and SQLite release the GIL): both cores of a laptop work.
     with ThreadPoolExecutor(max_workers=min(SIGNAL_THREADS, len(SIGNALS))) as pool:
         computed = {name: pool.submit(signal.compute, ctx) for name, signal in SIGNALS.items()}
-        for name, future in computed.items():
+        for done, (name, future) in enumerate(computed.items(), start=1):
             out[name] = future.result()
+            if progress is not None:
+                progress(f"signals {done}/{len(computed)}", 0.8 * done / len(computed))
     return out
 
 
@@ -495,13 +500,17 @@ def configure_second_model(workspace: Workspace, model: str | None) -> None:
     workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
 
 
-def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto") -> None:
+def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto",
+                 progress: StageProgress | None = None) -> None:
     """Fill candidates.risk and candidates.signals (JSON of every signal) for every candidate of a run, encoding
-    any vector the cache lacks on ``device``."""
+    any vector the cache lacks on ``device``; ``progress`` hears of each stage (a background job shows it)."""
+    stage = progress or (lambda message, fraction: None)
+    stage("reading candidates and vectors", 0.0)
     verdicts = _verdicts(store, require_run(store, run_id)["dataset"])
-    frame = signal_frame(store, workspace, run_id, verdicts, device=device)
+    frame = signal_frame(store, workspace, run_id, verdicts, device=device, progress=progress)
     if frame.empty:
         return
+    stage("writing risk", 0.85)
     model = choose_model(frame, verdicts)
     risk = model.predict(frame)
     # one JSON object per line in one C pass (json.dumps per row costs ~30 µs, half a minute at a million)
@@ -511,13 +520,38 @@ def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = 
                                     signals)), signal_set())
 
 
-def ensure_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto") -> bool:
+def ensure_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto",
+                progress: StageProgress | None = None) -> bool:
     """Score a run's risk if any candidate has none yet (first review of a fresh run) or the run was scored by
     another set of signals (one was added or changed since); True when it scored."""
     missing = store.risk_missing(run_id, signal_set())
     if missing:
-        compute_risk(store, workspace, run_id, device)
+        compute_risk(store, workspace, run_id, device, progress)
     return bool(missing)
+
+
+def scoring_job(store: Store, workspace_root: str | Path, run_id: str) -> Job | None:
+    """The background job scoring a run whose risk is missing or stale, None when its risk is current.
+
+    Pages never wait for scoring (a 10M-candidate run takes minutes): they show what is ready and poll this job.
+    It is named after the candidate rows it scores, so every session opening the run (or a run derived from it)
+    shares one job, and it opens its own store connection because it outlives the page run that started it.
+    ``ensure_risk`` checks again inside the job, so a session that asked just as scoring finished scores nothing.
+    """
+    if not store.risk_missing(run_id, signal_set()):
+        return None
+    root, rows_of = str(Path(workspace_root).resolve()), store.rows_of(run_id)
+
+    def work(stage: StageProgress) -> bool:
+        from core.workspace import open_workspace
+
+        workspace = open_workspace(root)
+        own = workspace.store()
+        try:
+            return ensure_risk(own, workspace, rows_of, progress=stage)
+        finally:
+            own.close()
+    return shared_job(f"risk:{root}:{rows_of}", work)
 
 
 def stored_signals(candidates: pd.DataFrame) -> pd.DataFrame:

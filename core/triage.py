@@ -9,13 +9,16 @@ A confirmed false negative can become a positive (a qrels row with origin ``prom
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from core import labels
 from core.errors import UserError
-from core.lookups import is_positive, positive_qrels, require_dataset, require_run
+from core.lookups import is_positive, require_dataset, require_run
 from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
 
 if TYPE_CHECKING:
@@ -28,21 +31,74 @@ SIMILAR_QUERY_COSINE = 0.9  # queries this close share verdicts on the same docu
 PROMOTED_SCORE = 1  # qrels grade given to a promoted positive
 
 
+def _judged_pairs(store: Store, dataset: str, annotator: str | None) -> set[tuple[str, str]]:
+    judged = labels.current(store, dataset, labels.check_annotator(annotator) if annotator else None)
+    return set(zip(judged["query_id"], judged["doc_id"]))
+
+
 def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit: int = 50) -> pd.DataFrame:
-    """The next ``limit`` candidates to review across all queries, riskiest first.
+    """The next ``limit`` candidates to review across all queries, riskiest first (ties by query and rank).
 
     Skips pairs this annotator already judged (any annotator's, when ``annotator`` is None). ``signals`` is the
     parsed dict of signal values (see core.risk.SIGNALS); candidates whose risk was never computed come last.
+    Pages of the run's risk index are read until enough unjudged candidates are found (each page twice the last,
+    so a reviewer with thousands of verdicts costs a few reads), never the whole run.
     """
     run = require_run(store, run_id)
-    cands = store.candidates(run_id)
-    judged = labels.current(store, run["dataset"], labels.check_annotator(annotator) if annotator else None)
-    done = set(zip(judged["query_id"], judged["doc_id"]))
-    todo = cands[[pair not in done for pair in zip(cands["query_id"], cands["doc_id"])]]
-    todo = todo.sort_values(["risk", "query_id", "rank"], ascending=[False, True, True], na_position="last",
-                            kind="stable").head(max(int(limit), 0)).reset_index(drop=True)
+    done = _judged_pairs(store, run["dataset"], annotator)
+    want, parts, found = max(int(limit), 0), [], 0
+    for scored in (True, False):
+        offset, size = 0, max(2 * want, 64)
+        while found < want:
+            page = store.risk_order(run_id, offset, size, scored)
+            todo = page[[pair not in done for pair in zip(page["query_id"], page["doc_id"])]]
+            if len(todo):
+                parts.append(todo)
+                found += len(todo)
+            if len(page) < size:
+                break
+            offset, size = offset + size, 2 * size
+    todo = pd.concat(parts, ignore_index=True).head(want) if parts else store.risk_order(run_id, 0, 0)
     todo = todo.assign(signals=[json.loads(s) if isinstance(s, str) else {} for s in todo["signals"]])
     return todo[QUEUE_COLUMNS]
+
+
+def unjudged(store: Store, run_id: str, annotator: str | None = None) -> int:
+    """How many candidates of the run this annotator (anyone, when None) has not judged: the queue's true length,
+    from the run's size and a primary-key probe per verdict."""
+    run = require_run(store, run_id)
+    base = require_run(store, store.rows_of(run_id))
+    total = base["stats"].get("candidates")
+    if total is None:
+        total = store.count("candidates", run_id=base["run_id"])
+    return int(total) - len(store.mined_pairs(run_id, _judged_pairs(store, run["dataset"], annotator)))
+
+
+_QUERY_VECTORS: OrderedDict[tuple, tuple[list[str], dict[str, int], np.ndarray]] = OrderedDict()
+_QUERY_VECTORS_LOCK = threading.Lock()
+QUERY_VECTOR_SETS = 2  # datasets' query matrices kept per process (100k queries x 384 dims: 150 MB each)
+
+
+def _query_vectors(store: Store, dataset: str, runs: list[dict],
+                   vectors: Vectors) -> tuple[list[str], dict[str, int], np.ndarray]:
+    """Every query some run of the dataset mined, as rows of unit vectors: built once per set of mined runs and
+    encoder (cache hits after mining), so finding similar queries is one matrix-vector product. Returns the ids in
+    row order, each id's row and the vectors."""
+    bases = tuple(sorted({r["base_run"] or r["run_id"] for r in runs}))
+    encoder = vectors.encoder
+    key = (str(store.path), dataset, bases, encoder.fingerprint, encoder.precision, encoder.query_prompt)
+    with _QUERY_VECTORS_LOCK:
+        if key not in _QUERY_VECTORS:
+            ids: set[str] = set()
+            for base in bases:
+                column = store.run_columns(base, ["query_id"])["query_id"].combine_chunks()
+                ids.update(column.dictionary.to_pylist() if len(column) else [])
+            row, vecs = vectors.queries(sorted(ids))
+            _QUERY_VECTORS[key] = list(row), row, vecs
+            while len(_QUERY_VECTORS) > QUERY_VECTOR_SETS:
+                _QUERY_VECTORS.popitem(last=False)
+        _QUERY_VECTORS.move_to_end(key)
+        return _QUERY_VECTORS[key]
 
 
 def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, doc_id: str, label: str,
@@ -53,7 +109,8 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
 
     Only pairs that some run of the dataset mined are considered (those are the pairs anyone reviews), and pairs
     that are already judged, already positives, or already carry the same open suggestion are skipped.
-    ``unsure`` says nothing about other pairs, so it creates none.
+    ``unsure`` says nothing about other pairs, so it creates none. Every read is indexed: the query's candidates,
+    the similar queries from the runs' cached query vectors, then each (similar query, document) by primary key.
     """
     label = labels.normalise_label(label)
     if label == "unsure":
@@ -62,16 +119,17 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
     if not runs:
         return 0
     vectors = Vectors(store, dataset, run_encoder(workspace, runs[0]))  # newest run's model
-    qrels = store.qrels(dataset)
-    positives = positive_qrels(qrels)
-    skip = set(zip(positives["query_id"], positives["doc_id"]))
     verdicts = labels.current(store, dataset)
-    skip |= set(zip(verdicts["query_id"], verdicts["doc_id"]))
-    skip.add((query_id, doc_id))
-    rows = []
+    judged = set(zip(verdicts["query_id"], verdicts["doc_id"]))
+    positives: dict[str, set[str]] = {}
 
-    siblings = [d for d in store.candidate_pairs(dataset, query_id=query_id)["doc_id"]
-                if (query_id, d) not in skip]
+    def skipped(q: str, d: str) -> bool:
+        if q not in positives:
+            positives[q] = set(store.positives(dataset, None, q))
+        return (q, d) == (query_id, doc_id) or (q, d) in judged or d in positives[q]
+
+    rows = []
+    siblings = [d for d in store.candidate_pairs(dataset, query_id=query_id)["doc_id"] if not skipped(query_id, d)]
     if siblings:
         row, vecs, texts = vectors.documents([doc_id, *siblings])
         if doc_id in row:
@@ -85,16 +143,19 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
                                  "reason": f"near-copy of {doc_id} (cosine {cosine[i]:.2f}, word overlap "
                                            f"{overlap[i]:.2f}) judged {label} for this query"})
 
-    others = [q for q in store.candidate_pairs(dataset, doc_id=doc_id)["query_id"] if (q, doc_id) not in skip]
-    if others:
-        row, vecs = vectors.queries([query_id, *others])
-        if query_id in row:
-            cosine = vecs @ vecs[row[query_id]]
-            for q in others:
-                if cosine[row[q]] >= SIMILAR_QUERY_COSINE:
-                    rows.append({"query_id": q, "doc_id": doc_id, "similarity": float(cosine[row[q]]),
-                                 "reason": f"judged {label} for the similar query {query_id} "
-                                           f"(cosine {cosine[row[q]]:.2f})"})
+    ids, row, vecs = _query_vectors(store, dataset, runs, vectors)
+    if query_id in row:
+        query = vecs[row[query_id]]
+    else:
+        own_row, own = vectors.queries([query_id])
+        query = own[own_row[query_id]] if query_id in own_row else None
+    if query is not None:
+        cosine = vecs @ query
+        for i in sorted(np.flatnonzero(cosine >= SIMILAR_QUERY_COSINE), key=ids.__getitem__):
+            q = ids[i]
+            if not skipped(q, doc_id) and not store.candidate_pairs(dataset, query_id=q, doc_id=doc_id).empty:
+                rows.append({"query_id": q, "doc_id": doc_id, "similarity": float(cosine[i]),
+                             "reason": f"judged {label} for the similar query {query_id} (cosine {cosine[i]:.2f})"})
     return store.add_suggestions([{**r, "dataset": dataset, "label": label, "source_event": source_event}
                                   for r in rows])
 

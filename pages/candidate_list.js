@@ -107,7 +107,7 @@ export default function (component) {
       cell(tr, fmt(r.score, 3));
       cell(tr, fmt(r.margin, 3, true));
       cell(tr, r.rule);
-      cell(tr, fmt(r.risk, 2));
+      cell(tr, data.risk_pending ? "scoring…" : fmt(r.risk, 2), data.risk_pending ? "ns-pending" : "");
       cell(tr, r.doc_id, "ns-doc");
       cell(tr, r.text, "ns-text");
       tr.onclick = () => {

@@ -66,17 +66,19 @@ def _stream(token: str) -> _Stream:
 
 def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str,
          on_event: Callable[[MutableMapping[str, Any], dict], None], tracked: Sequence[str],
-         verdicts_wait: bool = False) -> None:
+         verdicts_wait: bool = False, risk_pending: bool = False) -> None:
     """Mount the list for one query. Each key event is passed once, in order, to ``on_event(state, event)``, where
     ``state`` holds the ``tracked`` session-state keys; what it sets there is written to the session state.
 
     ``verdicts_wait``: the server, not the list, decides where a verdict moves the cursor (the triage queue jumps
-    to the next riskiest item), so keys after a verdict wait for its answer.
+    to the next riskiest item), so keys after a verdict wait for its answer. ``risk_pending``: risk is being scored
+    in the background, and the risk column says so instead of showing nothing.
     """
     with _LOCK:
         acked = _stream(token).applied
     _COMPONENT(key=KEY, data={"token": token, "acked": acked, "query_id": query_id, "cursor": cursor,
-                              "rows": rows(candidates), "verdicts_wait": verdicts_wait},
+                              "rows": rows(candidates), "verdicts_wait": verdicts_wait,
+                              "risk_pending": risk_pending},
                on_events_change=partial(_receive, token, on_event, tuple(tracked)))
 
 

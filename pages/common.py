@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from core.devices import DEVICE_HELP, available_devices
 from core.errors import UserError
+from core.jobs import Job
+from core.review import RunOutline, run_outline
 from core.store import Store
 from core.workspace import Workspace, open_workspace, resolve_path
 
@@ -64,46 +65,52 @@ def store() -> Store:
     return get_store(str(workspace().root))
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def run_candidates(path: str, run_id: str, scored_at: str | None) -> pd.DataFrame:
-    """A run's full candidate table, read again only when its risk is re-scored: every page filters this frame.
-
-    cache_resource, not cache_data: runs are immutable, and copying a 100k-row frame on every rerun cost more than
-    the rest of the Review page. Callers must not modify the frame in place. ``scored_at`` (risk is the one
-    column that changes, e.g. by `python -m core risk` in another process) is part of the key.
-    """
-    return get_store(path).candidates(run_id)
+RISK_FAILED = "_ns_risk_failed"  # run id -> why this session's background scoring of it failed
+RISK_POLL_S = 2
 
 
-def _risk_stamp(run_id: str) -> str | None:
-    """The run's risk timestamp, scoring the run first if it never was (mined from the CLI)."""
-    from core.risk import ensure_risk, signal_set
-
-    store_ = store()
-    stamp = store_.risk_scored_at(run_id)
-    if store_.risk_missing(run_id, signal_set()):
-        with st.spinner("Scoring false-negative risk for this run (once per run)…"):
-            ensure_risk(store_, workspace(), run_id)
-        stamp = store_.risk_scored_at(run_id)
-    return stamp
+@st.fragment(run_every=RISK_POLL_S)
+def _risk_progress(job: Job, run_id: str) -> None:
+    """Poll the scoring job; rerun the whole page once risk is stored (or scoring failed), so it appears."""
+    if job.done:
+        if job.error is not None:
+            st.session_state.setdefault(RISK_FAILED, {})[run_id] = str(job.error)
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"Scoring false-negative risk in the background ({job.message}); the page "
+                                   "works meanwhile and shows risk when it is stored.")
 
 
-def candidates(run_id: str) -> pd.DataFrame:
-    return run_candidates(str(workspace().root), run_id, _risk_stamp(run_id))
+def _retry_risk(run_id: str) -> None:
+    st.session_state.get(RISK_FAILED, {}).pop(run_id, None)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _run_queries(path: str, run_id: str) -> pd.DataFrame:
-    from core.review import run_queries as build
+def risk_ready(run_id: str) -> bool:
+    """Whether the run's risk is scored by today's signals. If not, scoring runs in the background (one job per
+    run in this server, whichever session asked first) and a small fragment shows its progress and reruns the
+    page when it is done; a failure is said once, with a button to try again, instead of restarting by itself."""
+    from core.risk import scoring_job
 
-    store_ = get_store(path)
-    return build(store_, run_id, store_.candidates(run_id, with_signals=False))
+    failed = st.session_state.get(RISK_FAILED, {}).get(run_id)
+    if failed is not None:
+        st.error(f"Scoring false-negative risk failed: {failed}", icon="⚠️")
+        st.button("Score risk again", key="ns_risk_retry", on_click=_retry_risk, args=(run_id,))
+        return False
+    job = scoring_job(store(), workspace().root, run_id)
+    if job is None:
+        return True
+    _risk_progress(job, run_id)
+    return False
 
 
-def run_queries(run_id: str) -> pd.DataFrame:
-    """The run's query list (ids, texts, counts): derived from the immutable run's ids and kept flags only, so
-    cached for as long as the process lives."""
-    return _run_queries(str(workspace().root), run_id)
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _run_outline(path: str, run_id: str) -> RunOutline:
+    return run_outline(get_store(path), run_id)
+
+
+def outline(run_id: str) -> RunOutline:
+    """The run's navigation list and per-row layout (core.review.RunOutline): runs are immutable, so it is read
+    once per process and shared by every session (bounded: a 10M-candidate run's outline is ~100 MB)."""
+    return _run_outline(str(workspace().root), run_id)
 
 
 def select_dataset(name: str | None) -> None:

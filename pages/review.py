@@ -69,16 +69,15 @@ def _goto_query(state: State, query_id: str) -> None:
     state[CURSOR] = None
 
 
-def _step_query(state: State, query_ids: list[str], query_id: str, step: int) -> None:
-    index = query_ids.index(query_id) if query_id in query_ids else 0
-    _goto_query(state, query_ids[max(0, min(len(query_ids) - 1, index + step))])
+def _step_query(state: State, outline: review.RunOutline, query_id: str, step: int) -> None:
+    _goto_query(state, outline.neighbour(query_id, step))
 
 
 def _move_triage(state: State, step: int, size: int) -> None:
     state[TRIAGE_POS] = max(0, min(size - 1, (state.get(TRIAGE_POS) or 0) + step))
 
 
-def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, who: str, query_ids: list[str],
+def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, who: str, outline: review.RunOutline,
                queue_size: int | None, state: State, event: dict) -> None:
     """One key from the candidate list; it names the (query, document) that was on screen when it was pressed."""
     query_id, action = str(event.get("query_id")), event["action"]
@@ -90,7 +89,7 @@ def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, who: str,
     elif action == "query":
         step = 1 if event.get("step") == 1 else -1
         if queue_size is None:
-            _step_query(state, query_ids, query_id, step)
+            _step_query(state, outline, query_id, step)
         else:
             _move_triage(state, step, queue_size)
     elif action == "undo":
@@ -141,9 +140,10 @@ store = common.store()
 ws = common.workspace()
 run = store.run(run_id)
 dataset = run["dataset"]
-cands = common.candidates(run_id)
+outline = common.outline(run_id)
+queries = outline.queries
 st.header("Review", anchor=False)
-if cands.empty:
+if queries.empty:
     st.warning("This run has no candidates (no query had a labelled positive in its split, or the corpus holds "
                "nothing but positives). Mine another split or dataset on the **Mine** page.")
     st.stop()
@@ -151,15 +151,18 @@ if error := st.session_state.pop(ERROR, None):
     st.toast(error, icon="⚠️")
 if info := st.session_state.pop(INFO, None):
     st.toast(info, icon="💡")
+scored = common.risk_ready(run_id)  # if not, scoring runs in the background and the page shows rank order
 
-queries = common.run_queries(run_id)
 judged = review.own_verdicts(store, dataset, who)
 modes = ["Queries", "Triage queue"]
 top = st.columns([1.2, 1.5, 0.9, 2])
 mode = top[0].segmented_control("Mode", modes, default="Queries", key="ns_mode") or "Queries"
 scope = top[1].segmented_control("Candidates", review.SCOPES, default="kept", key="ns_scope",
                                  format_func={"kept": "kept negatives", "all": "all mined"}.get) or "kept"
-sort = top[2].segmented_control("Sort by", review.SORTS, default="rank", key="ns_sort") or "rank"
+sort = top[2].segmented_control("Sort by", review.SORTS, default="rank", key="ns_sort", disabled=not scored,
+                                help=None if scored else "Sorting by risk waits until risk is scored.") or "rank"
+if not scored:
+    sort = "rank"
 with top[3]:
     needle = st.text_input("Jump to query (id or text)", key=SEARCH, placeholder="e.g. q0042 or 'path'")
     if needle:
@@ -172,9 +175,12 @@ with top[3]:
                          placeholder="Pick a query…", on_change=_jump,
                          format_func=lambda q: f"{q} — {labels_by_id[q][:90]}")
 
-query_ids = list(queries["query_id"])
 queue = None
 if mode == "Triage queue":
+    if not scored:
+        st.info("The triage queue orders every candidate by false-negative risk, which is still being scored; "
+                "it opens by itself when scoring is done. Review query by query meanwhile.")
+        st.stop()
     scope = "all"  # the queue ranks every mined candidate, kept or not
     queue = triage.triage_queue(store, run_id, who, limit=50)
     if queue.empty:
@@ -185,43 +191,45 @@ if mode == "Triage queue":
     if st.session_state.get(TRIAGE_ITEM) != (item["query_id"], item["doc_id"]):
         st.session_state[TRIAGE_ITEM] = (item["query_id"], item["doc_id"])
         st.session_state[common.QUERY], st.session_state[CURSOR] = item["query_id"], item["doc_id"]
-    with st.expander(f"Triage queue: {len(queue)} unjudged candidates, highest risk first (item {pos + 1})"):
+    with st.expander(f"Triage queue: {triage.unjudged(store, run_id, who)} unjudged candidates, highest risk "
+                     f"first (item {pos + 1}; the next {len(queue)} below)"):
         st.dataframe(queue, hide_index=True, height=220)
 
 query_id = st.session_state.get(common.QUERY)
-if query_id not in query_ids:
-    query_id = query_ids[0]
+if query_id not in outline.position:
+    query_id = str(queries["query_id"].iat[0])
     st.session_state[common.QUERY] = query_id
-view = review.query_view(store, run_id, query_id, cands, judged, scope, sort)
-order = list(view.candidates["doc_id"])
+view = review.query_view(store, run_id, query_id, judged, scope, sort)
+cand = view.candidates if scored else view.candidates.assign(risk=float("nan"), signals=None)
+order = list(cand["doc_id"])
 cursor = st.session_state.get(CURSOR)
 if cursor not in order:
-    unjudged = [d for d, lab in zip(order, view.candidates["label"]) if lab is None]
+    unjudged = [d for d, lab in zip(order, cand["label"]) if lab is None]
     cursor = unjudged[0] if unjudged else (order[0] if order else None)
     st.session_state[CURSOR] = cursor
 
 # progress ---------------------------------------------------------------------------------------------------------
-done = review.progress_summary(review.judged_per_query(cands, judged, scope), query_id)
-index = query_ids.index(query_id)
+done = review.progress(outline, judged, scope, query_id)
+index = outline.position[query_id]
 left, right = st.columns([1.35, 1], gap="medium")
 
 # left: the query, its positives and its candidates ----------------------------------------------------------------
 with left:
     with st.container(border=True):
-        st.caption(f"Query {query_id} · {index + 1} of {len(query_ids)}")
+        st.caption(f"Query {query_id} · {index + 1} of {len(queries)}")
         st.text(view.text)
-    pos_score = view.candidates["pos_score"].iloc[0] if len(view.candidates) else None
+    pos_score = cand["pos_score"].iloc[0] if len(cand) else None
     with st.expander(f"Positives ({len(view.positives)})" +
                      (f" · weakest positive score s_P = {pos_score:.3f}" if pos_score is not None else ""),
                      expanded=True):
         for pos_row in view.positives.itertuples(index=False):
             common.show_document(pos_row.doc_id if pos_row.title in ("", pos_row.doc_id)
                                  else f"{pos_row.doc_id} · {pos_row.title}", pos_row.text)
-    cand = view.candidates
     candidate_list.show(cand, query_id, cursor, st.session_state[TOKEN],
-                        partial(_key_event, store, ws, run_id, dataset, who, query_ids,
+                        partial(_key_event, store, ws, run_id, dataset, who, outline,
                                 None if queue is None else len(queue)),
-                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO), verdicts_wait=queue is not None)
+                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO), verdicts_wait=queue is not None,
+                        risk_pending=not scored)
     if cand.empty:
         st.info("No candidates in this scope for this query (the rule kept none). Switch *Candidates* to "
                 "'all mined' to see everything retrieved.")
@@ -240,11 +248,10 @@ with right:
     else:
         nav[0].button("Prev query (p)", key="ns_prev_query", icon=":material/arrow_back:",
                       width="stretch", disabled=index == 0,
-                      on_click=_goto_query, args=(st.session_state, query_ids[max(0, index - 1)]))
+                      on_click=_step_query, args=(st.session_state, outline, query_id, -1))
         nav[1].button("Next query (n)", key="ns_next_query", icon=":material/arrow_forward:",
-                      width="stretch", disabled=index == len(query_ids) - 1,
-                      on_click=_goto_query,
-                      args=(st.session_state, query_ids[min(len(query_ids) - 1, index + 1)]))
+                      width="stretch", disabled=index == len(queries) - 1,
+                      on_click=_step_query, args=(st.session_state, outline, query_id, 1))
     st.progress(done.query_done / done.query_total if done.query_total else 1.0,
                 text=f"This query: {done.query_done} / {done.query_total} judged")
     st.progress(done.done / done.total if done.total else 1.0,
@@ -256,7 +263,7 @@ with right:
     with st.container(border=True):
         st.caption(f"Candidate {order.index(cursor) + 1} of {len(order)} · rank {int(current['rank'])} · "
                    f"{'kept' if current['kept'] else 'dropped'} by rule ({current['rule']})")
-        risk = "—" if pd.isna(current["risk"]) else f"{current['risk']:.2f}"
+        risk = "being scored" if not scored else "—" if pd.isna(current["risk"]) else f"{current['risk']:.2f}"
         st.markdown(f"score s **{current['score']:.3f}** · s − s_P **{current['margin']:+.3f}** · "
                     f"risk **{risk}** · verdict **{VERDICT_NAME.get(current['label'], '—')}**")
         common.show_document(doc_id if current["title"] in ("", doc_id) else f"{doc_id} · {current['title']}",

@@ -101,8 +101,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free loopback port with ``env`` added; yields its URL once healthy."""
+def streamlit_server(env: dict[str, str], log_path: Path,
+                     launcher: tuple[str, ...] = ("-m", "streamlit")) -> Iterator[str]:
+    """`streamlit run app.py` on a free loopback port with ``env`` added; yields its URL once healthy.
+    ``launcher``: the Python arguments that start Streamlit's command line (e.g. ``-c`` code that first registers
+    something in the server process)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -110,7 +113,7 @@ def streamlit_server(env: dict[str, str], log_path: Path) -> Iterator[str]:
     if "NEGSPACE_PASSWORD" not in env:
         full_env.pop("NEGSPACE_PASSWORD", None)
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        proc = subprocess.Popen([sys.executable, *launcher, "run", str(ROOT / "app.py"),
                                  "--server.port", str(port), "--server.address", "127.0.0.1",
                                  "--server.headless", "true", "--browser.gatherUsageStats", "false"],
                                 cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)

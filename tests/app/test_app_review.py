@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import numpy as np
 import pandas as pd
 
-from core import labels, triage
+from core import labels, risk, triage
 from tests.app_helpers import candidate_list, open_app, store_at, timed
 
 PAGE = "pages/review.py"
 
 
 _store = store_at
+
+
+def _wait_until_scored(root, run_id: str, timeout: float = 180.0) -> None:
+    """Wait (up to a deadline) for the background job to store the run's risk."""
+    store = _store(root)
+    deadline = time.monotonic() + timeout
+    while store.risk_missing(run_id, risk.signal_set()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not store.risk_missing(run_id, risk.signal_set()), "risk was not scored in time"
 
 
 def _texts(at) -> list[str]:
@@ -72,6 +85,7 @@ def test_jump_to_query_by_text(monkeypatch, ws_root):
 
 def test_sort_by_risk_and_all_candidates(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, PAGE)
+    _wait_until_scored(ws_root, at.session_state["ns_run"])
     at.session_state["ns_scope"] = "all"
     at.session_state["ns_sort"] = "risk"
     at.run()
@@ -201,3 +215,45 @@ def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monk
     assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist() == ["py-join-dup"]
     by_lasso = triage.suggestions(store, "tiny")[columns]
     assert sorted(map(tuple, by_lasso.values)) == sorted(map(tuple, by_click.values))
+
+
+def test_an_unscored_run_is_reviewed_in_rank_order_while_one_background_job_scores_it(monkeypatch, ws_root):
+    """Two sessions open a freshly mined run: both show its first query at once, in rank order with risk marked as
+    being scored (sorting by risk waits), and share one scoring job; once it is stored, risk is on the page."""
+    gate, calls = threading.Event(), []
+
+    def gated(ctx):  # a signal that holds scoring until the test has looked at the page
+        gate.wait(timeout=120)
+        return np.zeros(ctx.n)
+
+    real = risk.compute_risk
+
+    def counted(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(risk.SIGNALS, "test_gate", risk.Signal("test_gate", "waits for the test", gated, 0.0))
+    monkeypatch.setattr(risk, "compute_risk", counted)
+    try:
+        sessions = [open_app(monkeypatch, ws_root, PAGE) for _ in range(2)]
+        run_id = sessions[0].session_state["ns_run"]
+        for at in sessions:
+            at.session_state["ns_sort"] = "risk"
+            timed(at)
+            shown = candidate_list(at)
+            assert shown["query_id"] == "q1" and shown["risk_pending"]
+            assert [r["risk"] for r in shown["rows"]] == [None] * len(shown["rows"])
+            ranks = [r["rank"] for r in shown["rows"]]
+            assert ranks == sorted(ranks), "rank order until risk exists"
+            assert any("being scored" in m.value for m in at.markdown)
+        assert _store(ws_root).risk_missing(run_id, risk.signal_set()), "still scoring while the pages showed"
+    finally:
+        gate.set()
+    _wait_until_scored(ws_root, run_id)
+    assert calls == [run_id], "one scoring job for both sessions"
+    at = sessions[0]
+    timed(at)
+    shown = candidate_list(at)
+    assert not shown["risk_pending"]
+    risks = np.array([r["risk"] for r in shown["rows"]], dtype=float)
+    assert np.isfinite(risks).all() and (risks[:-1] >= risks[1:]).all(), "sorted by risk once it exists"

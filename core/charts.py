@@ -1,5 +1,7 @@
 """Plotly figures for score distributions, rule previews and embedding maps (no Streamlit, so testable alone).
 
+Distributions arrive binned (``core.run_stats.Bins``): a figure carries one bar per bin, whatever the run's size.
+
 Scores are cosine similarities s; s_P is the query's weakest labelled positive; margin = s − s_P (> 0 means the
 "negative" scored above a labelled positive, a strong false-negative hint). Rule thresholds are drawn where the
 rule cuts: exactly for abs on scores and marginpos on margins, at the median query otherwise (those cuts move
@@ -8,12 +10,17 @@ with each query's s_P).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
 from core.rules import RuleSpec
+
+if TYPE_CHECKING:
+    from core.run_stats import Bins
 
 KEPT_COLOURS = {"kept": "#d62728", "dropped": "#7f7f7f", "positive (s_P)": "#2ca02c"}
 VERDICT_COLOURS = {"false_negative": "#d62728", "true_negative": "#1f9e89", "unsure": "#ff7f0e",
@@ -36,56 +43,49 @@ def _draw_lines(fig: go.Figure, lines: list[tuple[float, str]]) -> go.Figure:
     return fig
 
 
-def _kept_label(candidates: pd.DataFrame) -> pd.Series:
-    return np.where(candidates["kept"], "kept", "dropped")
+def _bars(bins: Bins, colours: dict[str, str], title: str, axis: str) -> go.Figure:
+    """Overlaid bars, one trace per group of ``bins`` (its density; its counts on hover), in the group's colour."""
+    fig = go.Figure([go.Bar(x=bins.centres, y=bins.density(group), width=bins.width,
+                            name=group, marker_color=colours.get(group), opacity=0.6,
+                            customdata=counts, hovertemplate="%{x:.3f}: %{customdata:,} candidates<extra></extra>")
+                     for group, counts in bins.counts.items()])
+    fig.update_layout(**_LAYOUT, title=title, barmode="overlay", xaxis_title=axis,
+                      yaxis_title="probability density")
+    return fig
 
 
-def score_histogram(candidates: pd.DataFrame, spec: RuleSpec) -> go.Figure:
+def score_histogram(scores: Bins, pos_scores: np.ndarray, spec: RuleSpec) -> go.Figure:
     """Positive (s_P, one per query) vs kept and dropped negative scores, with the rule's cut-offs."""
-    pos = candidates.drop_duplicates("query_id")["pos_score"]
-    frame = pd.concat([pd.DataFrame({"score": candidates["score"], "group": _kept_label(candidates)}),
-                       pd.DataFrame({"score": pos, "group": "positive (s_P)"})], ignore_index=True)
-    fig = px.histogram(frame, x="score", color="group", barmode="overlay", histnorm="probability density",
-                       nbins=60, opacity=0.6, color_discrete_map=KEPT_COLOURS,
-                       title="Scores: weakest positive vs kept / dropped candidates")
-    fig.update_layout(**_LAYOUT)
-    return _draw_lines(fig, threshold_lines(spec, pos.to_numpy(), "score"))
+    fig = _bars(scores, KEPT_COLOURS, "Scores: weakest positive vs kept / dropped candidates", "score")
+    return _draw_lines(fig, threshold_lines(spec, pos_scores, "score"))
 
 
-def margin_histogram(candidates: pd.DataFrame, spec: RuleSpec, colour: pd.Series | None = None,
+def margin_histogram(margins: Bins, pos_scores: np.ndarray, spec: RuleSpec, colours: dict[str, str] | None = None,
                      title: str = "Margin s − s_P of candidates") -> go.Figure:
-    """Histogram of s − s_P, coloured by kept/dropped or by a given label per row (e.g. the verdict)."""
-    groups = _kept_label(candidates) if colour is None else colour
-    frame = pd.DataFrame({"margin": candidates["score"] - candidates["pos_score"], "group": groups})
-    cmap = KEPT_COLOURS if colour is None else VERDICT_COLOURS
-    fig = px.histogram(frame, x="margin", color="group", barmode="overlay", nbins=60, opacity=0.65,
-                       histnorm="probability density",
-                       color_discrete_map=cmap, title=title)
-    fig.update_layout(**_LAYOUT)
+    """Histogram of s − s_P per group: kept/dropped, or the groups ``colours`` names (e.g. verdicts)."""
+    fig = _bars(margins, KEPT_COLOURS if colours is None else colours, title, "margin")
     fig.add_vline(x=0, line_color="#2ca02c", annotation_text="s = s_P", annotation_position="bottom right")
-    pos = candidates.drop_duplicates("query_id")["pos_score"].to_numpy()
-    return _draw_lines(fig, threshold_lines(spec, pos, "margin"))
+    return _draw_lines(fig, threshold_lines(spec, pos_scores, "margin"))
 
 
-def margin_ecdf(candidates: pd.DataFrame, spec: RuleSpec) -> go.Figure:
-    """ECDF of s − s_P for kept and dropped candidates: how much of each lies above any margin."""
-    frame = pd.DataFrame({"margin": candidates["score"] - candidates["pos_score"],
-                          "group": _kept_label(candidates)})
-    fig = px.ecdf(frame, x="margin", color="group", color_discrete_map=KEPT_COLOURS,
-                  title="ECDF of the margin s − s_P")
-    fig.update_layout(**_LAYOUT)
-    pos = candidates.drop_duplicates("query_id")["pos_score"].to_numpy()
-    return _draw_lines(fig, threshold_lines(spec, pos, "margin"))
+def margin_ecdf(margins: Bins, pos_scores: np.ndarray, spec: RuleSpec) -> go.Figure:
+    """ECDF of s − s_P for kept and dropped candidates, read at the bin edges: how much of each lies below any
+    margin."""
+    fig = go.Figure([go.Scatter(x=margins.edges, y=np.r_[0.0, margins.cumulative(group)], name=group,
+                                mode="lines", line_shape="linear", line_color=KEPT_COLOURS.get(group))
+                     for group in margins.counts])
+    fig.update_layout(**_LAYOUT, title="ECDF of the margin s − s_P", xaxis_title="margin", yaxis_title="share")
+    return _draw_lines(fig, threshold_lines(spec, pos_scores, "margin"))
 
 
-def survivors_histogram(per_query: pd.DataFrame, num_negatives: int) -> go.Figure:
-    """How many queries keep 0, 1, 2 … negatives before and after a rule change."""
-    frame = pd.concat([pd.DataFrame({"kept": per_query["kept_before"], "run": "current run"}),
-                       pd.DataFrame({"kept": per_query["kept_after"], "run": "preview"})], ignore_index=True)
-    fig = px.histogram(frame, x="kept", color="run", barmode="group", title="Negatives kept per query",
-                       color_discrete_map={"current run": "#7f7f7f", "preview": "#1f77b4"})
+def survivors_histogram(survivors: pd.DataFrame, num_negatives: int) -> go.Figure:
+    """How many queries keep 0, 1, 2 … negatives before and after a rule change (``run_stats.survivors``)."""
+    fig = go.Figure([go.Bar(x=survivors["kept"], y=survivors[column], name=name, marker_color=colour)
+                     for column, name, colour in (("before", "current run", "#7f7f7f"),
+                                                  ("after", "preview", "#1f77b4"))])
     fig.add_vline(x=num_negatives - 0.5, line_dash="dash", annotation_text=f"short of {num_negatives}")
-    fig.update_layout(**_LAYOUT)
+    fig.update_layout(**_LAYOUT, title="Negatives kept per query", barmode="group", xaxis_title="kept",
+                      yaxis_title="queries")
     return fig
 
 

@@ -6,6 +6,7 @@ BM25 score and the rule's verdict, so any later rule change, review or risk scor
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from core import labels, rules
+from core import labels, rules, run_stats
 from core.encoders import Encoder, load_encoder
 from core.engines import check_engine
 from core.errors import UserError
 from core.index import encode_and_search_chunks, exact_scores
-from core.jobs import StageClock
+from core.jobs import Job, StageClock, shared_job
 from core.lexical import Bm25Builder
 from core.lookups import (
     document_texts,
@@ -204,12 +206,17 @@ def _fill_cache_with(engine: str, encoder: Encoder, store: Store, dataset: str, 
     return encoded + fill_cache(encoder, queries["text"].tolist(), encoder.query_prompt)
 
 
+def _false_negative_pairs(store: Store, dataset: str) -> pd.DataFrame:
+    """The (query_id, doc_id) pairs a person resolved as false negative for their query."""
+    verdicts = labels.resolved(store, dataset)
+    return verdicts[verdicts["label"] == "false_negative"]
+
+
 def judged_mask(store: Store, dataset: str, candidates: pd.DataFrame, spec: RuleSpec) -> np.ndarray | None:
     """Which candidates a person resolved as false negative for their query (None when the rule ignores it)."""
     if not spec.skip_judged:
         return None
-    verdicts = labels.resolved(store, dataset)
-    flagged = verdicts[verdicts["label"] == "false_negative"]
+    flagged = _false_negative_pairs(store, dataset)
     keys = pd.MultiIndex.from_arrays([candidates["query_id"], candidates["doc_id"]])
     return keys.isin(pd.MultiIndex.from_arrays([flagged["query_id"], flagged["doc_id"]]))
 
@@ -222,51 +229,84 @@ def run_spec(run: dict) -> RuleSpec:
         raise UserError(f"run {run['run_id']}: stored rule: {exc}") from None
 
 
+PREVIEW_COLUMNS = ["query_id", "doc_id", "rank", "score", "pos_score", "kept", "rule"]  # what the rules read
+
+
 @dataclass
 class Preview:
     """What a rule change would do to a run, computed from its stored candidates."""
 
     run_id: str
     spec: RuleSpec
-    candidates: pd.DataFrame  # with the new kept/rule and the old ones as kept_before/rule_before
+    candidates: pd.DataFrame  # ids as categoricals, the new kept/rule and the old ones as kept_before/rule_before
     per_query: pd.DataFrame  # query_id, kept_before, kept_after
     summary: dict
+    margins: run_stats.Bins  # s − s_P of the candidates kept and dropped under the new rule
 
     @property
     def flips(self) -> pd.DataFrame:
         c = self.candidates
         return c[c["kept"] != c["kept_before"]]
 
+    @property
+    def short_queries(self) -> pd.DataFrame:
+        """The queries that keep fewer than k negatives under the new rule (rows of ``per_query``)."""
+        return self.per_query[self.per_query["kept_after"] < self.spec.num_negatives]
 
-def preview(store: Store, run_id: str, spec: RuleSpec, candidates: pd.DataFrame | None = None) -> Preview:
+    def flip_table(self, limit: int) -> pd.DataFrame:
+        """The first ``limit`` flips as the Mine page lists them: ids, rank, score, margin, old and new reason."""
+        flips = self.flips.head(limit)
+        return pd.DataFrame({"query": flips["query_id"].astype(str), "document": flips["doc_id"].astype(str),
+                             "rank": flips["rank"], "score": flips["score"].round(3),
+                             "s − s_P": (flips["score"] - flips["pos_score"]).round(3),
+                             "now": flips["rule_before"].astype(str), "preview": flips["rule"]})
+
+    @property
+    def survivors(self) -> pd.DataFrame:
+        """Queries per number of kept negatives, before and after (``run_stats.survivors``)."""
+        return run_stats.survivors(self.per_query["kept_before"].to_numpy(), self.per_query["kept_after"].to_numpy())
+
+
+def preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
+    """Apply ``spec`` to the run's stored candidates, read from its snapshot as a few columns with the ids
+    dictionary-encoded (pandas categoricals: no string per candidate), and count what changes."""
     run = require_run(store, run_id)
-    if candidates is None:
-        candidates = store.candidates(run_id, with_signals=False, with_risk=False)
-    before = candidates
-    judged = judged_mask(store, run["dataset"], before, spec)
+    table = store.run_columns(run_id, PREVIEW_COLUMNS)
+    before = table.to_pandas()
+    judged = run_stats.pair_mask(table, _false_negative_pairs(store, run["dataset"])) if spec.skip_judged else None
     after = rules.apply(spec, before.drop(columns=["kept", "rule"]), judged)
-    after["kept_before"] = before["kept"].to_numpy()
-    after["rule_before"] = before["rule"].to_numpy()
-    per_query = after.groupby("query_id").agg(kept_before=("kept_before", "sum"), kept_after=("kept", "sum"))
-    per_query = per_query.reset_index()
+    after["kept_before"] = before["kept"].to_numpy(dtype=bool)
+    after["rule_before"] = before["rule"]
+    query, query_values = run_stats.codes(table, "query_id")
+    starts = run_stats.query_starts(query)
+    per_query = pd.DataFrame({"query_id": query_values.take(query[starts]).to_pylist(),
+                              "kept_before": run_stats.per_query_sum(after["kept_before"].to_numpy(), starts),
+                              "kept_after": run_stats.per_query_sum(after["kept"].to_numpy(), starts)})
+    per_query = per_query.sort_values("query_id", kind="stable").reset_index(drop=True)
     summary = rules.summarise(after, spec)
     summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
     summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
     summary["short_queries_before"] = int((per_query["kept_before"] < run_spec(run).num_negatives).sum())
     summary["kept_before"] = int(after["kept_before"].sum())
-    return Preview(run_id, spec, after, per_query, summary)
+    margins = run_stats.kept_margins(after["score"].to_numpy(), after["pos_score"].to_numpy(),
+                                     after["kept"].to_numpy())
+    return Preview(run_id, spec, after, per_query, summary, margins)
 
 
-def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | None = None) -> MineResult:
+def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | None = None,
+               stage: StageProgress | None = None) -> MineResult:
     """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search.
 
     Pass the ``Preview`` the user just looked at to commit it without recomputing it. Only the new kept/rule
-    columns travel through Python; scores, BM25 and risk are copied from the parent inside SQLite.
+    columns travel through Python; scores, BM25 and risk stay the base run's rows.
     """
     started = time.perf_counter()
+    stage = stage or (lambda message, fraction: None)
     parent = require_run(store, run_id)
     if previewed is None or previewed.spec != spec or previewed.run_id != run_id:
+        stage("applying the rule to the stored candidates", 0.05)
         previewed = preview(store, run_id, spec)
+    stage("saving the new run's decisions", 0.5)
     candidates = previewed.candidates
     new_id = new_run_id(parent["dataset"])
     params = {**parent["params"], "rules": spec.to_dict()}
@@ -276,32 +316,96 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
     store.save_derived_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
                             "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
                             "parent_run": run_id}, candidates[["query_id", "doc_id", "kept", "rule"]])
+    stage("saved", 1.0)
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
                       0, 0, round(time.perf_counter() - started, 3))
 
 
-def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:
-    """Kept negatives that appear, disappear or change rank between two runs, one row per (query, doc)."""
-    a = store.candidates(require_run(store, run_a)["run_id"], with_signals=False, with_risk=False)
-    b = store.candidates(require_run(store, run_b)["run_id"], with_signals=False, with_risk=False)
-    a = a[a["kept"]][["query_id", "doc_id", "rank", "score"]]
-    b = b[b["kept"]][["query_id", "doc_id", "rank", "score"]]
-    merged = a.merge(b, on=["query_id", "doc_id"], how="outer", suffixes=("_a", "_b"), indicator=True)
-    merged["change"] = merged["_merge"].map({"left_only": "disappears", "right_only": "appears",
-                                             "both": "same"}).astype(str)
-    moved = (merged["change"] == "same") & (merged["rank_a"] != merged["rank_b"])
-    merged.loc[moved, "change"] = "rank changed"
-    return merged.drop(columns="_merge").sort_values(["query_id", "change", "rank_b", "rank_a"]) \
-        .reset_index(drop=True)
+def derive_job(store: Store, run_id: str, spec: RuleSpec) -> Job:
+    """``derive_run`` in a background thread, one per run and rule in the process: a page polls its progress
+    instead of blocking for seconds on a 10M-candidate run, and a second session committing the same rule waits
+    on the first one's job. ``Job.result`` is the ``MineResult``."""
+    name = f"derive:{run_id}:{json.dumps(spec.to_dict(), sort_keys=True)}"
+    return shared_job(name, lambda stage: derive_run(store, run_id, spec, stage=stage))
 
 
 DIFF_CHANGES = ("appears", "disappears", "rank changed", "same")
+_DIFF_COLUMNS = ["query_id", "doc_id", "rank_a", "score_a", "rank_b", "score_b", "change"]
 
 
-def diff_summary(diff: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
-    """From ``diff_runs``: how many negatives made each change (every change listed, zeros included), and per
-    query how many of each change other than ``same`` (one column per change that occurs)."""
-    totals = diff["change"].value_counts().reindex(list(DIFF_CHANGES), fill_value=0).astype(int)
-    changed = diff[diff["change"] != "same"]
-    per_query = changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
-    return totals, per_query
+@dataclass
+class RunDiff:
+    """How the kept negatives of run B differ from run A's."""
+
+    totals: pd.Series  # negatives per change, every one of DIFF_CHANGES listed (zeros included)
+    rows: pd.DataFrame  # one row per (query, doc) that changed (and the unchanged ones when asked), _DIFF_COLUMNS
+
+    @property
+    def per_query(self) -> pd.DataFrame:
+        """Per query, how many negatives made each change other than ``same`` (a column per change that occurs)."""
+        changed = self.rows[self.rows["change"] != "same"]
+        return changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
+
+
+def _kept(store: Store, run_id: str) -> pa.Table:
+    """The run's kept candidates: query_id, doc_id (dictionary-encoded), rank, score."""
+    table = store.run_columns(require_run(store, run_id)["run_id"], ["query_id", "doc_id", "rank", "score", "kept"])
+    return table.filter(table["kept"]).drop_columns(["kept"])
+
+
+def _shared_codes(a: pa.Table, b: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codes of a dictionary column of two tables over one set of values (both runs' ids), and its size."""
+    import pyarrow.compute as pc
+
+    (codes_a, values_a), (codes_b, values_b) = run_stats.codes(a, column), run_stats.codes(b, column)
+    values = pc.unique(pa.concat_arrays([values_a.cast(pa.string()), values_b.cast(pa.string())]))
+
+    def recode(codes: np.ndarray, own: pa.Array) -> np.ndarray:
+        return pc.index_in(own.cast(pa.string()), value_set=values).to_numpy(zero_copy_only=False)[codes]
+
+    return recode(codes_a, values_a).astype(np.int64), recode(codes_b, values_b).astype(np.int64), len(values)
+
+
+def _strings(table: pa.Table, column: str, rows: np.ndarray) -> np.ndarray:
+    return table[column].take(pa.array(rows, type=pa.int64())).cast(pa.string()).to_numpy(zero_copy_only=False)
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, same: bool = False) -> RunDiff:
+    """Kept negatives that appear, disappear or change rank from run A to run B, matched on integer keys; only
+    the rows that changed (and, with ``same``, the unchanged ones) become strings."""
+    a, b = _kept(store, run_a), _kept(store, run_b)
+    query_a, query_b, _ = _shared_codes(a, b, "query_id")
+    doc_a, doc_b, docs = _shared_codes(a, b, "doc_id")
+    in_b = pd.Index(query_b * docs + doc_b).get_indexer(query_a * docs + doc_a)
+    both = in_b >= 0
+    rank_a, rank_b = a["rank"].to_numpy(), b["rank"].to_numpy()
+    score_a, score_b = a["score"].to_numpy(), b["score"].to_numpy()
+    moved = both.copy()
+    moved[both] = rank_a[both] != rank_b[in_b[both]]
+    matched_b = np.zeros(b.num_rows, dtype=bool)
+    matched_b[in_b[both]] = True
+    totals = pd.Series({"appears": int((~matched_b).sum()), "disappears": int((~both).sum()),
+                        "rank changed": int(moved.sum()), "same": int((both & ~moved).sum())})
+    shown_a = np.flatnonzero(~both | moved | same)  # A's rows that disappear or move (and stay, when asked)
+    shown_b = np.flatnonzero(~matched_b)  # rows only B keeps
+    pair = in_b[shown_a]
+    paired = pair >= 0
+    from_a = pd.DataFrame({
+        "query_id": _strings(a, "query_id", shown_a), "doc_id": _strings(a, "doc_id", shown_a),
+        "rank_a": rank_a[shown_a], "score_a": score_a[shown_a],
+        "rank_b": np.where(paired, rank_b[np.maximum(pair, 0)], np.nan) if len(rank_b) else np.nan,
+        "score_b": np.where(paired, score_b[np.maximum(pair, 0)], np.nan) if len(score_b) else np.nan,
+        "change": np.where(~paired, "disappears", np.where(moved[shown_a], "rank changed", "same"))})
+    from_b = pd.DataFrame({
+        "query_id": _strings(b, "query_id", shown_b), "doc_id": _strings(b, "doc_id", shown_b),
+        "rank_a": np.nan, "score_a": np.nan, "rank_b": rank_b[shown_b], "score_b": score_b[shown_b],
+        "change": "appears"})
+    rows = pd.concat([frame for frame in (from_a, from_b) if len(frame)] or [from_a], ignore_index=True)
+    rows = rows.sort_values(["query_id", "change", "rank_b", "rank_a"]).reset_index(drop=True)
+    return RunDiff(totals.reindex(list(DIFF_CHANGES)), rows[_DIFF_COLUMNS])
+
+
+def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:
+    """Kept negatives that appear, disappear or change rank between two runs, one row per (query, doc), the
+    unchanged ones included (what the ``diff`` command prints from)."""
+    return compare_runs(store, run_a, run_b, same=True).rows

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts, rules
+from core import charts, rules, run_stats
 from core.engines import ENGINES
 from core.errors import UserError
-from core.mining import derive_run, diff_runs, diff_summary, mine, preview, run_spec
+from core.jobs import Job
+from core.mining import compare_runs, derive_job, mine, preview, run_spec
 from core.risk import ensure_risk
 from core.rules import RuleSpec
 from pages import common
 
 common.through_app(__file__)
+PAGE = 200  # rows shown of a long table (flips, short queries, changed negatives); the count above says how many
+COMMIT = "mine_commit_job"  # the background job committing the previewed rule, while it runs
 
 st.title("Mine")
 dataset = common.require_dataset()
@@ -73,47 +76,96 @@ except UserError as exc:
     st.stop()
 st.caption(f"Rule: **{common.escape_markdown(spec.describe())}**")
 
+
+@st.fragment(run_every=1)
+def wait_for_commit(job: Job) -> None:
+    """Poll the commit job; rerun the whole page once the new run is saved, so it becomes the selected run."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"Committing the new run: {job.message}")
+
+
+def finish_commit() -> None:
+    """Show the running commit's progress, or select the run it saved (its error, if it failed)."""
+    job = st.session_state.get(COMMIT)
+    if job is None:
+        return
+    if not job.done:
+        wait_for_commit(job)
+        return
+    del st.session_state[COMMIT]
+    if isinstance(job.error, UserError):
+        common.user_error(job.error)
+    elif job.error is not None:
+        raise job.error
+    else:
+        common.select_run(job.result.run_id)
+        st.toast(f"New run {job.result.run_id}: {job.result.kept} negatives kept")
+        st.rerun()
+
+
+def show_preview(run_id: str, spec: RuleSpec) -> None:
+    result = preview(store, run_id, spec)
+    s = result.summary
+    cols = st.columns(5)
+    cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - s['kept_before']:+,}")
+    cols[1].metric("newly kept", f"{s['added']:,}")
+    cols[2].metric("no longer kept", f"{s['removed']:,}")
+    cols[3].metric(f"queries short of {spec.num_negatives}", f"{s['short_queries']:,}",
+                   f"{s['short_queries'] - s['short_queries_before']:+,}", delta_color="inverse")
+    cols[4].metric("mean kept / query", f"{s['mean_kept_per_query']:.2f}")
+    pos_scores = run_stats.run_shape(store, run_id).pos_scores
+    left, right = st.columns(2)
+    left.plotly_chart(charts.survivors_histogram(result.survivors, spec.num_negatives), key="mine_surv")
+    right.plotly_chart(charts.margin_histogram(result.margins, pos_scores, spec,
+                                               title="Margin s − s_P under the previewed rule"),
+                       key="mine_margin_chart")
+    short = result.short_queries
+    left.markdown(f"**Queries left short of {spec.num_negatives} negatives:** {len(short):,}"
+                  + (f" (the first {PAGE:,} shown)" if len(short) > PAGE else ""))
+    if not short.empty:
+        shown = short.head(PAGE)
+        left.dataframe(shown.merge(store.queries(dataset, list(shown["query_id"])), on="query_id"),
+                       hide_index=True, height=240)
+    flips = result.flips
+    right.markdown(f"**Candidates that flip versus the current run:** {len(flips):,}"
+                   + (f" (the first {PAGE:,} shown)" if len(flips) > PAGE else ""))
+    if not flips.empty:
+        right.dataframe(result.flip_table(PAGE), hide_index=True, height=240)
+    if st.button("Commit as a new run", type="primary", disabled=spec == base or COMMIT in st.session_state,
+                 help="Saves the previewed rule as a new immutable run that reuses these candidates "
+                      "(in the background: the page stays usable)."):
+        st.session_state[COMMIT] = derive_job(store, run_id, spec)
+        st.rerun()
+
+
+@st.fragment
+def show_diff(ids: list[str]) -> None:
+    """Runs A and B compared (a fragment: picking runs reruns only the diff, not the rule preview)."""
+    cols = st.columns(2)
+    a = cols[0].selectbox("Run A (before)", ids, index=1, key="diff_a")
+    b = cols[1].selectbox("Run B (after)", ids, index=0, key="diff_b")
+    diff = compare_runs(store, a, b)
+    cols = st.columns(4)
+    for col, (change, count) in zip(cols, diff.totals.items()):
+        col.metric(f"negatives that {change}" if change in ("appears", "disappears") else change, f"{count:,}")
+    left, right = st.columns([1, 2])
+    left.markdown("**Per query**")
+    left.dataframe(diff.per_query, height=300)
+    right.markdown(f"**Changed negatives:** {len(diff.rows):,}"
+                   + (f" (the first {PAGE:,} shown)" if len(diff.rows) > PAGE else ""))
+    right.dataframe(diff.rows.head(PAGE), hide_index=True, height=300)
+
+
 tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])
 with tab_preview:
     if run is None:
         st.info("No run yet for this dataset: mine it in the *Mine anew* tab.")
+    elif not run_stats.run_shape(store, run_id).candidates:
+        st.warning("The selected run has no candidates, so there is nothing to re-threshold.")
     else:
-        cands = common.candidates(run_id)
-        if cands.empty:
-            st.warning("The selected run has no candidates, so there is nothing to re-threshold.")
-        else:
-            result = preview(store, run_id, spec, cands)
-            s = result.summary
-            cols = st.columns(5)
-            cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - s['kept_before']:+,}")
-            cols[1].metric("newly kept", f"{s['added']:,}")
-            cols[2].metric("no longer kept", f"{s['removed']:,}")
-            cols[3].metric(f"queries short of {spec.num_negatives}", f"{s['short_queries']:,}",
-                           f"{s['short_queries'] - s['short_queries_before']:+,}", delta_color="inverse")
-            cols[4].metric("mean kept / query", f"{s['mean_kept_per_query']:.2f}")
-            left, right = st.columns(2)
-            left.plotly_chart(charts.survivors_histogram(result.per_query, spec.num_negatives), key="mine_surv")
-            right.plotly_chart(charts.margin_histogram(result.candidates, spec,
-                                                       title="Margin s − s_P under the previewed rule"),
-                               key="mine_margin_chart")
-            short = result.per_query[result.per_query["kept_after"] < spec.num_negatives]
-            left.markdown(f"**Queries left short of {spec.num_negatives} negatives:** {len(short):,}")
-            if not short.empty:
-                texts = store.queries(dataset, list(short["query_id"]))
-                left.dataframe(short.merge(texts, on="query_id"), hide_index=True, height=240)
-            flips = result.flips
-            right.markdown(f"**Candidates that flip versus the current run:** {len(flips):,}")
-            if not flips.empty:
-                right.dataframe(pd.DataFrame({
-                    "query": flips["query_id"], "document": flips["doc_id"], "rank": flips["rank"],
-                    "score": flips["score"].round(3), "s − s_P": (flips["score"] - flips["pos_score"]).round(3),
-                    "now": flips["rule_before"], "preview": flips["rule"]}), hide_index=True, height=240)
-            if st.button("Commit as a new run", type="primary", disabled=spec == base,
-                         help="Saves the previewed rule as a new immutable run that reuses these candidates."):
-                new = derive_run(store, run_id, spec, result)
-                common.select_run(new.run_id)
-                st.toast(f"New run {new.run_id}: {new.kept} negatives kept")
-                st.rerun()
+        finish_commit()
+        show_preview(run_id, spec)
 
 with tab_new:
     st.write("Encode (cached: texts already encoded are never encoded again), retrieve with FAISS and apply the "
@@ -158,19 +210,4 @@ with tab_runs:
         if len(runs) < 2:
             st.caption("Diffs need two runs: commit a previewed rule or mine again.")
         else:
-            ids = [r["run_id"] for r in runs]
-            cols = st.columns(2)
-            a = cols[0].selectbox("Run A (before)", ids, index=1, key="diff_a")
-            b = cols[1].selectbox("Run B (after)", ids, index=0, key="diff_b")
-            diff = diff_runs(store, a, b)
-            totals, per_query = diff_summary(diff)
-            cols = st.columns(4)
-            for col, (change, count) in zip(cols, totals.items()):
-                col.metric(f"negatives that {change}" if change in ("appears", "disappears") else change,
-                           f"{count:,}")
-            changed = diff[diff["change"] != "same"]
-            left, right = st.columns([1, 2])
-            left.markdown("**Per query**")
-            left.dataframe(per_query, height=300)
-            right.markdown("**Changed negatives**")
-            right.dataframe(changed, hide_index=True, height=300)
+            show_diff([r["run_id"] for r in runs])

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from core import charts, labels, review
+from core import charts, labels, run_stats
 from core.mining import run_spec
 from pages import common
 
@@ -37,16 +36,16 @@ cols[4].metric("depth", run["params"].get("depth", "—"))
 st.caption(f"{run_id} · rule: {spec.describe()} · model {run['model_fingerprint']} "
            f"({run['params'].get('model_path', '')}) · created {run['created_at'][:19].replace('T', ' ')} UTC")
 
-cands = common.candidates(run_id)
-if cands.empty:
+shape = run_stats.run_shape(store, run_id)
+if not shape.candidates:
     st.warning("This run has no candidates: no query of its split had a labelled positive with documents "
                "left to retrieve. Nothing to plot.")
     st.stop()
 left, right = st.columns(2)
-left.plotly_chart(charts.score_histogram(cands, spec), key="ov_scores")
-right.plotly_chart(charts.margin_histogram(cands, spec), key="ov_margin")
-left.plotly_chart(charts.margin_ecdf(cands, spec), key="ov_ecdf")
-above = review.above_weakest_positive(cands)
+left.plotly_chart(charts.score_histogram(shape.scores, shape.pos_scores, spec), key="ov_scores")
+right.plotly_chart(charts.margin_histogram(shape.margins, shape.pos_scores, spec), key="ov_margin")
+left.plotly_chart(charts.margin_ecdf(shape.margins, shape.pos_scores, spec), key="ov_ecdf")
+above = shape.above
 right.markdown(f"**{above.candidates:,}** candidates ({above.share:.1%}) score above their query's weakest "
                f"positive, in **{above.queries:,}** queries; **{above.kept:,}** of "
                "them are kept as negatives by this run's rule. Those are the likeliest false negatives — "
@@ -57,15 +56,12 @@ verdicts = labels.resolved(store, dataset)
 if verdicts.empty:
     st.info("No verdicts yet. Judge candidates on the **Review** page; the breakdown appears here.")
     st.stop()
-judged = cands.merge(verdicts[["query_id", "doc_id", "label"]], on=["query_id", "doc_id"], how="left")
-judged["label"] = judged["label"].fillna("unjudged")
-table = pd.crosstab(judged["label"], pd.Series(judged["kept"].map({True: "kept", False: "dropped"}), name="rule"),
-                    margins=True, margins_name="total")
+judged = run_stats.judged_on_run(store, run_id, verdicts[["query_id", "doc_id", "label"]])
 left, right = st.columns(2)
-left.dataframe(table)
+left.dataframe(run_stats.verdict_table(shape, judged))
 left.caption(f"{len(verdicts):,} judged (query, document) pairs in this dataset, one resolved verdict each "
              "(adjudication first, else the cautious majority).")
-on_run = judged[judged["label"] != "unjudged"]
-right.plotly_chart(charts.margin_histogram(on_run, spec, colour=on_run["label"],
+right.plotly_chart(charts.margin_histogram(run_stats.verdict_margins(judged), shape.pos_scores, spec,
+                                           colours=charts.VERDICT_COLOURS,
                                            title="Margin s − s_P of judged candidates, by verdict"),
                    key="ov_verdicts")

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, judging, labels
+from core import agreement, judging, labels, run_stats
 from core.errors import UserError
 from pages import common
 
@@ -131,17 +131,17 @@ if message := st.session_state.pop(MESSAGE, None):
 
 st.subheader("Progress", anchor=False)
 run_id = st.session_state.get(common.RUN)
-targets = None
+kept = None
 if run_id:
-    candidates = common.candidates(run_id)
-    targets = candidates.loc[candidates["kept"], ["query_id", "doc_id"]]
-progress = agreement.annotator_progress(store, dataset, targets)
+    progress, kept = run_stats.kept_progress(store, dataset, run_id)
+else:
+    progress = agreement.annotator_progress(store, dataset)
 if progress.empty:
     st.info("No verdicts in this dataset yet. Judge candidates on the **Review** page.")
 else:
     config = {"last_at": st.column_config.TextColumn("last activity")}
-    if targets is not None:
-        config["share"] = st.column_config.ProgressColumn(f"of {len(targets):,} kept in this run", min_value=0.0,
+    if kept is not None:
+        config["share"] = st.column_config.ProgressColumn(f"of {kept:,} kept in this run", min_value=0.0,
                                                           max_value=1.0, format="percent")
     st.dataframe(progress, hide_index=True, column_config=config)
     st.caption("Counts are current verdicts (undone ones excluded); adjudications are counted separately.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -28,6 +29,31 @@ def test_overview_stats_charts_and_verdict_breakdown(monkeypatch, ws_root):
     assert len(at.get("plotly_chart")) == 4  # + margin by verdict
     breakdown = at.dataframe[0].value
     assert breakdown.loc["false_negative", "total"] == 1
+    # the numbers the page computed from the whole candidate frame before
+    cands = store.candidates(store.runs("tiny")[0]["run_id"], with_signals=False)
+    above = cands[cands.score > cands.pos_score]
+    sentence = next(m.value for m in at.markdown if "weakest positive" in m.value)
+    assert sentence.startswith(f"**{len(above):,}** candidates ({len(above) / len(cands):.1%}) score above")
+    assert f"in **{above.query_id.nunique():,}** queries; **{int(above.kept.sum()):,}** of" in sentence
+    assert breakdown.loc["total", "total"] == len(cands)
+    assert breakdown.loc["unjudged", "kept"] == int(cands.kept.sum()) - int(
+        cands[(cands.query_id == "q1") & (cands.doc_id == "py-join-dup")].kept.sum())
+
+
+def test_team_progress_counts_against_the_runs_kept_candidates(monkeypatch, ws_root):
+    from core import agreement
+
+    store = _store(ws_root)
+    cands = store.candidates(store.runs("tiny")[0]["run_id"], with_signals=False)
+    kept, dropped = cands[cands.kept], cands[~cands.kept]
+    labels.record(store, "tiny", kept.query_id.iloc[0], kept.doc_id.iloc[0], "ana", "false_negative")
+    labels.record(store, "tiny", dropped.query_id.iloc[0], dropped.doc_id.iloc[0], "ana", "true_negative")
+    at = open_app(monkeypatch, ws_root, "pages/team.py")
+    progress = at.dataframe[0].value.set_index("annotator")
+    old = agreement.annotator_progress(store, "tiny", kept[["query_id", "doc_id"]]).set_index("annotator")
+    assert (progress.loc["ana", "judged"], progress.loc["ana", "done"]) == (2, 1) == \
+        (old.loc["ana", "judged"], old.loc["ana", "done"])
+    assert progress.loc["ana", "share"] == pytest.approx(old.loc["ana", "share"]) == pytest.approx(1 / len(kept))
 
 
 def test_overview_empty_workspace(monkeypatch, tmp_path):
@@ -37,6 +63,7 @@ def test_overview_empty_workspace(monkeypatch, tmp_path):
 
 def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, "pages/mine.py")
+    before_run = at.session_state["ns_run"]
     assert {m.label for m in at.metric} >= {"kept negatives", "newly kept", "no longer kept"}
     at.checkbox(key="mine_use_percpos").check()
     timed(at)
@@ -46,6 +73,11 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     commit = next(b for b in at.button if b.label == "Commit as a new run")
     commit.click().run()
     assert not at.exception
+    for _ in range(120):  # the commit runs in the background; each script run polls it until the new run is selected
+        if at.session_state["ns_run"] != before_run:
+            break
+        time.sleep(0.5)
+        timed(at)
     runs = _store(ws_root).runs("tiny")
     assert len(runs) == before + 1 and runs[0]["params"]["rules"]["relative_margin"] == 0.05
     assert at.session_state["ns_run"] == runs[0]["run_id"]  # the sidebar now shows the new run

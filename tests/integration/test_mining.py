@@ -8,7 +8,7 @@ import pytest
 
 from core import rules
 from core.errors import UserError
-from core.mining import derive_run, diff_runs, mine, preview
+from core.mining import DIFF_CHANGES, compare_runs, derive_run, diff_runs, judged_mask, mine, preview
 from core.rules import RuleSpec
 from tests.fixtures import PLANTED_FALSE_NEGATIVES, TRAIN
 
@@ -128,6 +128,85 @@ def test_preview_derive_and_diff_without_reencoding(mined, ws_root):
     diff = diff_runs(store, result.run_id, derived.run_id)
     assert (diff.change == "disappears").sum() >= pv.summary["removed"] - pv.summary["added"]
     assert set(diff.change) <= {"appears", "disappears", "rank changed", "same"}
+
+
+def old_preview(store, run_id: str, spec: RuleSpec) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Before: the preview over the run's whole candidate frame (a string per id), kept as the oracle."""
+    before = store.candidates(run_id, with_signals=False, with_risk=False)
+    after = rules.apply(spec, before.drop(columns=["kept", "rule"]), judged_mask(store, "tiny", before, spec))
+    after["kept_before"] = before["kept"].to_numpy()
+    after["rule_before"] = before["rule"].to_numpy()
+    per_query = after.groupby("query_id").agg(kept_before=("kept_before", "sum"), kept_after=("kept", "sum"))
+    per_query = per_query.reset_index()
+    summary = rules.summarise(after, spec)
+    summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
+    summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
+    num_negatives = RuleSpec.from_dict(store.run(run_id)["params"]["rules"]).num_negatives
+    summary["short_queries_before"] = int((per_query["kept_before"] < num_negatives).sum())
+    summary["kept_before"] = int(after["kept_before"].sum())
+    return after, per_query, summary
+
+
+def old_diff(store, run_a: str, run_b: str) -> pd.DataFrame:
+    """Before: the outer merge of both runs' kept candidates, kept as the oracle."""
+    a = store.candidates(run_a, with_signals=False, with_risk=False)
+    b = store.candidates(run_b, with_signals=False, with_risk=False)
+    a = a[a["kept"]][["query_id", "doc_id", "rank", "score"]]
+    b = b[b["kept"]][["query_id", "doc_id", "rank", "score"]]
+    merged = a.merge(b, on=["query_id", "doc_id"], how="outer", suffixes=("_a", "_b"), indicator=True)
+    merged["change"] = merged["_merge"].map({"left_only": "disappears", "right_only": "appears",
+                                             "both": "same"}).astype(str)
+    moved = (merged["change"] == "same") & (merged["rank_a"] != merged["rank_b"])
+    merged.loc[moved, "change"] = "rank changed"
+    return merged.drop(columns="_merge").sort_values(["query_id", "change", "rank_b", "rank_a"]) \
+        .reset_index(drop=True)
+
+
+def test_preview_and_diff_equal_the_pandas_computation(mined, ws_root):
+    """Preview from the snapshot's codes and the diff over integer keys give the numbers and rows the pandas code
+    gave, for filters, sampling selectors and skip-judged, on a mined run, a derived run and a second mined run."""
+    from core import labels
+    from core.workspace import open_workspace
+
+    ws = open_workspace(ws_root)
+    store = ws.store()
+    base = mined[2].run_id
+    derived = derive_run(store, base, RuleSpec("percpos", num_negatives=3)).run_id
+    cands = store.candidates(base)
+    for query_id, doc_id in cands.loc[cands.kept, ["query_id", "doc_id"]].head(4).itertuples(index=False):
+        labels.record(store, "tiny", query_id, doc_id, "ana", "false_negative")
+    specs = [RuleSpec("percpos", num_negatives=2), RuleSpec("range", num_negatives=2, range_min=1, range_max=9, seed=4),
+             RuleSpec("simans", num_negatives=3, seed=2, max_score=0.9), RuleSpec("top", num_negatives=3, skip_judged=True)]
+    for run_id in (base, derived):
+        for spec in specs:
+            pv = preview(store, run_id, spec)
+            after, per_query, summary = old_preview(store, run_id, spec)
+            assert pv.summary == summary
+            pd.testing.assert_frame_equal(pv.per_query, per_query, check_dtype=False)
+            for column in ("kept", "rule", "kept_before", "rule_before"):
+                assert pv.candidates[column].astype(object).tolist() == after[column].tolist(), (spec, column)
+            flips = after[after.kept != after.kept_before]
+            assert pv.flips["doc_id"].astype(str).tolist() == flips["doc_id"].tolist()
+            assert pv.flip_table(2)["document"].tolist() == flips["doc_id"].head(2).tolist()
+            assert len(pv.short_queries) == summary["short_queries"]
+            margin = after.score - after.pos_score
+            for group, mask in (("kept", after.kept), ("dropped", ~after.kept)):
+                np.testing.assert_array_equal(pv.margins.counts[group], np.histogram(margin[mask], pv.margins.edges)[0])
+            table = pv.survivors.set_index("kept")
+            assert table["after"].tolist() == [int((per_query.kept_after == n).sum()) for n in table.index]
+            assert table["before"].tolist() == [int((per_query.kept_before == n).sum()) for n in table.index]
+    other = mine(store, ws, "tiny", "train", depth=10, spec=RuleSpec("top", num_negatives=4)).run_id
+    for a, b in [(base, derived), (derived, base), (base, other), (other, derived), (base, base)]:
+        old = old_diff(store, a, b)
+        new = compare_runs(store, a, b)
+        pd.testing.assert_frame_equal(diff_runs(store, a, b), old, check_dtype=False)
+        assert new.totals.to_dict() == old["change"].value_counts().reindex(list(DIFF_CHANGES), fill_value=0).to_dict()
+        changed = old[old["change"] != "same"]
+        pd.testing.assert_frame_equal(new.rows, changed.reset_index(drop=True), check_dtype=False)
+        pd.testing.assert_frame_equal(new.per_query, changed.groupby(["query_id", "change"]).size()
+                                      .unstack(fill_value=0), check_index_type=False)
+    assert compare_runs(store, base, other).totals["appears"] > 0, "the top-4 run keeps a 4th negative per query"
+    store.close()
 
 
 def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined, ws_root):

@@ -1,110 +1,357 @@
-"""Server-side latency of the Review page and of a verdict write on a run of 100,000 candidates.
+"""Server-side latency and server memory of the app on runs of 100k, 1M and 10M candidates.
 
-A synthetic workspace (1,000 queries × 100 candidates, 20,000 short documents) is written straight through the
-store; the vectors the timed steps read are encoded first, as mining would have cached them; then the real app.py
-runs under Streamlit's AppTest: each timed step is one full script run
-(what the server does between a click and the reply). Verdict writes are timed directly through core.labels.
+Workspaces come from ``benchmarks/latency_workspace.py`` (200k documents, N/100 queries at depth 100, scored, every
+vector in the embedding cache; built once into benchmarks/.cache/latency-<N>/). Each invocation times a fresh copy
+of it (``latency-<N>-work``), so verdicts given here never reach the next run.
 
-    python3 benchmarks/bench_latency.py        # writes benchmarks/results/latency.json
+Timings are the real app.py under Streamlit's AppTest, each step one full script run: what the server does between
+a click and its reply. Every scenario runs in its own process, so "cold" first renders start with empty Streamlit
+caches as after a server start; "new session" opens the same page again in that process (a second browser on a warm
+server). A page opens as its first page script, as a bookmarked URL does. A step that runs past ``--step-timeout``
+ends its scenario and is reported as "> N s". Server RSS (the streamlit process and its children) is read from the
+real server with 1 and then 4 headless Chromium sessions, each opening Review and Overview and waiting until the
+page has settled.
+
+    python3 benchmarks/bench_latency.py                                  # 100k, 1M and 10M → results/latency.json
+    python3 benchmarks/bench_latency.py --sizes 100000 --repeats 40
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, write_result  # noqa: E402
-from core import labels  # noqa: E402
-from core.workspace import open_workspace  # noqa: E402
-from tests.app_helpers import open_app, timed  # noqa: E402
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    print_table,
+    python,
+    timed_process,
+    write_result,
+)
+from benchmarks.latency_workspace import RUN_ID, disk_bytes, ensure, workspace_dir
 
-QUERIES, DEPTH, DOCS, REPEATS = 1_000, 100, 20_000, 40
+SIZES = (100_000, 1_000_000, 10_000_000)
+PAGES = {"Overview": "pages/overview.py", "Review": "pages/review.py", "Mine preview": "pages/mine.py",
+         "Map": "pages/map.py", "Team": "pages/team.py"}
+REVIEW_STEPS = ("Review rerun, no change", "next candidate (j)", "verdict click (f, with propagation)",
+                "next query (n)")
+TRIAGE_OPEN, TRIAGE_NEXT, RERULE = "triage queue opened", "triage next (n)", "re-rule preview (k 4 ↔ 6)"
+WRITE = "verdict write (core.labels.record)"
+LARGE = 10_000_000  # from this size on, interactions repeat half as often (each costs seconds if a page is slow)
 
 
-def build(root: Path) -> tuple:
-    ws = open_workspace(root)
-    store = ws.store()
-    rng = np.random.default_rng(0)
-    words = np.array("heat flow slab layer wing shock wave boundary pressure lift drag flutter panel".split())
-    docs = [(f"d{i}", f"doc {i}", " ".join(rng.choice(words, 30))) for i in range(DOCS)]
-    queries = [(f"q{i}", " ".join(rng.choice(words, 6))) for i in range(QUERIES)]
-    qrels = [("train", f"q{i}", f"d{i}", 1) for i in range(QUERIES)]
-    store.save_dataset("synthetic", "bench", "beir", "x", docs, queries, qrels)
-    parts = []
-    for i in range(QUERIES):
-        ids = rng.choice(np.arange(QUERIES, DOCS), DEPTH, replace=False)
-        scores = np.sort(rng.uniform(0.2, 0.8, DEPTH))[::-1]
-        parts.append(pd.DataFrame({"query_id": f"q{i}", "doc_id": [f"d{j}" for j in ids],
-                                   "rank": np.arange(1, DEPTH + 1), "score": scores, "pos_score": 0.75,
-                                   "bm25": rng.uniform(0, 10, DEPTH), "kept": np.arange(DEPTH) < 5,
-                                   "rule": np.where(np.arange(DEPTH) < 5, "kept:top", "unselected:top"),
-                                   "risk": rng.uniform(0, 1, DEPTH), "signals": None}))
-    cands = pd.concat(parts, ignore_index=True)
+# -- worker: one scenario in its own process -----------------------------------------------------------------------
+class Steps:
+    """Times steps and appends each result to a JSON-lines file at once; a step past ``limit`` seconds is written
+    as a timeout and ends the process, so the parent still has everything measured before it."""
+
+    def __init__(self, path: Path, limit: float):
+        self.out, self.limit = path.open("a", encoding="utf-8"), limit
+        self.current: tuple[str, float] | None = None
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _emit(self, event: dict) -> None:
+        self.out.write(json.dumps(event) + "\n")
+        self.out.flush()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.2)
+            current = self.current
+            if current is not None and time.monotonic() > current[1]:
+                self._emit({"timeout": current[0], "limit_s": self.limit})
+                os._exit(3)
+
+    def time(self, name: str, action: Callable[[], object]) -> None:
+        self.current = (name, time.monotonic() + self.limit)
+        started = time.perf_counter()
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - reported as the step's result; the scenario cannot go on
+            self._emit({"error": name, "message": f"{type(exc).__name__}: {exc}"[:300]})
+            os._exit(2)
+        self.current = None
+        self._emit({"step": name, "ms": (time.perf_counter() - started) * 1000})
+
+
+def open_on(mp, root: Path, page: str, annotator: str, limit: float):
+    """An AppTest session whose first page script is ``page`` (as a bookmarked URL; ``open_app`` would render
+    Overview first): opened behind the password gate, which runs no page, then the gate is lifted. Not yet run."""
+    from tests.app_helpers import open_app
+
+    at = open_app(mp, root, password="latency", annotator=annotator)
+    mp.delenv("NEGSPACE_PASSWORD")
+    at.switch_page(page)
+    at.default_timeout = limit + 60  # the Steps watchdog, not AppTest, ends a slow step
+    return at
+
+
+def worker(scenario: str, root: Path, repeats: int, steps: Steps) -> None:
+    import pytest
+
+    from tests.app_helpers import timed
+
+    mp = pytest.MonkeyPatch()
+    if scenario in PAGES:
+        at = open_on(mp, root, PAGES[scenario], "reviewer", steps.limit)
+        steps.time(f"{scenario} first render, cold", lambda: timed(at))
+        again = open_on(mp, root, PAGES[scenario], "reviewer", steps.limit)
+        steps.time(f"{scenario} first render, new session", lambda: timed(again))
+        if scenario == "Mine preview":
+            for i in range(repeats):
+                at.number_input(key="mine_num_negatives").set_value(4 if i % 2 == 0 else 6)
+                steps.time(RERULE, lambda: timed(at))
+    elif scenario == "review":
+        at = open_on(mp, root, PAGES["Review"], "reviewer", steps.limit)
+        steps.time("Review opened, cold (before the interactions)", lambda: timed(at))
+        for _ in range(repeats):
+            steps.time(REVIEW_STEPS[0], lambda: timed(at))
+            at.button(key="ns_next_cand").click()
+            steps.time(REVIEW_STEPS[1], lambda: timed(at))
+            at.button(key="ns_false_negative").click()
+            steps.time(REVIEW_STEPS[2], lambda: timed(at))
+            at.button(key="ns_next_query").click()
+            steps.time(REVIEW_STEPS[3], lambda: timed(at))
+        _time_writes(root, steps)
+    elif scenario == "triage":
+        at = open_on(mp, root, PAGES["Review"], "triager", steps.limit)
+        steps.time("Review opened, cold (before triage)", lambda: timed(at))
+        at.session_state["ns_mode"] = "Triage queue"
+        steps.time(TRIAGE_OPEN, lambda: timed(at))
+        for _ in range(repeats):
+            at.button(key="ns_next_query").click()
+            steps.time(TRIAGE_NEXT, lambda: timed(at))
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    mp.undo()
+
+
+def _time_writes(root: Path, steps: Steps, n: int = 500) -> None:
+    """Verdict writes alone, on the candidates of the run's last query (which the timed review never reaches)."""
+    from core import labels
+    from core.workspace import open_workspace
+
+    store = open_workspace(root, create=False).store()
+    run = store.run(RUN_ID)
+    last = store.candidates(RUN_ID, with_signals=False, with_risk=False)["query_id"].iloc[-1]
+    docs = store.candidates(RUN_ID, last, with_signals=False)["doc_id"].tolist()
+    kinds = ("true_negative", "unsure", "false_negative")
+    for i in range(n):
+        steps.time(WRITE, lambda i=i: labels.record(store, run["dataset"], last, docs[i % len(docs)],
+                                                    f"writer{i % 7}", kinds[i % 3]))
+
+
+# -- parent: workspaces, scenarios, server memory, table -----------------------------------------------------------
+def fresh_copy(size: int) -> Path:
+    """A private copy of the built workspace; its risk is restamped with today's signal set when the registered
+    signals changed since the build (the app would otherwise rescore 10M candidates on opening)."""
     from core.risk import signal_set
+    from core.workspace import open_workspace
 
-    store.save_run({"run_id": "bench-run", "dataset": "synthetic", "split": "train", "model_fingerprint": "none",
-                    "signal_set": signal_set(),  # saved already scored, by today's signals: the app won't rescore
-                    "params": {"depth": DEPTH, "rules": {"rule": "top", "num_negatives": 5}},
-                    "stats": {"queries": QUERIES, "candidates": len(cands), "kept": int(cands.kept.sum()),
-                              "short_queries": 0}}, cands)
-    return ws, store
-
-
-def warm_cache(ws, store) -> None:
-    """Encode what mining would have left in the cache for the pairs the timed steps judge: every query and the
-    candidates of the first queries (verdict propagation reads these vectors; a mined run has them all)."""
-    from core.review import run_queries
-    from core.vectors import Vectors, run_encoder
-
-    vectors = Vectors(store, "synthetic", run_encoder(ws, store.run("bench-run")))
-    cands = store.candidates("bench-run", with_signals=False)
-    vectors.queries(cands["query_id"].unique().tolist())
-    first = run_queries(store, "bench-run", cands)["query_id"].head(REPEATS + 1).tolist()  # the review's order
-    vectors.documents(cands.loc[cands["query_id"].isin(first), "doc_id"].unique().tolist())
+    source, work = workspace_dir(size), workspace_dir(size).with_name(f"latency-{size}-work")
+    open_workspace(source, create=False).store().close()  # schema migrations run here, once, untimed
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work)
+    store = open_workspace(work, create=False).store()
+    if store.risk_missing(RUN_ID, signal_set()):
+        print(f"  signal set changed since the build: risk restamped as {signal_set()} (values kept)", flush=True)
+        store.set_risk(RUN_ID, [], signal_set())
+    store.close()
+    return work
 
 
-def pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(values) * 1000, q)), 1)
+def scenario(name: str, root: Path, repeats: int, limit: float) -> list[dict]:
+    """Run one scenario in a child process; its events, with a crash of the child reported on its last step."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as fh:
+        events_path = Path(fh.name)
+    proc = timed_process([python(), __file__, "--worker", name, "--workspace", str(root), "--repeats", str(repeats),
+                          "--step-timeout", str(limit), "--events", str(events_path)],
+                         env={"PYTHONPATH": str(ROOT)}, check=False, timeout=limit * (4 * repeats + 20))
+    events = [json.loads(line) for line in events_path.read_text(encoding="utf-8").splitlines() if line]
+    events_path.unlink()
+    if proc["returncode"] not in (0, 2, 3):
+        events.append({"error": name, "message": f"worker exited {proc['returncode']}: {proc['stderr'][-300:]}"})
+    return events
+
+
+def summarise(events: list[dict]) -> dict[str, dict]:
+    """Per step: p50 / p95 / max in ms and n, or what stopped it (a timeout, an error)."""
+    samples: dict[str, list[float]] = {}
+    stopped: dict[str, str] = {}
+    for e in events:
+        if "step" in e:
+            samples.setdefault(e["step"], []).append(e["ms"])
+        elif "timeout" in e:
+            stopped[e["timeout"]] = f"> {e['limit_s']:g} s"
+        elif "error" in e:
+            stopped[e["error"]] = "error: " + e["message"]
+    out = {step: {"p50_ms": round(float(np.percentile(v, 50)), 1), "p95_ms": round(float(np.percentile(v, 95)), 1),
+                  "max_ms": round(max(v), 1), "n": len(v)} for step, v in samples.items()}
+    for step, why in stopped.items():
+        out.setdefault(step, {})["stopped"] = why
+    return out
+
+
+def server_rss(root: Path, settle_timeout: float) -> dict:
+    """RSS of the real server (with its children) idle, with 1 and with 4 Chromium sessions that each open Review and
+    Overview (in either order) and wait until the page has settled; peak sampled every 0.2 s throughout."""
+    import psutil
+    from playwright.sync_api import sync_playwright
+
+    from tests.app_helpers import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
+    def rss(proc: psutil.Process) -> float:
+        total = 0
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total / 2**20
+
+    result: dict = {"settle_s": {}}
+    with tempfile.TemporaryDirectory() as tmp, \
+            streamlit_server({"NEGSPACE_WORKSPACE": str(root)}, Path(tmp) / "streamlit.log") as url:
+        server = next(p for p in psutil.Process().children(recursive=True)
+                      if "streamlit" in " ".join(p.cmdline()) and "run" in p.cmdline())
+        peak, done = [0.0], threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], rss(server))
+
+        threading.Thread(target=sample, daemon=True).start()
+        result["idle_mib"] = round(rss(server))
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, "--headless"])
+            try:
+                for i in range(4):
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    order = ("review", "Overview") if i % 2 == 0 else ("", "Review")
+                    started = time.perf_counter()
+                    page.goto(f"{url}/{order[0]}?annotator=rss{i}")
+                    result["settle_s"][f"session {i + 1}: {order[0] or 'overview'}"] = settle(page, settle_timeout,
+                                                                                              started)
+                    started = time.perf_counter()
+                    page.locator('[data-testid="stSidebarNav"] a', has_text=order[1]).first.click()
+                    result["settle_s"][f"session {i + 1}: {order[1].lower()}"] = settle(page, settle_timeout,
+                                                                                       started)
+                    if i == 0:
+                        result["one_session_mib"] = round(rss(server))
+                result["four_sessions_mib"] = round(rss(server))
+            finally:
+                browser.close()
+        done.set()
+        result["peak_mib"] = round(max(peak[0], result["four_sessions_mib"]))
+    return result
+
+
+def settle(page, timeout: float, started: float) -> float | str:
+    """Seconds until the app has finished its script run and stayed idle for a second ("> N s" past ``timeout``)."""
+    idle_since = None
+    while time.perf_counter() - started < timeout:
+        state = page.locator('[data-testid="stApp"]').first.get_attribute("data-test-script-state")
+        if state == "notRunning":
+            idle_since = idle_since or time.perf_counter()
+            if time.perf_counter() - idle_since >= 1.0:
+                return round(idle_since - started, 2)
+        else:
+            idle_since = None
+        time.sleep(0.1)
+    return f"> {timeout:g} s"
+
+
+def commit() -> str:
+    """The commit measured, with "+ uncommitted" when the app's code differs from it in the working tree."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=False).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "core", "pages", "app.py"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return head.strip() + (" + uncommitted changes in core/pages" if dirty else "")
+
+
+def cell(step: dict | None) -> str:
+    if not step:
+        return "not reached"
+    if "stopped" in step:
+        return step["stopped"]
+    def ms(value: float) -> str:
+        return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+    if step["n"] == 1:
+        return ms(step["p50_ms"])
+    return f"{ms(step['p50_ms'])} / {ms(step['p95_ms'])} (n={step['n']})"
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    ws, store = build(root / "ws")
-    warm_cache(ws, store)
-    mp = pytest.MonkeyPatch()
-    at = open_app(mp, ws.root, "pages/review.py")
-    steps: dict[str, list[float]] = {"rerun (no change)": [], "next candidate (j)": [], "verdict click (f)": [],
-                                      "next query (n)": []}
-    for _ in range(REPEATS):
-        steps["rerun (no change)"].append(timed(at))
-        at.button(key="ns_next_cand").click()
-        steps["next candidate (j)"].append(timed(at))
-        at.button(key="ns_false_negative").click()
-        steps["verdict click (f)"].append(timed(at))
-        at.button(key="ns_next_query").click()
-        steps["next query (n)"].append(timed(at))
-    writes = []
-    for i in range(500):
-        started = time.perf_counter()
-        labels.record(store, "synthetic", f"q{i}", f"d{QUERIES + i}", "bench", "true_negative")
-        writes.append(time.perf_counter() - started)
-    rows = [{"step": k, "p50_ms": pct(v, 50), "p95_ms": pct(v, 95), "max_ms": pct(v, 100), "n": len(v)}
-            for k, v in steps.items()]
-    rows.append({"step": "verdict write (core.labels.record)", "p50_ms": pct(writes, 50), "p95_ms": pct(writes, 95),
-                 "max_ms": pct(writes, 100), "n": len(writes)})
-    print(f"run: {store.count('candidates')} candidates, {QUERIES} queries")
-    print_table(rows, ["step", "p50_ms", "p95_ms", "max_ms", "n"])
-    write_result("latency", {"candidates": store.count("candidates"), "queries": QUERIES, "rows": rows,
-                             "targets_ms": {"rerun_p95": 300, "write_p95": 20}})
-    mp.undo()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="candidates per run")
+    parser.add_argument("--repeats", type=int, default=40, help=f"per interaction (half from {LARGE:,} on)")
+    parser.add_argument("--step-timeout", type=float, default=60.0, help="seconds one step may take")
+    parser.add_argument("--settle-timeout", type=float, default=300.0, help="seconds a browser page may take")
+    parser.add_argument("--no-browser", action="store_true", help="skip the server RSS part")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--events", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.workspace, args.repeats, Steps(args.events, args.step_timeout))
+        return
+
+    previous = RESULTS / "latency.json"
+    sizes = json.loads(previous.read_text()).get("sizes", {}) if previous.exists() else {}  # merged per size
+    measured = commit()
+    for size in args.sizes:
+        print(f"== {size:,} candidates", flush=True)
+        build = ensure(size)
+        work = fresh_copy(size)
+        repeats = args.repeats if size < LARGE else max(1, args.repeats // 2)
+        steps: dict[str, dict] = {}
+        for name in [*PAGES, "review", "triage"]:
+            started = time.perf_counter()
+            found = summarise(scenario(name, work, repeats if name != "Mine preview" else min(repeats, 10),
+                                       args.step_timeout))
+            steps.update(found)
+            stopped = {s: v["stopped"] for s, v in found.items() if "stopped" in v}
+            print(f"  {name}: {time.perf_counter() - started:.0f} s {stopped or ''}", flush=True)
+        rss = {} if args.no_browser else server_rss(work, args.settle_timeout)
+        sizes[str(size)] = {"commit": measured, "repeats": repeats, "build": build,
+                            "disk_mib": round(disk_bytes(workspace_dir(size)) / 2**20), "steps": steps,
+                            "server_rss": rss}
+        shutil.rmtree(work, ignore_errors=True)
+        write_result("latency", {"sizes": sizes, "step_timeout_s": args.step_timeout,
+                                 "targets": {"interaction_p95_ms": 300, "first_render_s": 3, "rss_4_sessions_gb": 3}})
+    report(sizes)
+
+
+def report(sizes: dict) -> None:
+    """One row per step and per memory reading, one column per size (p50 / p95 ms, or ms for a single render)."""
+    names = list(sizes)
+    steps = list(dict.fromkeys(s for size in names for s in sizes[size]["steps"]))
+    rows = [{"step": s, **{f"{int(n):,}": cell(sizes[n]["steps"].get(s)) for n in names}} for s in steps]
+    for key in ("idle_mib", "one_session_mib", "four_sessions_mib", "peak_mib"):
+        rows.append({"step": f"server RSS MiB, {key.removesuffix('_mib').replace('_', ' ')}",
+                     **{f"{int(n):,}": sizes[n]["server_rss"].get(key, "") for n in names}})
+    rows.append({"step": "build s / disk MiB",
+                 **{f"{int(n):,}": f"{sizes[n]['build']['build_seconds']:,.0f} / {sizes[n]['disk_mib']:,}"
+                    for n in names}})
+    print_table(rows, ["step", *[f"{int(n):,}" for n in names]])
+    for n in names:
+        print(f"{int(n):,}: commit {sizes[n]['commit']}; browser settle s: {sizes[n]['server_rss'].get('settle_s')}")
 
 
 if __name__ == "__main__":

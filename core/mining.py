@@ -229,7 +229,19 @@ def run_spec(run: dict) -> RuleSpec:
         raise UserError(f"run {run['run_id']}: stored rule: {exc}") from None
 
 
-PREVIEW_COLUMNS = ["query_id", "doc_id", "rank", "score", "pos_score", "kept", "rule"]  # what the rules read
+PREVIEW_COLUMNS = ["query_id", "rank", "score", "pos_score", "kept"]  # what every rule reads, and the old flags
+
+
+def _rule_frame(table: pa.Table) -> pd.DataFrame:
+    """``run_columns`` as the frame ``rules.apply`` takes, ids as categoricals over their codes (no string per row)."""
+    columns = {}
+    for name in table.column_names:
+        if pa.types.is_dictionary(table.schema.field(name).type):
+            codes, values = run_stats.codes(table, name)
+            columns[name] = pd.Categorical.from_codes(codes, categories=values.to_pylist())
+        else:
+            columns[name] = table[name].to_numpy()
+    return pd.DataFrame(columns)
 
 
 @dataclass
@@ -238,7 +250,7 @@ class Preview:
 
     run_id: str
     spec: RuleSpec
-    candidates: pd.DataFrame  # ids as categoricals, the new kept/rule and the old ones as kept_before/rule_before
+    candidates: pd.DataFrame  # query_id (categorical), rank, score, pos_score, the new kept/rule, kept_before
     per_query: pd.DataFrame  # query_id, kept_before, kept_after
     summary: dict
     margins: run_stats.Bins  # s − s_P of the candidates kept and dropped under the new rule
@@ -253,13 +265,17 @@ class Preview:
         """The queries that keep fewer than k negatives under the new rule (rows of ``per_query``)."""
         return self.per_query[self.per_query["kept_after"] < self.spec.num_negatives]
 
-    def flip_table(self, limit: int) -> pd.DataFrame:
-        """The first ``limit`` flips as the Mine page lists them: ids, rank, score, margin, old and new reason."""
+    def flip_table(self, store: Store, limit: int) -> pd.DataFrame:
+        """The first ``limit`` flips as the Mine page lists them: ids, rank, score, margin, old and new reason (the
+        document ids and old reasons are read for these rows only)."""
         flips = self.flips.head(limit)
-        return pd.DataFrame({"query": flips["query_id"].astype(str), "document": flips["doc_id"].astype(str),
-                             "rank": flips["rank"], "score": flips["score"].round(3),
-                             "s − s_P": (flips["score"] - flips["pos_score"]).round(3),
-                             "now": flips["rule_before"].astype(str), "preview": flips["rule"]})
+        shown = store.run_columns(self.run_id, ["doc_id", "rule"]).take(pa.array(flips.index.to_numpy()))
+        return pd.DataFrame({"query": flips["query_id"].astype(str).to_numpy(),
+                             "document": shown["doc_id"].cast(pa.string()).to_numpy(zero_copy_only=False),
+                             "rank": flips["rank"].to_numpy(), "score": flips["score"].round(3).to_numpy(),
+                             "s − s_P": (flips["score"] - flips["pos_score"]).round(3).to_numpy(),
+                             "now": shown["rule"].cast(pa.string()).to_numpy(zero_copy_only=False),
+                             "preview": flips["rule"].to_numpy()})
 
     @property
     def survivors(self) -> pd.DataFrame:
@@ -268,15 +284,16 @@ class Preview:
 
 
 def preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
-    """Apply ``spec`` to the run's stored candidates, read from its snapshot as a few columns with the ids
-    dictionary-encoded (pandas categoricals: no string per candidate), and count what changes."""
+    """Apply ``spec`` to the run's stored candidates, read from its snapshot as the few columns rules read, ids as
+    categoricals (no string per candidate), and count what changes. Document ids are read only when the rule
+    needs them: sampling selectors hash (query, document), skipping judged pairs matches them."""
     run = require_run(store, run_id)
-    table = store.run_columns(run_id, PREVIEW_COLUMNS)
-    before = table.to_pandas()
+    needs_docs = spec.selector.samples or spec.skip_judged
+    table = store.run_columns(run_id, PREVIEW_COLUMNS + ["doc_id"] * needs_docs)
+    before = _rule_frame(table)
     judged = run_stats.pair_mask(table, _false_negative_pairs(store, run["dataset"])) if spec.skip_judged else None
-    after = rules.apply(spec, before.drop(columns=["kept", "rule"]), judged)
+    after = rules.apply(spec, before.drop(columns=["kept"]), judged)
     after["kept_before"] = before["kept"].to_numpy(dtype=bool)
-    after["rule_before"] = before["rule"]
     query, query_values = run_stats.codes(table, "query_id")
     starts = run_stats.query_starts(query)
     per_query = pd.DataFrame({"query_id": query_values.take(query[starts]).to_pylist(),
@@ -315,7 +332,7 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
              "precision": parent["stats"].get("precision"), "derived_from": run_id}
     store.save_derived_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
                             "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
-                            "parent_run": run_id}, candidates[["query_id", "doc_id", "kept", "rule"]])
+                            "parent_run": run_id}, candidates[["query_id", "kept", "rule"]])
     stage("saved", 1.0)
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
                       0, 0, round(time.perf_counter() - started, 3))
@@ -348,35 +365,34 @@ class RunDiff:
 
 
 def _kept(store: Store, run_id: str) -> pa.Table:
-    """The run's kept candidates: query_id, doc_id (dictionary-encoded), rank, score."""
+    """The run's kept candidates: query_id, doc_id (decoded for these rows only), rank, score."""
     table = store.run_columns(require_run(store, run_id)["run_id"], ["query_id", "doc_id", "rank", "score", "kept"])
-    return table.filter(table["kept"]).drop_columns(["kept"])
+    table = table.filter(table["kept"])
+    return pa.table({"query_id": table["query_id"].cast(pa.string()), "doc_id": table["doc_id"].cast(pa.string()),
+                     "rank": table["rank"], "score": table["score"]})
 
 
-def _shared_codes(a: pa.Table, b: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Codes of a dictionary column of two tables over one set of values (both runs' ids), and its size."""
-    import pyarrow.compute as pc
-
-    (codes_a, values_a), (codes_b, values_b) = run_stats.codes(a, column), run_stats.codes(b, column)
-    values = pc.unique(pa.concat_arrays([values_a.cast(pa.string()), values_b.cast(pa.string())]))
-
-    def recode(codes: np.ndarray, own: pa.Array) -> np.ndarray:
-        return pc.index_in(own.cast(pa.string()), value_set=values).to_numpy(zero_copy_only=False)[codes]
-
-    return recode(codes_a, values_a).astype(np.int64), recode(codes_b, values_b).astype(np.int64), len(values)
+def _pair_keys(a: pa.Table, b: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 key per (query_id, doc_id) row of each table, equal across the tables for equal pairs."""
+    keys = []
+    for column in ("query_id", "doc_id"):
+        encoded = pa.concat_arrays([a[column].combine_chunks(), b[column].combine_chunks()]).dictionary_encode()
+        keys.append((encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)))
+    (query, _), (doc, docs) = keys
+    key = query * docs + doc
+    return key[:a.num_rows], key[a.num_rows:]
 
 
 def _strings(table: pa.Table, column: str, rows: np.ndarray) -> np.ndarray:
-    return table[column].take(pa.array(rows, type=pa.int64())).cast(pa.string()).to_numpy(zero_copy_only=False)
+    return table[column].take(pa.array(rows, type=pa.int64())).to_numpy(zero_copy_only=False)
 
 
 def compare_runs(store: Store, run_a: str, run_b: str, same: bool = False) -> RunDiff:
     """Kept negatives that appear, disappear or change rank from run A to run B, matched on integer keys; only
-    the rows that changed (and, with ``same``, the unchanged ones) become strings."""
+    the rows that changed (and, with ``same``, the unchanged ones) become Python strings."""
     a, b = _kept(store, run_a), _kept(store, run_b)
-    query_a, query_b, _ = _shared_codes(a, b, "query_id")
-    doc_a, doc_b, docs = _shared_codes(a, b, "doc_id")
-    in_b = pd.Index(query_b * docs + doc_b).get_indexer(query_a * docs + doc_a)
+    keys_a, keys_b = _pair_keys(a, b)
+    in_b = pd.Index(keys_b).get_indexer(keys_a)
     both = in_b >= 0
     rank_a, rank_b = a["rank"].to_numpy(), b["rank"].to_numpy()
     score_a, score_b = a["score"].to_numpy(), b["score"].to_numpy()

@@ -164,30 +164,26 @@ def run_shape(store: Store, run_id: str) -> RunShape:
 
 def pair_rows(table: pa.Table, pairs: pd.DataFrame) -> np.ndarray:
     """For each (query_id, doc_id) row of ``pairs``, its row in ``table`` (``run_columns`` with query_id and
-    doc_id), or −1 where the pair is no candidate of the run. Only the rows of the pairs' queries are keyed, so
-    a handful of verdicts costs one pass of integer lookups over the run."""
+    doc_id), or −1 where the pair is no candidate of the run. Queries match on integer codes; only the rows of
+    the pairs' queries get their document ids decoded, so a few verdicts cost one pass over the query codes."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if pairs.empty:
         return np.zeros(0, dtype=np.int64)
     query, query_values = codes(table, "query_id")
-    doc, doc_values = codes(table, "doc_id")
-
-    def lookup(values: pd.Series, dictionary: pa.Array) -> np.ndarray:
-        found = pc.index_in(pa.array(values.astype(str).tolist(), type=pa.string()),
-                            value_set=dictionary.cast(pa.string()))
-        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-    want_q, want_d = lookup(pairs["query_id"], query_values), lookup(pairs["doc_id"], doc_values)
+    found = pc.index_in(pa.array(pairs["query_id"].astype(str).tolist(), type=pa.string()),
+                        value_set=query_values.cast(pa.string()))
+    want_q = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     wanted = np.zeros(len(query_values), dtype=bool)
     wanted[want_q[want_q >= 0]] = True
     rows = np.flatnonzero(wanted[query])
-    width = np.int64(len(doc_values))
-    row_keys = pd.Index(query[rows].astype(np.int64) * width + doc[rows])
-    pair_keys = np.where((want_q >= 0) & (want_d >= 0), want_q * width + want_d, -1)
-    found = row_keys.get_indexer(pair_keys)
-    return np.where(found >= 0, rows[np.maximum(found, 0)], -1) if len(rows) else np.full(len(pairs), -1)
+    if not len(rows):
+        return np.full(len(pairs), -1, dtype=np.int64)
+    docs = table["doc_id"].take(pa.array(rows)).cast(pa.string()).to_numpy(zero_copy_only=False)
+    keys = pd.MultiIndex.from_arrays([query[rows].astype(np.int64), docs])
+    position = keys.get_indexer(pd.MultiIndex.from_arrays([want_q, pairs["doc_id"].astype(str).to_numpy()]))
+    return np.where(position >= 0, rows[np.maximum(position, 0)], -1)
 
 
 def pair_mask(table: pa.Table, pairs: pd.DataFrame) -> np.ndarray:

@@ -131,7 +131,7 @@ def show_preview(run_id: str, spec: RuleSpec) -> None:
     right.markdown(f"**Candidates that flip versus the current run:** {len(flips):,}"
                    + (f" (the first {PAGE:,} shown)" if len(flips) > PAGE else ""))
     if not flips.empty:
-        right.dataframe(result.flip_table(PAGE), hide_index=True, height=240)
+        right.dataframe(result.flip_table(store, PAGE), hide_index=True, height=240)
     if st.button("Commit as a new run", type="primary", disabled=spec == base or COMMIT in st.session_state,
                  help="Saves the previewed rule as a new immutable run that reuses these candidates "
                       "(in the background: the page stays usable)."):

@@ -183,11 +183,14 @@ def test_preview_and_diff_equal_the_pandas_computation(mined, ws_root):
             after, per_query, summary = old_preview(store, run_id, spec)
             assert pv.summary == summary
             pd.testing.assert_frame_equal(pv.per_query, per_query, check_dtype=False)
-            for column in ("kept", "rule", "kept_before", "rule_before"):
+            for column in ("kept", "rule", "kept_before"):
                 assert pv.candidates[column].astype(object).tolist() == after[column].tolist(), (spec, column)
             flips = after[after.kept != after.kept_before]
-            assert pv.flips["doc_id"].astype(str).tolist() == flips["doc_id"].tolist()
-            assert pv.flip_table(2)["document"].tolist() == flips["doc_id"].head(2).tolist()
+            table = pv.flip_table(store, len(flips) + 1)
+            for shown, column in [("query", "query_id"), ("document", "doc_id"), ("rank", "rank"),
+                                  ("now", "rule_before"), ("preview", "rule")]:
+                assert table[shown].tolist() == flips[column].tolist(), (spec, column)
+            assert pv.flip_table(store, 2)["document"].tolist() == flips["doc_id"].head(2).tolist()
             assert len(pv.short_queries) == summary["short_queries"]
             margin = after.score - after.pos_score
             for group, mask in (("kept", after.kept), ("dropped", ~after.kept)):

@@ -68,8 +68,11 @@ def describe_index(index: dict) -> str:
     if index.get("kind") not in {"ivf", "ivf-sq8"}:
         return "exact search" if index.get("kind") == "flat" else ""
     name = {"ivf": "IVF", "ivf-sq8": "IVF over 8-bit vectors"}[index["kind"]]
-    return (f"{name}, {index['nprobe']} of {index['nlist']} lists probed: recall@{index['k']} "
-            f"{index['sample_recall']:.3f} against exact search on {index['sample_queries']} sampled queries")
+    probes = (f"{name} needed {index['nprobe']} of {index['nlist']} lists for recall@{index['k']} "
+              f"{index['sample_recall']:.3f} on {index['sample_queries']} sampled queries")
+    if index.get("searched") == "exact":
+        return f"exact search, streamed: {probes}, slower than brute force there"
+    return f"{probes} against exact search"
 
 
 def candidates_for(encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,
@@ -267,15 +270,17 @@ class Preview:
 
     def flip_table(self, store: Store, limit: int) -> pd.DataFrame:
         """The first ``limit`` flips as the Mine page lists them: ids, rank, score, margin, old and new reason (the
-        document ids and old reasons are read for these rows only)."""
+        document ids and old reasons are read by the (run, query) index for the queries shown only)."""
         flips = self.flips.head(limit)
-        shown = store.run_columns(self.run_id, ["doc_id", "rule"]).take(pa.array(flips.index.to_numpy()))
-        return pd.DataFrame({"query": flips["query_id"].astype(str).to_numpy(),
-                             "document": shown["doc_id"].cast(pa.string()).to_numpy(zero_copy_only=False),
-                             "rank": flips["rank"].to_numpy(), "score": flips["score"].round(3).to_numpy(),
-                             "s − s_P": (flips["score"] - flips["pos_score"]).round(3).to_numpy(),
-                             "now": shown["rule"].cast(pa.string()).to_numpy(zero_copy_only=False),
-                             "preview": flips["rule"].to_numpy()})
+        shown = pd.DataFrame({"query": flips["query_id"].astype(str).to_numpy(), "rank": flips["rank"].to_numpy(),
+                              "score": flips["score"].round(3).to_numpy(),
+                              "s − s_P": (flips["score"] - flips["pos_score"]).round(3).to_numpy(),
+                              "preview": flips["rule"].to_numpy()})
+        stored = pd.concat([store.candidates(self.run_id, query_id, with_signals=False, with_risk=False)
+                            for query_id in shown["query"].unique()] or [pd.DataFrame(columns=["query_id"])])
+        stored = stored.rename(columns={"query_id": "query", "doc_id": "document", "rule": "now"})
+        shown = shown.merge(stored[["query", "rank", "document", "now"]], on=["query", "rank"], how="left")
+        return shown[["query", "document", "rank", "score", "s − s_P", "now", "preview"]]
 
     @property
     def survivors(self) -> pd.DataFrame:

@@ -196,18 +196,18 @@ def pair_mask(table: pa.Table, pairs: pd.DataFrame) -> np.ndarray:
 
 def judged_on_run(store: Store, run_id: str, verdicts: pd.DataFrame) -> pd.DataFrame:
     """The ``verdicts`` (query_id, doc_id, label …) whose pair is a candidate of the run, with that candidate's
-    kept flag, score and s_P: what joining the whole run to its verdicts kept, looked up by key."""
+    kept flag, score and s_P: what joining the whole run to its verdicts kept, read one judged query at a time by
+    the (run, query) index, so it costs what was judged, not the run's size."""
     columns = [*verdicts.columns, "kept", "score", "pos_score"]
-    if verdicts.empty:
+    queries = verdicts["query_id"].drop_duplicates().tolist()
+    found = [store.candidates(run_id, query_id, with_signals=False, with_risk=False) for query_id in queries]
+    found = [frame for frame in found if len(frame)]
+    if not found:
         return pd.DataFrame(columns=columns)
-    table = store.run_columns(run_id, ["query_id", "doc_id", "kept", "score", "pos_score"])
-    rows = pair_rows(table, verdicts)
-    hit = rows >= 0
-    out = verdicts.loc[hit].reset_index(drop=True)
-    for column in ("kept", "score", "pos_score"):
-        out[column] = table[column].to_numpy()[rows[hit]]
+    candidates = pd.concat(found, ignore_index=True)[[*PAIR, "kept", "score", "pos_score"]]
+    out = verdicts.merge(candidates, on=PAIR, how="inner")
     out["kept"] = out["kept"].astype(bool)
-    return out[columns]
+    return out[columns].reset_index(drop=True)
 
 
 def verdict_table(shape: RunShape, judged: pd.DataFrame) -> pd.DataFrame:

@@ -145,6 +145,9 @@ def show_diff(ids: list[str]) -> None:
     cols = st.columns(2)
     a = cols[0].selectbox("Run A (before)", ids, index=1, key="diff_a")
     b = cols[1].selectbox("Run B (after)", ids, index=0, key="diff_b")
+    if not st.toggle("Compare them", key="diff_go", help="Matches every kept negative of both runs: seconds on a "
+                                                         "run of millions of candidates, so only when asked."):
+        return
     diff = compare_runs(store, a, b)
     cols = st.columns(4)
     for col, (change, count) in zip(cols, diff.totals.items()):

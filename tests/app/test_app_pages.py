@@ -81,6 +81,7 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     runs = _store(ws_root).runs("tiny")
     assert len(runs) == before + 1 and runs[0]["params"]["rules"]["relative_margin"] == 0.05
     assert at.session_state["ns_run"] == runs[0]["run_id"]  # the sidebar now shows the new run
+    at.toggle(key="diff_go").set_value(True).run()
     diff_metrics = {m.label: m.value for m in at.metric}
     assert int(diff_metrics["negatives that disappears"]) > 0 or int(diff_metrics["negatives that appears"]) > 0
 

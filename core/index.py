@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,23 +169,26 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return scores, ids
 
 
-def exact_top_k(vectors: np.ndarray | VectorFile, queries: np.ndarray, k: int) -> np.ndarray:
-    """Ids of each query's k highest inner products by brute force over the vectors, chunk by chunk, best first."""
+def exact_search(vectors: np.ndarray | VectorFile, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k (scores, ids), best first, streaming the vectors chunk by chunk through FAISS's brute-force
+    kernel (BLAS) and merging each chunk's top-k into the running one: exact search without an index's copy of
+    the vectors. Returns min(k, n) columns, like ``search``."""
+    import faiss
+
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.empty((len(queries), 0), dtype=np.int64)
     offset = 0
     for chunk in _chunks(vectors):
-        scores = np.concatenate([best_scores, queries @ chunk.T], axis=1)
-        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(offset, offset + len(chunk)),
-                                                        (len(queries), len(chunk)))], axis=1)
+        scores, ids = faiss.knn(queries, chunk, min(k, len(chunk)), metric=faiss.METRIC_INNER_PRODUCT)
+        scores, ids = np.concatenate([best_scores, scores], axis=1), np.concatenate([best_ids, ids + offset], axis=1)
         offset += len(chunk)
         if scores.shape[1] > k:
             top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
             scores, ids = np.take_along_axis(scores, top, axis=1), np.take_along_axis(ids, top, axis=1)
         best_scores, best_ids = scores, ids
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    return np.take_along_axis(best_ids, order, axis=1)
+    order = np.lexsort((best_ids, -best_scores), axis=1)  # best first, ties by id as a flat index orders them
+    return np.take_along_axis(best_scores, order, axis=1), np.take_along_axis(best_ids, order, axis=1)
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
@@ -201,18 +205,28 @@ def calibrate_probes(index, vectors: np.ndarray | VectorFile, queries: np.ndarra
     """Set an IVF index's ``nprobe`` to (nearly) the fewest probes whose recall@k against exact search, measured on
     a sample of the queries, reaches ``target`` + ``CALIBRATION_MARGIN``: doubling from its current value until one
     does (all lists if none does), then ``CALIBRATION_REFINE`` geometric bisections between the last count that
-    missed and the first that reached it, since search time grows with the probes. Returns what was chosen and
-    measured, for the run's statistics."""
+    missed and the first that reached it, since search time grows with the probes.
+
+    Returns what was chosen and measured, for the run's statistics, including the seconds the sample took with
+    exact search and with the chosen probes: where a model's vectors need many probes, scanning that share of
+    8-bit lists costs more than brute force by BLAS, and the caller searches exactly instead.
+    """
     k = max(1, min(k, index.ntotal))
     rng = np.random.default_rng(0)
     sample = queries[np.sort(rng.choice(len(queries), size=min(len(queries), CALIBRATION_QUERIES), replace=False))]
-    exact = exact_top_k(vectors, sample, k)
+    started = time.perf_counter()
+    exact = exact_search(vectors, sample, k)[1]
+    exact_seconds = time.perf_counter() - started
     goal = target + CALIBRATION_MARGIN
     tried: dict[int, float] = {}
+    timed: dict[int, float] = {}
 
     def reaches(probes: int) -> bool:
         index.nprobe = probes
-        tried[probes] = recall_at_k(index.search(sample, k)[1], exact)
+        started = time.perf_counter()
+        found = index.search(sample, k)[1]
+        timed[probes] = time.perf_counter() - started
+        tried[probes] = recall_at_k(found, exact)
         return tried[probes] >= goal
 
     missed, probes = None, int(index.nprobe)
@@ -228,7 +242,8 @@ def calibrate_probes(index, vectors: np.ndarray | VectorFile, queries: np.ndarra
             missed = middle
     index.nprobe = probes
     return {"nlist": int(index.nlist), "nprobe": probes, "sample_queries": len(sample), "k": k,
-            "sample_recall": round(tried[probes], 4), "tried": {str(p): round(r, 4) for p, r in sorted(tried.items())}}
+            "sample_recall": round(tried[probes], 4), "tried": {str(p): round(r, 4) for p, r in sorted(tried.items())},
+            "sample_seconds": {"exact": round(exact_seconds, 3), "ivf": round(timed[probes], 3)}}
 
 
 def exact_scores(doc_vecs: VectorFile, query_vecs: np.ndarray, query_rows: np.ndarray,
@@ -295,14 +310,20 @@ def encode_and_search_chunks(encoder: Encoder, doc_chunks: Iterable[Sequence[str
         stage("indexing", encode_share + (1 - encode_share) / 4)
         kind = index_kind(len(doc_vecs), doc_vecs.dim) if kind == "auto" else kind
         index = build_index(doc_vecs, kind)
-        facts = {"kind": kind}
+        facts = {"kind": kind, "searched": "index"}
         if kind in {"ivf", "ivf-sq8"} and len(query_vecs):
             stage("calibrating probes", encode_share + (1 - encode_share) * 3 / 8)
             facts |= calibrate_probes(index, doc_vecs, query_vecs, k)
+            if facts["sample_seconds"]["exact"] < facts["sample_seconds"]["ivf"]:
+                facts["searched"] = "exact"
         stage("searching", encode_share + (1 - encode_share) / 2)
-        scores, ids = search(index, query_vecs, k)
-        del index
-        if kind == "ivf-sq8":  # quantised distances: re-score the hits exactly and re-sort them
+        if facts["searched"] == "exact":  # the probes recall needs cost more than brute force: stream it
+            del index
+            scores, ids = exact_search(doc_vecs, query_vecs, k)
+        else:
+            scores, ids = search(index, query_vecs, k)
+            del index
+        if facts["searched"] == "index" and kind == "ivf-sq8":  # quantised distances: re-score exactly, re-sort
             rows = np.repeat(np.arange(len(ids)), ids.shape[1])
             found = ids.ravel() >= 0
             exact = np.full(ids.size, -np.inf, dtype=np.float32)

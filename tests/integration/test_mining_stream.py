@@ -58,7 +58,7 @@ def test_streamed_candidates_equal_brute_force_over_several_chunks(tmp_path, sta
     queries = store.queries("synthetic", list(positives))
     got, index = mining.candidates_for(encoder, store, "synthetic", queries, positives, depth=15, bm25_depth=10,
                                        scratch=ws.embeddings_dir)
-    assert index == {"kind": "flat"}
+    assert index == {"kind": "flat", "searched": "index"}
     expected = _brute_force(store, encoder, "synthetic", depth=15, bm25_depth=10)
     assert set(got["query_id"]) == set(expected)
     assert len(got) > 15 * len(expected), "BM25 added candidates beyond the dense top 15"
@@ -93,7 +93,7 @@ def test_approximate_search_is_calibrated_to_the_recall_target_and_stores_exact_
     assert facts == result.index
     assert facts["kind"] == ("ivf-sq8" if compressed else "ivf")
     assert facts["sample_recall"] >= index.TARGET_RECALL and 1 <= facts["nprobe"] <= facts["nlist"]
-    assert "recall@" in mining.describe_index(facts)
+    assert "recall@" in mining.describe_index(facts) and facts["searched"] in {"index", "exact"}
     encoder = load_encoder(static_model, cache_dir=ws.embeddings_dir)
     expected = _brute_force(store, encoder, "synthetic", depth=20, bm25_depth=0)
     got = store.candidates(result.run_id, with_signals=False, with_risk=False)

@@ -12,7 +12,7 @@ from core.index import (
     VectorFile,
     build_index,
     calibrate_probes,
-    exact_top_k,
+    exact_search,
     index_kind,
     recall_at_k,
     search,
@@ -37,17 +37,19 @@ def _spread(n: int, dim: int = 48, seed: int = 0) -> np.ndarray:
     return (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_exact_top_k_over_chunks_and_recall():
+def test_exact_search_streams_chunks_and_equals_a_flat_index():
     points, queries = _spread(5_000), _spread(20, seed=1)
     with VectorFile(points.shape[1]) as file:
         for start in range(0, len(points), 700):
             file.append(points[start:start + 700])
-        got = exact_top_k(file, queries, 30)
-    want = np.argsort(-(queries @ points.T), axis=1, kind="stable")[:, :30]
+        scores, got = exact_search(file, queries, 30)
+    want_scores, want = search(build_index(points, "flat"), queries, 30)
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
     assert recall_at_k(got, want) == 1.0
     half = np.where(np.arange(30) < 15, got, -1)  # -1 (no hit) never counts
     assert recall_at_k(half, want) == 0.5
+    assert exact_search(points[:7], queries, 30)[1].shape == (20, 7)  # fewer vectors than k: all of them
 
 
 def test_probes_are_calibrated_by_measured_recall_where_the_first_guess_falls_short():
@@ -62,6 +64,7 @@ def test_probes_are_calibrated_by_measured_recall_where_the_first_guess_falls_sh
     facts = calibrate_probes(index, points, seen, 100)
     assert index.nprobe == facts["nprobe"] > first
     assert facts["sample_recall"] >= TARGET_RECALL and str(first) in facts["tried"]
+    assert set(facts["sample_seconds"]) == {"exact", "ivf"}
     assert _recall_at_100(search(index, unseen, 100)[1], exact) >= TARGET_RECALL
 
 

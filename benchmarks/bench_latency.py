@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument("--step-timeout", type=float, default=60.0, help="seconds one step may take")
     parser.add_argument("--settle-timeout", type=float, default=300.0, help="seconds a browser page may take")
     parser.add_argument("--no-browser", action="store_true", help="skip the server RSS part")
+    parser.add_argument("--markdown", action="store_true", help="only print results/latency.json as markdown")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--events", type=Path, help=argparse.SUPPRESS)
@@ -315,6 +316,9 @@ def main() -> None:
 
     previous = RESULTS / "latency.json"
     sizes = json.loads(previous.read_text()).get("sizes", {}) if previous.exists() else {}  # merged per size
+    if args.markdown:
+        report(sizes, markdown=True)
+        return
     measured = commit()
     for size in args.sizes:
         print(f"== {size:,} candidates", flush=True)
@@ -339,18 +343,27 @@ def main() -> None:
     report(sizes)
 
 
-def report(sizes: dict) -> None:
-    """One row per step and per memory reading, one column per size (p50 / p95 ms, or ms for a single render)."""
-    names = list(sizes)
+def report(sizes: dict, markdown: bool = False) -> None:
+    """One row per step and per memory reading, one column per size (p50 / p95 ms, or ms for a single render);
+    ``markdown`` prints it as the table in docs/BENCHMARKS.md."""
+    names = sorted(sizes, key=int)
     steps = list(dict.fromkeys(s for size in names for s in sizes[size]["steps"]))
     rows = [{"step": s, **{f"{int(n):,}": cell(sizes[n]["steps"].get(s)) for n in names}} for s in steps]
     for key in ("idle_mib", "one_session_mib", "four_sessions_mib", "peak_mib", "stopped_mib"):
+        if not any(key in sizes[n]["server_rss"] for n in names):
+            continue
         rows.append({"step": f"server RSS MiB, {key.removesuffix('_mib').replace('_', ' ')}",
                      **{f"{int(n):,}": sizes[n]["server_rss"].get(key, "") for n in names}})
     rows.append({"step": "build s / disk MiB",
                  **{f"{int(n):,}": f"{sizes[n]['build']['build_seconds']:,.0f} / {sizes[n]['disk_mib']:,}"
                     for n in names}})
-    print_table(rows, ["step", *[f"{int(n):,}" for n in names]])
+    columns = ["step", *[f"{int(n):,}" for n in names]]
+    if markdown:
+        print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        for row in rows:
+            print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+        return
+    print_table(rows, columns)
     for n in names:
         print(f"{int(n):,}: commit {sizes[n]['commit']}; browser settle s: {sizes[n]['server_rss'].get('settle_s')}")
 

@@ -199,20 +199,3 @@ def progress(outline: RunOutline, judged: pd.DataFrame, scope: str, query_id: st
     return Progress(int(done.sum()), int(totals.sum()), query_done, query_total,
                     int(((done == totals) & present).sum()), int(present.sum()))
 
-
-@dataclass
-class AboveWeakestPositive:
-    """Candidates that score above their query's weakest labelled positive: the likeliest false negatives."""
-
-    candidates: int
-    share: float
-    queries: int
-    kept: int
-
-
-def above_weakest_positive(candidates: pd.DataFrame) -> AboveWeakestPositive:
-    """How many candidates score s > s_P, their share of the run, the queries they belong to and how many the
-    run's rule kept as negatives."""
-    above = candidates[candidates["score"] > candidates["pos_score"]]
-    return AboveWeakestPositive(len(above), len(above) / len(candidates) if len(candidates) else 0.0,
-                                int(above["query_id"].nunique()), int(above["kept"].sum()))

@@ -9,9 +9,10 @@ top 5, and the run is saved through ``store.save_run`` with the encoder's finger
 ``core.vectors.run_encoder`` reads) and already risk-scored: a random risk and a signals JSON per candidate under today's ``signal_set()``, so
 the app never scores it and page timings exclude scoring. BM25 is random too (no page time depends on its value).
 
-A 10M-candidate run is one DataFrame of about 1.5 GB handed to ``save_run``: ids and rules are object columns that
-share one Python string per distinct value (10M pointers, not 10M strings), so nothing else is needed; the search
-and the arrays behind the frame are built 4,096 queries at a time.
+A 10M-candidate run is one DataFrame handed to ``save_run``: ids and rules are object columns that share one Python
+string per distinct value (10M pointers, not 10M strings), so the build peaks at 6.3 GB RSS (the frame, the rule's
+copy, save_run's reindexed copy and the snapshot's sort) and needs no other way in; the search runs 4,096 queries at
+a time. 10M took 35 minutes on a busy 2-core machine (save_run 18 of them) and 4.9 GB of disk.
 
     python3 benchmarks/latency_workspace.py 100000       # → benchmarks/.cache/latency-100000/
 """

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 
 import bm25s
 import numpy as np
@@ -17,7 +16,7 @@ from core.datasets import ingest
 from core.encoders import document_text, load_encoder
 from core.lookups import positives_by_query
 from core.workspace import open_workspace
-from tests.cli_helpers import ROOT
+from tests.cli_helpers import run_cli, run_cli_signalled
 from tests.fixtures import make_synthetic_beir
 
 
@@ -106,32 +105,8 @@ def test_approximate_search_is_calibrated_to_the_recall_target_and_stores_exact_
     store.close()
 
 
-# Runs the CLI in a child that SIGKILLs itself the (after+1)-th time a named function of a core module is entered
-# (a generator counts each resume): a real kill at a chosen point of the real code path, no hook in the product.
-_KILL_AT = """
-import os, signal, sys
-module, name, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
-import pandas, sentence_transformers, sklearn, torch  # imported before watching: watching slows every call
-import core.encoders
-core.encoders.CACHE_BATCH = 1024  # several cache writes in a corpus this small
-entered = 0
-def watch(frame, event, arg):
-    global entered
-    if event == "call" and frame.f_code.co_name == name and frame.f_code.co_filename.endswith(module):
-        entered += 1
-        if entered > after:
-            os.kill(os.getpid(), signal.SIGKILL)
-sys.setprofile(watch)
-sys.argv = ["core", *sys.argv[4:]]
-from core.cli import main
-main()
-"""
-
-
 def _cli(*args: object, kill_at: tuple[str, str, int] | None = None) -> subprocess.CompletedProcess:
-    prefix = ["-c", _KILL_AT, *map(str, kill_at)] if kill_at else ["-m", "core"]
-    return subprocess.run([sys.executable, *prefix, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return run_cli_signalled(kill_at, signal.SIGKILL, *args) if kill_at else run_cli(*args)
 
 
 def _runs(ws) -> list[dict]:

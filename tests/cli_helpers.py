@@ -30,6 +30,7 @@ def watch(frame, event, arg):
         if entered > after:
             sys.setprofile(None)
             os.kill(os.getpid(), signum)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C acts as in a terminal, even if the parent ignores it
 sys.setprofile(watch)
 sys.argv = ["core", *sys.argv[5:]]
 from core.cli import main

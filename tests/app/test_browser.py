@@ -114,8 +114,9 @@ def test_fast_keys_land_on_the_intended_candidates_and_survive_a_reload(server, 
     run_before = page.url
     page.reload()
     page.locator(".ns-list tr").nth(1).wait_for(timeout=60_000)
-    assert page.get_by_role("textbox", name="Annotator").input_value() == "ana"
     page.get_by_text("Judging as", exact=False).first.wait_for(timeout=10_000)
+    # the sidebar's widgets may arrive after the list on a loaded machine: wait for them, then compare
+    assert _wait_for(lambda: page.get_by_role("textbox", name="Annotator").input_value() == "ana", 10)
     assert "annotator=ana" in page.url and page.url.split("run=")[1] == run_before.split("run=")[1]
     page.get_by_role("heading", name="Review").click()
     _type(page, "z")

@@ -78,7 +78,7 @@ def test_fast_keys_land_on_the_intended_candidates_and_survive_a_reload(server, 
     url, root = server
     store = open_workspace(root).store()
     page = _open_review(browser, url)
-    page.get_by_text("all mined").click()
+    page.get_by_role("radio", name="all mined").click()
     page.get_by_text("0 / 20 judged", exact=False).first.wait_for(timeout=20_000)
     page.get_by_role("heading", name="Review").click()
     docs = _rows(page)
@@ -163,7 +163,7 @@ def test_markup_in_documents_stays_text(server, browser):
     page = _open_review(browser, url, annotator="reviewer")
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.get_by_text("all mined").click()
+    page.get_by_role("radio", name="all mined").click()
     page.get_by_text("0 / 20 judged", exact=False).first.wait_for(timeout=20_000)
     page.locator(".ns-list tr[data-doc='misc-5']").click()  # the markup document
     shown = page.get_by_text(MARKUP, exact=False).first

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from core import run_stats
 from core.jobs import Job, StageProgress, shared_job
 from core.labels import CAUTION_ORDER
 from core.lookups import document_texts, positive_qrels, positives_by_query, require_run
@@ -84,11 +85,11 @@ class RunPairs:
         return np.flatnonzero(wanted[self.doc])
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes and the distinct values they index for a dictionary-encoded column (unused values dropped)."""
-    array = column.combine_chunks()
-    codes = array.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-    values = np.asarray(array.dictionary.to_pylist(), dtype=object)
+def _used_codes(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``run_stats.codes`` with the distinct values no row uses dropped (a snapshot's dictionary may hold more)."""
+    codes, dictionary = run_stats.codes(table, column)
+    codes = codes.astype(np.int32)
+    values = np.asarray(dictionary.to_pylist(), dtype=object)
     used = np.bincount(codes, minlength=len(values)) > 0
     if not used.all():
         codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
@@ -99,8 +100,8 @@ def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 def run_pairs(store: Store, run_id: str) -> RunPairs:
     """The run's (query, document) pairs as codes, with each document's kept flag and best score."""
     table = store.run_columns(run_id, ["query_id", "doc_id", "score", "kept"])
-    query, query_ids = _codes(table["query_id"])
-    doc, doc_ids = _codes(table["doc_id"])
+    query, query_ids = _used_codes(table, "query_id")
+    doc, doc_ids = _used_codes(table, "doc_id")
     kept = table["kept"].to_numpy(zero_copy_only=False).astype(bool)
     doc_kept = np.zeros(len(doc_ids), dtype=bool)
     doc_kept[doc[kept]] = True

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core import labels
+from core import labels, run_stats
 from core.lookups import require_run
 
 if TYPE_CHECKING:
@@ -87,12 +87,11 @@ def run_outline(store: Store, run_id: str) -> RunOutline:
         queries = pd.DataFrame({"query_id": pd.Series(dtype=object), "text": pd.Series(dtype=object),
                                 "candidates": pd.Series(dtype=np.int64), "kept": pd.Series(dtype=np.int64)})
         return RunOutline(queries, np.zeros(1, np.int64), np.zeros(0, bool), table["doc_id"], {})
-    table = table.unify_dictionaries()  # one dictionary for all of the snapshot's row groups
-    query_col, doc_col = table["query_id"].combine_chunks(), table["doc_id"].combine_chunks()
-    codes = query_col.indices.to_numpy(zero_copy_only=False)
+    codes, query_values = run_stats.codes(table, "query_id")
+    doc_col = table.select(["doc_id"]).unify_dictionaries()["doc_id"].combine_chunks()
     kept = table["kept"].to_numpy().astype(bool)
-    starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1, len(codes)]
-    ids = query_col.dictionary.take(codes[starts[:-1]]).to_pylist()
+    starts = np.r_[run_stats.query_starts(codes), len(codes)]
+    ids = query_values.take(codes[starts[:-1]]).to_pylist()
     counts = pd.DataFrame({"query_id": ids, "candidates": np.diff(starts).astype(np.int64),
                            "kept": np.add.reduceat(kept.astype(np.int64), starts[:-1])})
     texts = store.queries(run["dataset"], ids)

@@ -91,18 +91,25 @@ def _receive(token: str, on_event: Callable[[MutableMapping[str, Any], dict], No
     for a callback that was cut off).
     """
     value = st.session_state.get(KEY)
-    state = {key: st.session_state.get(key) for key in tracked}
+    read = {key: st.session_state.get(key) for key in tracked}
     with _LOCK:
         stream = _stream(token)
         events = _pending(value, token, stream.applied)
         if not events:
             return
-        state.update(stream.unwritten)
+        state = {**read, **stream.unwritten}
         for event in events:
             on_event(state, event)
             stream.applied = event["seq"]
-        stream.unwritten = state
+        stream.unwritten = changed(read, stream.unwritten, state)
     catch_up(token)
+
+
+def changed(read: dict[str, Any], unwritten: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """What of ``state`` must be written to the session state: the keys that differ from what was ``read`` (and
+    any still ``unwritten``). Writing an unchanged widget key (the note box) would tell the browser to set that
+    widget's value, erasing what the person typed while the key event was on its way."""
+    return {key: val for key, val in state.items() if key in unwritten or val != read.get(key)}
 
 
 def catch_up(token: str) -> None:

@@ -48,7 +48,8 @@ def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str,
     if done.suggested:
         state[INFO] = (f"Suggested the same verdict for {done.suggested} near-duplicate pair(s); they wait for "
                        "confirmation under *Suggestions*.")
-    state[NOTE] = ""
+    if state.get(NOTE):  # clear only a note that was used: re-setting an empty box erases typing in flight
+        state[NOTE] = ""
     state[common.QUERY] = query_id
     if cursor_after is not None:
         state[CURSOR] = cursor_after

@@ -224,14 +224,16 @@ def export(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...
                                                                    "or promotions exist)."),
            unsure: str = typer.Option("drop", "--unsure", help="curated: drop|keep negatives judged unsure."),
            force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no export "
-                                                             "(never the workspace or a folder holding it).")) -> None:
+                                                             "(never the workspace or a folder holding it)."),
+           llm_verdicts: str = typer.Option("ignore", "--llm-verdicts", help="curated: ignore|count the verdicts of "
+                                                                             "LLM judges (annotators llm:…).")) -> None:
     """Export a run's training data with a manifest."""
     from core.export import curation_warning
     from core.export import export as do_export
 
     _, store = _store(workspace, create=False)
-    manifest = do_export(store, run, format, out, data, unsure, force)
-    if warning := curation_warning(store, run, manifest["data"]):
+    manifest = do_export(store, run, format, out, data, unsure, force, llm_verdicts)
+    if warning := curation_warning(store, run, manifest["data"], llm_verdicts):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {manifest['rows']} rows ({manifest['data']}) to {out}")
 
@@ -260,11 +262,17 @@ def restore(file: Path, workspace: Optional[Path] = WorkspaceOpt,
 
 @app.command()
 def risk(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
-         out: Path = typer.Option(..., "--out", help="TSV file to write."), device: str = DeviceOpt) -> None:
+         out: Path = typer.Option(..., "--out", help="TSV file to write."), device: str = DeviceOpt,
+         second_model: Optional[str] = typer.Option(
+             None, "--second-model", help="Local sentence-transformers folder whose scores feed the second_model "
+                                          "signal from now on (stored in the workspace's settings; 'none' turns "
+                                          "it off).")) -> None:
     """Re-score a run's candidates by false-negative risk and write them all, riskiest first, as TSV."""
-    from core.risk import compute_risk, write_tsv
+    from core.risk import compute_risk, configure_second_model, write_tsv
 
     ws, store = _store(workspace)
+    if second_model is not None:
+        configure_second_model(ws, None if second_model.lower() == "none" else second_model)
     compute_risk(store, ws, run, device)
     count = write_tsv(store, run, out)
     typer.echo(f"wrote {count} candidates to {out}")
@@ -334,6 +342,90 @@ def evaluate(model: str = typer.Option(..., "--model", help="Trained model folde
         return
     means = result.means()
     typer.echo("  ".join(f"{k} {v:.4f}" for k, v in means.items()) + f"  queries {result.queries}")
+
+
+@app.command()
+def score(run: str = typer.Option(..., "--run", help="The run whose candidates and positives are scored."),
+          cross_encoder: Path = typer.Option(..., "--cross-encoder", help="Local sentence-transformers "
+                                                                          "CrossEncoder folder (one label)."),
+          workspace: Optional[Path] = WorkspaceOpt, device: str = DeviceOpt,
+          batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+          suggest_above: Optional[float] = typer.Option(None, "--suggest-above",
+                                                        help="Suggest unjudged candidates scored above this as "
+                                                             "false negatives (default: RocketQA's 0.9)."),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """Score a run's candidates and its queries' positives with a cross-encoder (cached: a pair is never scored
+    twice by one model), for the ce rules, the ce_score risk signal and export provenance."""
+    from core.cross_encoder import SUGGEST_ABOVE, score_run
+
+    ws, store = _store(workspace)
+    result = score_run(store, ws, run, cross_encoder, device, batch_size,
+                       suggest_above=SUGGEST_ABOVE if suggest_above is None else suggest_above)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    typer.echo(f"scored {result.scored} pairs ({result.cached} of {result.pairs} from cache) with cross-encoder "
+               f"{result.model} on {result.device} in {result.seconds:.1f}s; {result.suggested} pseudo-positive "
+               f"suggestion(s) opened; re-rule with `rerule --run {run} --rule ce`")
+
+
+@app.command("train-reranker")
+def train_reranker(workspace: Optional[Path] = WorkspaceOpt, dataset: str = typer.Option(..., "--dataset"),
+                   split: str = typer.Option("train", "--split", help="Split whose labelled positives are trained on."),
+                   out: Path = typer.Option(..., "--out", help="Folder for the cross-encoder (must not exist or be "
+                                                               "empty)."),
+                   run: Optional[str] = typer.Option(None, "--run", help="Sample negatives from this run's "
+                                                                         "candidates (default: random documents)."),
+                   negatives: int = typer.Option(4, "--negatives", help="Sampled negatives per labelled positive."),
+                   epochs: float = typer.Option(1.0, "--epochs"),
+                   batch_size: int = typer.Option(32, "--batch-size"),
+                   max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+                   seed: int = typer.Option(0, "--seed", help="Seeds the negative sampling and the training."),
+                   learning_rate: float = typer.Option(2e-5, "--learning-rate"),
+                   device: str = DeviceOpt,
+                   base_model: Optional[str] = typer.Option(None, "--base-model", help="Model to start from "
+                                                                                       "(default: bundled "
+                                                                                       "all-MiniLM-L6-v2).")) -> None:
+    """Fine-tune a cross-encoder teacher on a split's positives, sampled negatives and every verdict; saves it with
+    manifest.json (then `score --cross-encoder OUT`)."""
+    from core.train_reranker import RerankerOptions
+    from core.train_reranker import train_reranker as do_train
+
+    options = RerankerOptions(split=split, run=run, negatives=negatives, epochs=epochs, batch_size=batch_size,
+                              max_steps=max_steps, seed=seed, learning_rate=learning_rate, device=device,
+                              base_model=base_model)
+    _, store = _store(workspace)
+    manifest = do_train(store, dataset, out, options)
+    counts = manifest["counts"]
+    typer.echo(f"trained a cross-encoder on {counts['pairs']} pairs ({counts['positives']} positives, "
+               f"{counts['verdict_positives']}/{counts['verdict_negatives']} verdicts as positives/negatives, "
+               f"{counts['run_negatives'] + counts['random_negatives']} sampled negatives): {manifest['steps']} "
+               f"steps, {manifest['seconds']:.0f}s on {manifest['device']}; saved to {out}")
+
+
+@app.command()
+def judge(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(..., "--run"),
+          endpoint: str = typer.Option(..., "--endpoint", help="OpenAI-compatible base URL, e.g. "
+                                                               "http://localhost:8000/v1 (POST {URL}/chat/completions)."),
+          model: str = typer.Option(..., "--model", help="Model name the endpoint serves; verdicts are recorded as "
+                                                         "annotator llm:MODEL."),
+          budget: int = typer.Option(..., "--budget", help="Stop after N answered calls (cached answers are free)."),
+          api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the "
+                                                                                "API key (default: OPENAI_API_KEY "
+                                                                                "when set; never stored)."),
+          timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one answer before retrying."),
+          device: str = DeviceOpt,
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """Ask an LLM for verdicts on a run's riskiest unjudged candidates (RLHN's prompt); people's verdicts are
+    never sent or touched."""
+    from core.llm_judge import judge_run
+
+    ws, store = _store(workspace)
+    report = judge_run(store, ws, run, endpoint, model, budget, api_key_env, timeout, device=device)
+    if as_json:
+        _echo_json(report.to_dict())
+        return
+    typer.echo(report.summary())
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -1,7 +1,8 @@
 """The SQLite store: the only code that writes SQL. Other modules call ``Store`` methods.
 
 Split by concern: ``connection`` (opening, WAL, retried writes, SQLite failures as user errors), ``schema``
-(migrations), then one module per table group: ``datasets``, ``runs``, ``labels`` and ``suggestions``.
+(migrations), then one module per table group: ``datasets``, ``runs``, ``labels``, ``suggestions`` and
+``teacher`` (cross-encoder scores).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from core.store.datasets import DatasetTables
 from core.store.runs import RunTables
 from core.store.schema import MIGRATIONS, SCHEMA_VERSION, Schema
 from core.store.suggestions import SuggestionTables
+from core.store.teacher import TeacherTables
 
 __all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now", "retrying"]
 
 
-class Store(Schema, DatasetTables, RunTables, SuggestionTables):
+class Store(Schema, DatasetTables, RunTables, SuggestionTables, TeacherTables):
     """One connection to a workspace's SQLite file, at the current schema, with every table's queries;
     safe to share between threads of one process."""

@@ -117,8 +117,20 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_candidates_risk ON candidates(run_id, risk DESC)")
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    """Teacher scores: a cross-encoder's probability per (model fingerprint, sha256 of the query text, sha256 of
+    the document text), so a pair is never scored twice by one model whichever run or dataset mined it, and which
+    cross-encoder last scored each run's candidate rows (a derived run reads its base run's)."""
+    db.execute("""CREATE TABLE ce_scores (
+        model TEXT NOT NULL, query_sha BLOB NOT NULL, doc_sha BLOB NOT NULL, score REAL NOT NULL,
+        PRIMARY KEY (model, query_sha, doc_sha)) WITHOUT ROWID""")
+    db.execute("""CREATE TABLE run_teacher (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE, model TEXT NOT NULL,
+        model_path TEXT NOT NULL, pairs INTEGER NOT NULL, scored_at TEXT NOT NULL)""")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -84,6 +84,14 @@ def seed_v7(db: sqlite_utils.Database) -> None:
     db.execute("""INSERT INTO run_decisions VALUES ('r2', 'q1', X'00', X'00', '["unselected:top"]')""")
 
 
+def seed_v9(db: sqlite_utils.Database) -> None:
+    """v7's rows plus a cross-encoder score of (q1, d2) and the teacher that scored r1 (v9 added ce_scores and
+    run_teacher)."""
+    seed_v7(db)
+    db.execute("INSERT INTO ce_scores VALUES ('cefp', ?, ?, 0.93)", (b"q" * 32, b"d" * 32))
+    db.execute("INSERT INTO run_teacher VALUES ('r1', 'cefp', '/models/ce', 2, ?)", (T0,))
+
+
 def seed_batch(db: sqlite_utils.Database) -> None:
     """A two-verdict batch and its undo, in label_events.batch (added by v4)."""
     for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
@@ -99,7 +107,8 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 # proves the upgrade from the previous version keeps data (it fails until one exists).
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
                                                               3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6,
-                                                              7: seed_v7, 8: seed_v7}  # v8 added an index
+                                                              7: seed_v7, 8: seed_v7,  # v8 added an index
+                                                              9: seed_v9}
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 

@@ -122,6 +122,19 @@ def dataset_agreement(store: Store, dataset: str, query_id: str | None = None) -
     return agreement(independent_verdicts(store, dataset, query_id))
 
 
+def llm_agreement(result: Agreement) -> pd.DataFrame:
+    """Each LLM judge against each person (annotator pairs with exactly one ``llm:`` side), from ``result.pairs``:
+    columns judge, person, items, observed, kappa, reason. How far a model's verdicts can stand in for a person's
+    is measured here, on the pairs both judged, never assumed."""
+    columns = ["judge", "person", "items", "observed", "kappa", "reason"]
+    pairs = result.pairs
+    a_llm, b_llm = pairs["a"].map(labels.is_llm).astype(bool), pairs["b"].map(labels.is_llm).astype(bool)
+    mixed = pairs[a_llm != b_llm]
+    flipped = b_llm[a_llm != b_llm]
+    out = mixed.assign(judge=mixed["a"].where(~flipped, mixed["b"]), person=mixed["b"].where(~flipped, mixed["a"]))
+    return out[columns].sort_values(["judge", "person"]).reset_index(drop=True)
+
+
 def agreement_by_query(store: Store, dataset: str) -> pd.DataFrame:
     """One row per query with verdicts: annotators, items, shared_items, observed (mean over pairs with overlap),
     alpha and alpha_reason; least agreement first, so the page lists the queries that need attention on top."""
@@ -137,12 +150,15 @@ def agreement_by_query(store: Store, dataset: str) -> pd.DataFrame:
     return out.sort_values(["observed", "query_id"], na_position="last").reset_index(drop=True)
 
 
-def disagreements(store: Store, dataset: str) -> pd.DataFrame:
+def disagreements(store: Store, dataset: str, llm: bool = True) -> pd.DataFrame:
     """The adjudication queue: pairs whose current independent verdicts differ and that no active adjudication
     settles. Columns query_id, doc_id, verdicts ({annotator: label}), labels (distinct, sorted), annotators,
-    last_at (latest verdict time); oldest disagreement first, so nothing waits forever."""
+    last_at (latest verdict time); oldest disagreement first, so nothing waits forever. ``llm=False`` leaves LLM
+    judges out (what an export that ignores their verdicts has to settle)."""
     columns = ["query_id", "doc_id", "verdicts", "labels", "annotators", "last_at"]
     current = labels.current(store, dataset, kind="verdict")
+    if not llm:
+        current = current[~current["annotator"].map(labels.is_llm).astype(bool)]
     if current.empty:
         return pd.DataFrame(columns=columns)
     split = current.groupby(PAIR)["label"].nunique()

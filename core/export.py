@@ -183,17 +183,17 @@ def default_data(store: Store, run_id: str) -> str:
     return "curated" if reviewed else "raw"
 
 
-def export_name(run_id: str, fmt: str, data: str, unsure: str) -> str:
+def export_name(run_id: str, fmt: str, data: str, unsure: str, llm_verdicts: str = "ignore") -> str:
     """A folder name that says what was selected, so exports of different selections never replace each other:
-    ``<run>-<format>-raw`` or ``<run>-<format>-curated-unsure-<drop|keep>`` (the unsure policy only changes
-    curated data), in safe characters only so it can never leave the exports folder."""
-    selection = re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join(
-        [fmt, data] + (["unsure", unsure] if data == "curated" else [])))
+    ``<run>-<format>-raw`` or ``<run>-<format>-curated-unsure-<drop|keep>[-llm-count]`` (the unsure and LLM
+    policies only change curated data), in safe characters only so it can never leave the exports folder."""
+    curated = ["unsure", unsure] + (["llm", llm_verdicts] if llm_verdicts != "ignore" else [])
+    selection = re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join([fmt, data] + (curated if data == "curated" else [])))
     run = re.sub(r"[^A-Za-z0-9_-]+", "_", run_id)
     return f"{run[-(MAX_NAME_BYTES - len(selection) - 1):]}-{selection}"  # the run id ends with its unique part
 
 
-def curation_warning(store: Store, run_id: str, data: str) -> str | None:
+def curation_warning(store: Store, run_id: str, data: str, llm_verdicts: str = "ignore") -> str | None:
     """The warning a curated export needs when annotators disagree on pairs nobody adjudicated: those pairs
     are settled by a rule, not by a person. None for raw data or when every disagreement is settled."""
     from core import agreement
@@ -202,7 +202,7 @@ def curation_warning(store: Store, run_id: str, data: str) -> str | None:
     if data != "curated":
         return None
     dataset = require_run(store, run_id)["dataset"]
-    count = len(agreement.disagreements(store, dataset))
+    count = len(agreement.disagreements(store, dataset, llm=llm_verdicts == "count"))
     if not count:
         return None
     return (f"{count} open disagreement{'s' if count != 1 else ''} between annotators in dataset {dataset!r} "
@@ -251,27 +251,31 @@ def check_out(out: str | Path, workspace: Path, force: bool = False) -> Path:
 
 
 def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
-           force: bool = False) -> dict:
+           force: bool = False, llm_verdicts: str = "ignore") -> dict:
     """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist;
-    ``out`` is checked by ``check_out`` against the store's workspace before anything is written."""
+    ``out`` is checked by ``check_out`` against the store's workspace before anything is written.
+    ``llm_verdicts``: ``ignore`` curates with people's verdicts only, ``count`` lets LLM judges' verdicts vote
+    (core.llm_judge); the manifest records which."""
+    from core.cross_encoder import export_scores
     from core.selection import select
 
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
     out = check_out(out, store.path.parent, force)
-    td = select(store, run_id, data or default_data(store, run_id), unsure)
+    td = select(store, run_id, data or default_data(store, run_id), unsure, llm_verdicts)
     run = td.run
     n_neg = int(run["params"]["rules"].get("num_negatives", 5))
     manifest = {
         "format": fmt, "dataset": run["dataset"], "run_id": run_id, "split": run["split"], "data": td.data,
         "unsure": unsure, "rules": run["params"]["rules"], "model_fingerprint": run["model_fingerprint"],
-        "model_path": run["params"].get("model_path"), "label_counts": td.label_counts,
+        "model_path": run["params"].get("model_path"), "llm_verdicts": llm_verdicts, "label_counts": td.label_counts,
         "removed_negatives": td.removed_negatives, "promoted_positives": td.promoted_positives,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "negspace_version": __version__,
     }
     try:
         with atomic_dir(out) as tmp:
             manifest.update(EXPORT_FORMATS[fmt].write(store, td, tmp, n_neg))
+            manifest["cross_encoder"] = export_scores(store, td, tmp)  # the teacher's scores and provenance, if any
             manifest["files"] = {str(p.relative_to(tmp)): _file_entry(p)
                                  for p in sorted(tmp.rglob("*")) if p.is_file()}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -1,8 +1,10 @@
-"""Judging: the one way a person's verdict enters the store, whatever screen it came from.
+"""Judging: the one way a verdict enters the store, whatever screen or judge it came from.
 
 A verdict (a key on Review, a lasso batch on the Map, an adjudication on the Team page) is recorded as one batch in one transaction,
 closes the open suggestions on its pairs, and is spread as *suggestions* to near-duplicates (core.triage.propagate)
-exactly the same way. ``undo`` takes back the annotator's latest verdict, or the whole batch it belonged to.
+exactly the same way. An LLM judge's verdict (``llm:<model>``, core.llm_judge) enters here too, but only a person's
+verdict decides or spreads suggestions. ``undo`` takes back the annotator's latest verdict, or the whole batch it
+belonged to.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[st
     """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions.
 
     ``adjudication``: the final verdict on a disputed pair (the Team page), which ``labels.resolved`` prefers.
+    An LLM judge's verdict is not propagated: suggestions carry a person's verdict to near-duplicates.
     """
     pairs = list(dict.fromkeys(pairs))
     events = labels.record_batch(store, dataset, pairs, annotator, label, note, adjudication)
+    if labels.is_llm(annotator):
+        return Judgement(events)
     suggested = sum(triage.propagate(store, workspace, dataset, q, d, label, event)
                     for (q, d), event in zip(pairs, events))
     return Judgement(events, suggested)

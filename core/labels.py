@@ -29,6 +29,10 @@ TSV_COLUMNS = ["query-id", "corpus-id", "label", "annotator", "note"]
 # When annotators disagree and nobody adjudicated, the cautious label wins: dropping a negative costs little,
 # training on a false negative pushes a relevant document away.
 CAUTION_ORDER = {"false_negative": 0, "unsure": 1, "true_negative": 2}
+# An LLM judge (core.llm_judge) is one more annotator, named by this prefix and its model. Its verdicts are an
+# opinion next to the people's: agreement statistics include it, but the resolved verdict (export, training,
+# promotion, risk refits) leaves it out unless asked, and it neither decides nor spreads suggestions.
+LLM_PREFIX = "llm:"
 
 
 def check_annotator(name: str) -> str:
@@ -37,6 +41,11 @@ def check_annotator(name: str) -> str:
     if not name or not name.strip() or len(name) > 100:
         raise UserError("annotator name must be 1-100 characters")
     return check_name(name, "annotator name")
+
+
+def is_llm(annotator: str) -> bool:
+    """Whether the annotator is an LLM judge (``llm:<model>``) rather than a person."""
+    return annotator.startswith(LLM_PREFIX)
 
 
 def normalise_label(label: str) -> str:
@@ -57,14 +66,16 @@ def record_batch(store: Store, dataset: str, pairs: list[tuple[str, str]], annot
     """Append the same verdict on several (query, doc) pairs as one batch in one transaction; returns event ids.
 
     A batch (e.g. a lasso selection on the map) is undone by a single ``undo``. Open suggestions on the judged
-    pairs are closed: the person decided them directly.
+    pairs are closed: the person decided them directly. An LLM judge's verdicts are appended as plain events
+    (never batched) and leave the suggestions open for a person.
     """
     if not pairs:
         raise UserError("no candidates selected")
     who, value = check_annotator(annotator), normalise_label(label)
     kind = "adjudication" if adjudication else "verdict"
-    return store.add_verdicts([{"dataset": dataset, "query_id": q, "doc_id": d, "annotator": who, "label": value,
-                                "note": note or "", "kind": kind} for q, d in dict.fromkeys(pairs)])
+    append = store.add_events if is_llm(who) else store.add_verdicts
+    return append([{"dataset": dataset, "query_id": q, "doc_id": d, "annotator": who, "label": value,
+                    "note": note or "", "kind": kind} for q, d in dict.fromkeys(pairs)])
 
 
 def undo(store: Store, dataset: str, annotator: str, query_id: str | None = None,
@@ -110,12 +121,16 @@ def current(store: Store, dataset: str, annotator: str | None = None, kind: str 
     return active.drop_duplicates(["annotator", "query_id", "doc_id"], keep="last").reset_index(drop=True)
 
 
-def resolved(store: Store, dataset: str) -> pd.DataFrame:
+def resolved(store: Store, dataset: str, llm: bool = False) -> pd.DataFrame:
     """One verdict per (query, doc): the latest adjudication if any, else the cautious majority.
 
     Columns: query_id, doc_id, label, annotators (how many judged it), source ('adjudicated' | 'consensus').
+    ``llm``: count LLM judges' verdicts as votes too; by default only people's verdicts decide, so a pair only
+    an LLM judged stays unjudged here.
     """
     verdicts = current(store, dataset)
+    if not llm:
+        verdicts = verdicts[~verdicts["annotator"].map(is_llm).astype(bool)]
     columns = ["query_id", "doc_id", "label", "annotators", "source"]
     if verdicts.empty:
         return pd.DataFrame(columns=columns)

@@ -2,7 +2,8 @@
 
 raw = the run's kept negatives as mined with the imported positives. curated = the same minus every candidate
 whose resolved verdict is false_negative (and unsure, unless told to keep them), minus promoted positives, with
-promoted positives added as positives. One definition serves export, training and the app.
+promoted positives added as positives. One definition serves export, training and the app. An LLM judge's
+verdicts (core.llm_judge) curate only when counted (``llm_verdicts='count'``); by default people's verdicts decide.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 DATA_CHOICES = ("raw", "curated")
 UNSURE_CHOICES = ("drop", "keep")
+LLM_CHOICES = ("ignore", "count")  # whether LLM judges' verdicts vote in the resolved verdict (labels.resolved)
 
 
 @dataclass
@@ -63,18 +65,21 @@ def _lists_by_key(frame: pd.DataFrame, key: str, value: str) -> dict[str, list[s
     return dict(zip(keys[starts].tolist(), (part.tolist() for part in np.split(values, starts[1:]))))
 
 
-def select(store: Store, run_id: str, data: str = "raw", unsure: str = "drop") -> TrainingData:
+def select(store: Store, run_id: str, data: str = "raw", unsure: str = "drop",
+           llm_verdicts: str = "ignore") -> TrainingData:
     if data not in DATA_CHOICES:
         raise UserError(f"unknown data choice {data!r} (use raw or curated)")
     if unsure not in UNSURE_CHOICES:
         raise UserError(f"unknown unsure policy {unsure!r} (use drop or keep)")
+    if llm_verdicts not in LLM_CHOICES:
+        raise UserError(f"unknown LLM verdicts policy {llm_verdicts!r} (use ignore or count)")
     run = require_run(store, run_id)
     dataset, split = run["dataset"], run["split"]
     qrels = positive_qrels(store.qrels(dataset, split))
     if data == "raw":
         qrels = qrels[qrels["origin"] == "imported"]
     positives = _lists_by_key(qrels.sort_values("query_id", kind="stable"), "query_id", "doc_id")
-    verdicts = labels.resolved(store, dataset)
+    verdicts = labels.resolved(store, dataset, llm=llm_verdicts == "count")
     label_counts = {k: int(v) for k, v in verdicts["label"].value_counts().items()} if not verdicts.empty else {}
     bad_labels = {"false_negative"} | ({"unsure"} if unsure == "drop" else set())
     flagged = verdicts[verdicts["label"].isin(bad_labels)]

@@ -50,6 +50,11 @@ class Workspace:
         return self.root / "exports"
 
     @property
+    def cache_dir(self) -> Path:
+        """Answers bought from remote services (an LLM judge's, core.llm_judge), made when first written."""
+        return self.root / "cache"
+
+    @property
     def subfolders(self) -> tuple[Path, ...]:
         return self.embeddings_dir, self.projections_dir, self.models_dir, self.exports_dir
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.errors import UserError
 from core.export import EXPORT_FORMATS, curation_warning, default_data, export, export_name, read_manifest
+from core.selection import LLM_CHOICES
 from pages import common
 
 common.through_app(__file__)
@@ -28,16 +29,19 @@ def zipped(folder: Path) -> bytes:
 st.title("Export")
 run_id = common.require_run()
 store = common.store()
-cols = st.columns(3)
+cols = st.columns(4)
 fmt = cols[0].selectbox("Format", list(EXPORT_FORMATS), format_func=lambda f: f"{f} — {EXPORT_FORMATS[f].description}",
                         key="exp_fmt")
 data = cols[1].radio("Data", ["auto", "curated", "raw"], horizontal=True, key="exp_data",
                      help="curated drops candidates judged false negative (and unsure, unless kept) and adds "
                           "promoted positives; auto picks curated once verdicts exist.")
 unsure = cols[2].radio("Candidates judged *unsure*", ["drop", "keep"], horizontal=True, key="exp_unsure")
+llm_verdicts = cols[3].radio("LLM judges' verdicts", LLM_CHOICES, horizontal=True, key="exp_llm",
+                             help="curated: ignore keeps the data to people's verdicts; count lets the verdicts of "
+                                  "annotators named llm:… (python -m core judge) vote like a person's.")
 chosen = default_data(store, run_id) if data == "auto" else data
-out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure)
-if warning := curation_warning(store, run_id, chosen):
+out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure, llm_verdicts)
+if warning := curation_warning(store, run_id, chosen, llm_verdicts):
     st.warning(warning, icon="⚖️")
 st.caption(f"Written atomically to `{out}`")
 confirmed = True
@@ -48,7 +52,7 @@ if (previous := read_manifest(out)) is not None:
     confirmed = st.checkbox("Overwrite", key=f"exp_overwrite_{out.name}_{st.session_state.get('exp_count', 0)}")
 if st.button("Export", type="primary", key="exp_go", disabled=not confirmed):
     try:
-        manifest = export(store, run_id, fmt, out, chosen, unsure)
+        manifest = export(store, run_id, fmt, out, chosen, unsure, llm_verdicts=llm_verdicts)
     except UserError as exc:
         common.user_error(exc)
     else:

@@ -34,9 +34,15 @@ def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) 
                                             f"recorded as an adjudication by {who}.")
 
 
+def shown(annotator: str) -> str:
+    """An annotator's name as the page shows it: LLM judges are marked, so nobody mistakes one for a colleague."""
+    return f"{annotator} (LLM)" if labels.is_llm(annotator) else annotator
+
+
 def kappa_heatmap(result: agreement.Agreement) -> go.Figure:
     """κ per annotator pair, with the number of shared items in each cell; blank where κ is undefined."""
     kappa, items = result.matrix("kappa"), result.matrix("items")
+    kappa = kappa.rename(index=shown, columns=shown)
     text = [[("" if math.isnan(k) else f"κ {k:.2f}<br>") + f"{int(n)} items" if not math.isnan(n) else ""
              for k, n in zip(krow, nrow)] for krow, nrow in zip(kappa.to_numpy(), items.to_numpy())]
     fig = go.Figure(go.Heatmap(z=kappa.to_numpy(), x=kappa.columns, y=kappa.index, text=text,
@@ -45,6 +51,15 @@ def kappa_heatmap(result: agreement.Agreement) -> go.Figure:
     fig.update_layout(height=120 + 60 * len(result.annotators), margin=dict(l=10, r=10, t=30, b=10),
                       title="Cohen's κ per annotator pair", yaxis=dict(autorange="reversed"))
     return fig
+
+
+def agreement_table(pairs: pd.DataFrame) -> None:
+    """Annotator pairs (core.agreement's columns items, observed, kappa, reason) as a table with readable headers."""
+    st.dataframe(pairs.rename(columns={"items": "shared items", "observed": "observed agreement", "kappa": "Cohen's κ",
+                                       "reason": "why undefined"}).fillna({"why undefined": ""}),
+                 hide_index=True, column_config={
+                     "observed agreement": st.column_config.NumberColumn(format="percent"),
+                     "Cohen's κ": st.column_config.NumberColumn(format="%.3f")})
 
 
 def show_agreement(result: agreement.Agreement, key: str) -> None:
@@ -59,11 +74,15 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
         st.info("Agreement needs verdicts from at least two annotators on the same (query, document) pairs.")
         return
     st.plotly_chart(kappa_heatmap(result), key=f"team_kappa_{key}")
-    pairs = result.pairs.rename(columns={"items": "shared items", "observed": "observed agreement",
-                                         "kappa": "Cohen's κ", "reason": "why undefined"}).fillna({"why undefined": ""})
-    st.dataframe(pairs, hide_index=True, column_config={
-        "observed agreement": st.column_config.NumberColumn(format="percent"),
-        "Cohen's κ": st.column_config.NumberColumn(format="%.3f")})
+    agreement_table(result.pairs)
+    judges = agreement.llm_agreement(result)
+    if not judges.empty:
+        st.subheader("LLM judges against people", anchor=False)
+        st.caption("Annotators named `llm:<model>` are LLM judges (`python -m core judge`): a chat model asked, as "
+                   "in RLHN (Thakur et al. 2025), whether a candidate answers the query as fully as its labelled "
+                   "positive. Their κ against each person, on the pairs both judged, is the measure of how far "
+                   "their verdicts can be trusted here. Exports ignore their verdicts unless told to count them.")
+        agreement_table(judges.rename(columns={"judge": "LLM judge"}))
 
 
 def show_queue(store, dataset: str, who: str) -> None:

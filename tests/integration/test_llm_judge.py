@@ -9,6 +9,7 @@ right pair. Nothing here says anything about a real LLM's quality.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from core import agreement, labels, llm_judge
 from core.datasets import ingest
@@ -24,7 +26,7 @@ from core.errors import UserError
 from core.export import export
 from core.risk import signal_set
 from tests.app_helpers import ROOT
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_user_error, run_cli, run_cli_signalled
 from tests.fixtures import DOCS, QUERIES
 
 RUN = "run-llm"
@@ -277,13 +279,33 @@ def test_cli_sends_the_key_from_the_environment_and_stores_it_nowhere(ws, server
                           (["--budget", 1, "--endpoint", "localhost:8000"], "error: --endpoint 'localhost:8000'")]:
         failed = run_cli("judge", "-w", workspace.root, "--run", RUN, "--endpoint", server.url, "--model", MODEL,
                          *args)
-        assert failed.returncode == 2 and failed.stderr.startswith(message), failed.stderr
-        assert len(failed.stderr.strip().splitlines()) == 1
+        assert_user_error(failed, message)
+
+
+def test_ctrl_c_leaves_whole_verdicts(ws, server):
+    """Interrupted inside the third verdict's transaction: the first two stay, the third is not half-written."""
+    workspace, store = ws
+    done = run_cli_signalled(("core/store/labels.py", "_insert_event", 2), signal.SIGINT, "judge", "-w",
+                             workspace.root, "--run", RUN, "--endpoint", server.url, "--model", MODEL, "--budget", 5)
+    assert_user_error(done, "error: interrupted", code=130)
+    assert len(server.requests) == 3
+    assert llm_verdicts(store) == {p: EXPECTED[p] for p in PAIRS[:2]}
+    rerun = judge(ws, server, budget=1)  # the third answer was cached before the interruption
+    assert (rerun.calls, rerun.cached) == (1, 1) and len(server.requests) == 4
+    assert llm_verdicts(store) == {p: EXPECTED[p] for p in PAIRS[:4]}
+
+
+def open_page(page: str, root) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
+    for key, value in {"ns_app_ran": True, "ns_workspace": str(root), "ns_dataset": "tiny", "ns_run": RUN,
+                       "ns_annotator": "lead"}.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
 
 
 def test_kappa_against_each_person_on_the_team_page(ws, server):
-    from streamlit.testing.v1 import AppTest
-
     workspace, store = ws
     judge(ws, server)
     for pair, ana, bob in zip(PAIRS[1:5], ["true_negative", "false_negative", "true_negative", "true_negative"],
@@ -294,12 +316,7 @@ def test_kappa_against_each_person_on_the_team_page(ws, server):
     assert expected[["judge", "person", "items"]].values.tolist() == [[LLM, "ana", 4], [LLM, "bob", 4]]
     assert expected["kappa"].notna().all()
 
-    at = AppTest.from_file(str(ROOT / "pages" / "team.py"), default_timeout=60)
-    for key, value in {"ns_app_ran": True, "ns_workspace": str(workspace.root), "ns_dataset": "tiny",
-                       "ns_run": RUN, "ns_annotator": "lead"}.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_page("team.py", workspace.root)
     table = next(d.value for d in at.dataframe if "LLM judge" in d.value.columns)
     assert table["LLM judge"].tolist() == [LLM, LLM] and table["person"].tolist() == ["ana", "bob"]
     assert table["Cohen's κ"].tolist() == pytest.approx(expected["kappa"].tolist())
@@ -329,3 +346,16 @@ def test_exports_ignore_llm_verdicts_unless_counted(ws, server, tmp_path):
                    "--data", "curated", "--llm-verdicts", "count")
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "cli" / "manifest.json").read_text())["removed_negatives"] == 5
+
+
+def test_export_page_counts_llm_verdicts_when_asked(ws, server):
+    workspace, store = ws
+    judge(ws, server)
+    at = open_page("export.py", workspace.root)
+    at.radio(key="exp_data").set_value("curated")
+    at.radio(key="exp_llm").set_value("count").run()
+    at.button(key="exp_go").click().run()
+    assert not at.exception and not at.error
+    folder = next(workspace.exports_dir.glob("*-curated-unsure-drop-llm-count"))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert (manifest["llm_verdicts"], manifest["removed_negatives"]) == ("count", 5)

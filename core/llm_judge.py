@@ -29,13 +29,14 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import requests
+
 from core import judging, labels
 from core.errors import UserError, environment_error
+from core.jobs import Job, StageProgress, shared_job
 from core.lookups import positive_qrels, require_run
 
 if TYPE_CHECKING:
-    import requests
-
     from core.store import Store
     from core.workspace import Workspace
 
@@ -205,8 +206,6 @@ class ChatClient:
 
     def __init__(self, endpoint: str, api_key: str | None, timeout: float, backoff: float, report: JudgeReport,
                  sleep: Callable[[float], None] = time.sleep):
-        import requests
-
         self.url = endpoint.rstrip("/") + "/chat/completions"
         self.timeout, self.backoff, self.report, self.sleep = timeout, backoff, report, sleep
         self._secret = api_key
@@ -222,8 +221,6 @@ class ChatClient:
 
     def complete(self, body: dict) -> dict:
         """The endpoint's JSON reply to one request (retried as described), or a UserError."""
-        import requests
-
         last = ""
         for attempt in range(MAX_ATTEMPTS):
             wait = None
@@ -301,7 +298,7 @@ def api_key(env_var: str | None) -> str | None:
 
 def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, model: str, budget: int,
               api_key_env: str | None = None, timeout: float = 60.0, backoff: float = 1.0,
-              device: str = "auto") -> JudgeReport:
+              device: str = "auto", progress: StageProgress | None = None) -> JudgeReport:
     """Ask the endpoint's ``model`` for a verdict on the run's unjudged candidates, riskiest first (core.triage's
     queue; risk is scored first if missing), until ``budget`` calls were answered or the queue is empty.
 
@@ -309,7 +306,8 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
     answer costs no call. A reply that cannot be read counts as malformed and is asked once more with a reminder
     of the format (that second call counts against the budget too); if it still cannot be read, nothing is
     recorded and the candidate stays in the queue for the next run. ``backoff`` is the first retry's wait in
-    seconds, doubled on each further retry unless the server names one (Retry-After).
+    seconds, doubled on each further retry unless the server names one (Retry-After). ``progress`` hears of risk
+    scoring and then of each candidate (the Team page's background job shows it).
     """
     from core.encoders import document_text
     from core.risk import ensure_risk
@@ -326,7 +324,7 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
     key = api_key(api_key_env)
     run = require_run(store, run_id)
     dataset = run["dataset"]
-    ensure_risk(store, workspace, run_id, device)
+    ensure_risk(store, workspace, run_id, device, progress)
     qrels = positive_qrels(store.qrels(dataset, run["split"])).sort_values("score", ascending=False, kind="stable")
     ground_truth = qrels.drop_duplicates("query_id").set_index("query_id")["doc_id"].to_dict()
     report = JudgeReport(run_id, who, budget)
@@ -361,6 +359,9 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
                 if answer is not None:
                     judging.judge(store, workspace, dataset, [(query_id, doc_id)], who, answer.label, answer.reason)
                     report.recorded[answer.label] = report.recorded.get(answer.label, 0) + 1
+                if progress is not None:
+                    progress(f"{report.calls}/{budget} calls, {sum(report.recorded.values())} verdicts",
+                             report.calls / budget)
         if report.calls >= budget:
             report.stopped = "budget"
     finally:
@@ -368,6 +369,25 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
         client.close()
         report.seconds = time.perf_counter() - started
     return report
+
+
+def judge_job(workspace_root: str | Path, run_id: str, endpoint: str, model: str, budget: int,
+              api_key_env: str | None = None, timeout: float = 60.0) -> Job:
+    """``judge_run`` in a background thread for the app: a judge of many calls outlives the page run that started
+    it, one per workspace, run and model in the process (a second session asking sees the first one's progress),
+    with its own store connection. ``Job.result`` is the JudgeReport; a UserError is ``Job.error``."""
+    root = str(Path(workspace_root).resolve())
+
+    def work(stage: StageProgress) -> JudgeReport:
+        from core.workspace import open_workspace
+
+        workspace = open_workspace(root, create=False)
+        own = workspace.store()
+        try:
+            return judge_run(own, workspace, run_id, endpoint, model, budget, api_key_env, timeout, progress=stage)
+        finally:
+            own.close()
+    return shared_job(f"judge:{root}:{run_id}:{model}", work)
 
 
 def _judged_by_people(store: Store, dataset: str) -> set[tuple[str, str]]:

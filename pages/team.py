@@ -1,8 +1,9 @@
 """Team: how far each annotator got, how well they agree (Cohen's κ per pair, Krippendorff's α overall, per
 dataset or per query), and the disagreement queue where an adjudicator records the final verdict.
 
-All numbers come from core.agreement; the only write is an adjudication through core.judging (the same path as
-every other verdict, marked as an adjudication). Document and query text is shown literally (st.text / dataframes).
+All numbers come from core.agreement; the writes are an adjudication through core.judging (the same path as
+every other verdict, marked as an adjudication) and, when asked, an LLM judge's verdicts (core.llm_judge, in a
+background job). Document and query text is shown literally (st.text / dataframes).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, judging, labels, run_stats
+from core import agreement, judging, labels, llm_judge, run_stats
 from core.errors import UserError
+from core.jobs import Job
 from pages import common
 
 QUEUE_PAGE = 10
 VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
 MESSAGE = "ns_team_message"
+JUDGE_JOB = "ns_team_llm_job"  # the LLM judge this session started, while it runs and until its report is shown
 
 
 def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) -> None:
@@ -139,6 +142,47 @@ def show_verdicts(store, dataset: str, who: str) -> None:
                  hide_index=True, height=300)
 
 
+@st.fragment(run_every=1)
+def _judge_progress(job: Job) -> None:
+    """Poll the LLM judge; rerun the whole page once it ended, so its verdicts and κ appear."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"Asking the LLM judge: {job.message}")
+
+
+def llm_judge_controls(run_id: str) -> None:
+    """Ask an LLM judge for verdicts on the run's riskiest candidates nobody has judged (the same as `python -m core
+    judge`): it runs in the background; the key is read from the server's environment, never typed here."""
+    job = st.session_state.get(JUDGE_JOB)
+    if job is not None and not job.done:
+        _judge_progress(job)
+        return
+    if job is not None:
+        del st.session_state[JUDGE_JOB]
+        if isinstance(job.error, UserError):
+            common.user_error(job.error)
+        elif job.error is not None:
+            raise job.error
+        else:
+            st.success(job.result.summary())
+    with st.expander("Ask an LLM judge (one more annotator)"):
+        st.caption("Sends this run's riskiest candidates that no person judged to an OpenAI-compatible chat endpoint "
+                   "(vLLM, llama.cpp's server, Ollama, …) with RLHN's question and records the answers as annotator "
+                   "`llm:<model>`. The budget counts answered calls; cached answers are free.")
+        with st.form("ns_llm_form"):
+            endpoint = st.text_input("Endpoint", placeholder="http://localhost:8000/v1", key="ns_llm_endpoint")
+            model = st.text_input("Model", key="ns_llm_model", help="The name the endpoint serves.")
+            budget = st.number_input("Budget (calls)", min_value=1, value=50, step=10, key="ns_llm_budget")
+            key_env = st.text_input("API key environment variable", key="ns_llm_key_env",
+                                    placeholder=f"{llm_judge.DEFAULT_KEY_ENV} (used when set)",
+                                    help="Read from the app server's environment; the key itself is never typed "
+                                         "here or stored.")
+            if st.form_submit_button("Ask the LLM judge"):
+                st.session_state[JUDGE_JOB] = llm_judge.judge_job(common.workspace().root, run_id, endpoint.strip(),
+                                                                  model.strip(), int(budget), key_env.strip() or None)
+                st.rerun()
+
+
 # -- page -----------------------------------------------------------------------------------------------------------
 common.through_app(__file__)
 st.header("Team", anchor=False)
@@ -178,3 +222,5 @@ if not by_query.empty:
 
 show_queue(store, dataset, who)
 show_verdicts(store, dataset, who)
+if run_id:
+    llm_judge_controls(run_id)

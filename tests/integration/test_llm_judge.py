@@ -323,6 +323,30 @@ def test_kappa_against_each_person_on_the_team_page(ws, server):
     assert any(s.value == "LLM judges against people" for s in at.subheader)
 
 
+def ask(at: AppTest) -> None:
+    """Submit the Team page's LLM judge form and let its background job end (the page polls it every second)."""
+    next(b for b in at.button if b.label == "Ask the LLM judge").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    if "ns_team_llm_job" in at.session_state:  # still running when the page reran
+        assert at.session_state["ns_team_llm_job"].wait(60)
+        at.run()
+
+
+def test_the_team_page_runs_the_judge_in_the_background(ws, server):
+    workspace, store = ws
+    at = open_page("team.py", workspace.root)
+    at.text_input(key="ns_llm_endpoint").input(server.url)
+    at.text_input(key="ns_llm_model").input(MODEL)
+    at.number_input(key="ns_llm_budget").set_value(4)
+    ask(at)
+    assert not at.exception and not at.error
+    assert any(s.value.startswith(f"{LLM} judged 4 candidates") for s in at.success)
+    assert llm_verdicts(store) == {p: EXPECTED[p] for p in PAIRS[:4]} and len(server.requests) == 4
+    at.text_input(key="ns_llm_endpoint").input("not a url")
+    ask(at)
+    assert any("--endpoint 'not a url'" in e.value for e in at.error)
+
+
 def test_exports_ignore_llm_verdicts_unless_counted(ws, server, tmp_path):
     workspace, store = ws
     judge(ws, server)

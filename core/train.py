@@ -307,17 +307,28 @@ def trained_models(workspace: Workspace) -> list[dict]:
     return sorted(found, key=lambda m: m["finished"], reverse=True)
 
 
-def _training_arguments(device: str, **kwargs):
-    """The trainer's arguments on ``device``. Left alone, the trainer takes cuda:0 and spreads a batch over every
-    visible GPU (DataParallel), which is what plain ``cuda`` asks for; ``cuda:N`` is pinned to that one GPU."""
+def require_empty_out(out: str | Path) -> Path:
+    """``out`` resolved, or a UserError when it holds anything: a trained model never replaces other files."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    return out
+
+
+def training_arguments(device: str, arguments: type | None = None, **kwargs):
+    """The trainer's arguments on ``device`` (``arguments``: the sentence-transformers arguments class, by default
+    the bi-encoder's; the cross-encoder trainer passes its own). Left alone, the trainer takes cuda:0 and spreads a
+    batch over every visible GPU (DataParallel), which is what plain ``cuda`` asks for; ``cuda:N`` is pinned to that
+    one GPU."""
     from functools import cached_property
 
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
+    arguments = arguments or SentenceTransformerTrainingArguments
     if not device.startswith("cuda:"):
-        return SentenceTransformerTrainingArguments(use_cpu=device == "cpu", **kwargs)
+        return arguments(use_cpu=device == "cpu", **kwargs)
 
-    class PinnedArguments(SentenceTransformerTrainingArguments):
+    class PinnedArguments(arguments):
         @cached_property
         def _setup_devices(self):
             import torch
@@ -330,7 +341,7 @@ def _training_arguments(device: str, **kwargs):
     return PinnedArguments(use_cpu=False, **kwargs)
 
 
-def _progress_callback(progress: CountProgress):
+def progress_callback(progress: CountProgress):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -352,9 +363,7 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
     options.validate()
     device = resolve_device(options.device)
     check_precision(options.precision, device)
-    out = Path(out).expanduser().resolve()
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
+    out = require_empty_out(out)
     base_path = resolve_model_path(options.base_model)
     training = select(store, run_id, options.data, options.unsure)
     report = None
@@ -387,7 +396,7 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
                      **({"mini_batch_size": min(16, options.batch_size)} if options.loss == "cmnrl" else {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".training-", dir=out.parent) as scratch:
-        args = _training_arguments(
+        args = training_arguments(
             device, output_dir=str(Path(scratch) / "trainer"), num_train_epochs=options.epochs,
             max_steps=options.max_steps or -1, per_device_train_batch_size=min(options.batch_size, len(rows.anchor)),
             learning_rate=options.learning_rate, warmup_steps=options.warmup_ratio, seed=options.seed,
@@ -395,7 +404,7 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
             fp16=precision == "fp16", save_strategy="no", report_to="none", logging_steps=10,
             disable_tqdm=progress is not None, dataloader_num_workers=0)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows.dataset(), loss=loss,
-                                             callbacks=[_progress_callback(progress)] if progress else None)
+                                             callbacks=[progress_callback(progress)] if progress else None)
         result = trainer.train()
         model.max_seq_length = inference_length
         staged = Path(scratch) / "model"

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core import labels, rules, run_stats
+from core import cross_encoder, labels, rules, run_stats
 from core.encoders import Encoder, load_encoder
 from core.engines import check_engine
 from core.errors import UserError
@@ -159,6 +159,11 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     started = time.perf_counter()
     spec = spec or RuleSpec()
     require_dataset(store, dataset)
+    if spec.reads():  # refused before any encoding: the scores a teacher rule reads exist only for a saved run
+        teacher = ", ".join(f.name for f, _ in spec.active_filters() if f.reads)
+        raise UserError(f"rule {teacher} reads cross-encoder scores, which exist only once a run is mined: mine with "
+                        "another rule, score the run (`python -m core score --run RUN --cross-encoder DIR`), then "
+                        f"`python -m core rerule --run RUN --rule {teacher.split(', ')[0]}`")
     if depth < 1 or depth > 10_000:
         raise UserError("--depth must be between 1 and 10000")
     positives = positives_by_query(store, dataset, split)
@@ -189,6 +194,7 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
               "query_prompt": query_prompt, "document_prompt": document_prompt, "rules": spec.to_dict()}
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
                     "params": params, "stats": stats}, candidates)
+    run_stats.run_shape(store, run_id)  # stored now: the first page to open the run reads kilobytes, not the run
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached,
                       round(time.perf_counter() - started, 3), index)
@@ -257,6 +263,7 @@ class Preview:
     per_query: pd.DataFrame  # query_id, kept_before, kept_after
     summary: dict
     margins: run_stats.Bins  # s − s_P of the candidates kept and dropped under the new rule
+    ce: run_stats.Bins | None = None  # the cross-encoder p of the kept and dropped ones, when a teacher scored the run
 
     @property
     def flips(self) -> pd.DataFrame:
@@ -276,11 +283,14 @@ class Preview:
                               "score": flips["score"].round(3).to_numpy(),
                               "s − s_P": (flips["score"] - flips["pos_score"]).round(3).to_numpy(),
                               "preview": flips["rule"].to_numpy()})
+        if "ce" in flips:
+            shown.insert(4, "ce p", flips["ce"].round(3).to_numpy())
         stored = pd.concat([store.candidates(self.run_id, query_id, with_signals=False, with_risk=False)
                             for query_id in shown["query"].unique()] or [pd.DataFrame(columns=["query_id"])])
         stored = stored.rename(columns={"query_id": "query", "doc_id": "document", "rule": "now"})
         shown = shown.merge(stored[["query", "rank", "document", "now"]], on=["query", "rank"], how="left")
-        return shown[["query", "document", "rank", "score", "s − s_P", "now", "preview"]]
+        return shown[["query", "document", "rank", "score", "s − s_P", *["ce p"] * ("ce" in flips), "now",
+                      "preview"]]
 
     @property
     def survivors(self) -> pd.DataFrame:
@@ -291,11 +301,15 @@ class Preview:
 def preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
     """Apply ``spec`` to the run's stored candidates, read from its snapshot as the few columns rules read, ids as
     categoricals (no string per candidate), and count what changes. Document ids are read only when the rule
-    needs them: sampling selectors hash (query, document), skipping judged pairs matches them."""
+    needs them: sampling selectors hash (query, document), skipping judged pairs matches them. A run a
+    cross-encoder scored gets its stored probabilities as columns ``ce`` and ``ce_pos`` (the ce rules read them;
+    the preview charts them); a rule that reads them on a run without is a UserError saying to score it first."""
     run = require_run(store, run_id)
     needs_docs = spec.selector.samples or spec.skip_judged
     table = store.run_columns(run_id, PREVIEW_COLUMNS + ["doc_id"] * needs_docs)
     before = _rule_frame(table)
+    if spec.reads() or store.run_teacher(run_id) is not None:
+        before = before.assign(**cross_encoder.rule_columns(store, run_id))
     judged = run_stats.pair_mask(table, _false_negative_pairs(store, run["dataset"])) if spec.skip_judged else None
     after = rules.apply(spec, before.drop(columns=["kept"]), judged)
     after["kept_before"] = before["kept"].to_numpy(dtype=bool)
@@ -312,7 +326,11 @@ def preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
     summary["kept_before"] = int(after["kept_before"].sum())
     margins = run_stats.kept_margins(after["score"].to_numpy(), after["pos_score"].to_numpy(),
                                      after["kept"].to_numpy())
-    return Preview(run_id, spec, after, per_query, summary, margins)
+    ce = None
+    if "ce" in after:
+        kept, p = after["kept"].to_numpy(), after["ce"].to_numpy()
+        ce = run_stats.histogram({"kept": p[kept], "dropped": p[~kept]})
+    return Preview(run_id, spec, after, per_query, summary, margins, ce)
 
 
 def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | None = None,
@@ -335,9 +353,13 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
     seconds = round(time.perf_counter() - started, 3)
     stats = {**rules.summarise(candidates, spec), "encoded": 0, "cached": 0, "seconds": seconds,
              "precision": parent["stats"].get("precision"), "derived_from": run_id}
+    if spec.reads():  # which cross-encoder's scores the rule read (the base run may be scored again later)
+        stats["cross_encoder"] = store.run_teacher(run_id)["model"]
     store.save_derived_run({"run_id": new_id, "dataset": parent["dataset"], "split": parent["split"],
                             "model_fingerprint": parent["model_fingerprint"], "params": params, "stats": stats,
                             "parent_run": run_id}, candidates[["query_id", "kept", "rule"]])
+    stage("summarising the new run", 0.8)
+    run_stats.run_shape(store, new_id)
     stage("saved", 1.0)
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
                       0, 0, round(time.perf_counter() - started, 3))
@@ -361,6 +383,7 @@ class RunDiff:
 
     totals: pd.Series  # negatives per change, every one of DIFF_CHANGES listed (zeros included)
     rows: pd.DataFrame  # one row per (query, doc) that changed (and the unchanged ones when asked), _DIFF_COLUMNS
+    # plus ce (the cross-encoder's p) before change when a teacher scored either run
 
     @property
     def per_query(self) -> pd.DataFrame:
@@ -423,7 +446,15 @@ def compare_runs(store: Store, run_a: str, run_b: str, same: bool = False) -> Ru
         "change": "appears"})
     rows = pd.concat([frame for frame in (from_a, from_b) if len(frame)] or [from_a], ignore_index=True)
     rows = rows.sort_values(["query_id", "change", "rank_b", "rank_a"]).reset_index(drop=True)
-    return RunDiff(totals.reindex(list(DIFF_CHANGES)), rows[_DIFF_COLUMNS])
+    rows = rows[_DIFF_COLUMNS]
+    ce = None
+    for run_id in (run_b, run_a):  # the teacher's p of each pair shown (stored per pair: either run's teacher)
+        scores = cross_encoder.pair_scores(store, run_id, rows["query_id"], rows["doc_id"])
+        if scores is not None:
+            ce = scores if ce is None else np.where(np.isnan(ce), scores, ce)
+    if ce is not None:
+        rows.insert(len(_DIFF_COLUMNS) - 1, "ce", ce)
+    return RunDiff(totals.reindex(list(DIFF_CHANGES)), rows)
 
 
 def diff_runs(store: Store, run_a: str, run_b: str) -> pd.DataFrame:

@@ -140,7 +140,12 @@ class RunTables(Connection):
         return np.concatenate(kept), np.concatenate(rules)
 
     def _snapshot_path(self, run_id: str) -> Path:
-        return self.path.parent / "snapshots" / f"{run_id}.parquet"
+        return self.run_file(run_id, "parquet")
+
+    def run_file(self, run_id: str, suffix: str) -> Path:
+        """Where something computed once from an immutable run is kept beside the store (its snapshot, its
+        aggregates): ``snapshots/<run_id>.<suffix>``."""
+        return self.path.parent / "snapshots" / f"{run_id}.{suffix}"
 
     _SNAPSHOT = ["query_id", "doc_id", "rank", "score", "pos_score", "bm25", "kept", "rule"]
 

@@ -81,6 +81,34 @@ def test_run_shape_equals_the_pandas_computation(runs):
     assert run_stats.run_shape(store, run_ids[0]) is run_stats.run_shape(store, run_ids[0]), "cached per run"
 
 
+def _same_shape(a: run_stats.RunShape, b: run_stats.RunShape) -> bool:
+    bins_equal = all(np.array_equal(x.edges, y.edges) and x.counts.keys() == y.counts.keys()
+                     and all(np.array_equal(x.counts[g], y.counts[g]) for g in x.counts)
+                     for x, y in ((a.scores, b.scores), (a.margins, b.margins)))
+    return (bins_equal and (a.candidates, a.kept, a.above) == (b.candidates, b.kept, b.above)
+            and np.array_equal(a.pos_scores, b.pos_scores) and np.array_equal(a.kept_per_query, b.kept_per_query))
+
+
+def test_a_run_shape_is_stored_when_the_run_is_made_and_read_back_by_a_new_process(runs, monkeypatch):
+    store, run_ids = runs
+    base, derived = run_ids
+    assert store.run_file(derived, run_stats.SHAPE_FILE).exists(), "a run stores its shape as it is saved"
+    run_stats.run_shape(store, base)  # this copy of the mined workspace has no snapshots: made on first use
+    assert store.run_file(base, run_stats.SHAPE_FILE).exists()
+    fresh = {run_id: run_stats._shape(store, run_id) for run_id in run_ids}
+    monkeypatch.setattr(run_stats, "_SHAPES", type(run_stats._SHAPES)())  # a new process: nothing in memory
+    computed = []
+    monkeypatch.setattr(run_stats, "_shape", lambda *args: computed.append(args) or fresh[args[1]])
+    for run_id in run_ids:
+        assert _same_shape(run_stats.run_shape(store, run_id), fresh[run_id])
+    assert computed == [], "read from the stored file, not recomputed"
+    damaged = store.run_file(run_ids[1], run_stats.SHAPE_FILE)
+    damaged.write_bytes(b"not an npz file")
+    monkeypatch.setattr(run_stats, "_SHAPES", type(run_stats._SHAPES)())
+    assert _same_shape(run_stats.run_shape(store, run_ids[1]), fresh[run_ids[1]])
+    assert len(computed) == 1 and damaged.read_bytes() != b"not an npz file", "recomputed and stored again"
+
+
 def test_above_weakest_positive_counts_ties_as_not_above(tmp_path):
     """The page's sentence on a hand-made run: q2's 0.8 ties its positive, so it is not above."""
     from core.workspace import open_workspace

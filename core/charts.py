@@ -29,7 +29,7 @@ _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h",
 
 
 def threshold_lines(spec: RuleSpec, pos_scores: np.ndarray, axis: str) -> list[tuple[float, str]]:
-    """(x, label) for each active filter, on the ``score`` or the ``margin`` axis, as the filter declares them."""
+    """(x, label) for each active filter, on the ``score``, ``margin`` or ``ce`` axis, as the filter declares them."""
     pos = np.asarray(pos_scores, dtype=float)
     if pos.size == 0:
         return []
@@ -76,6 +76,13 @@ def margin_ecdf(margins: Bins, pos_scores: np.ndarray, spec: RuleSpec) -> go.Fig
                      for group in margins.counts])
     fig.update_layout(**_LAYOUT, title="ECDF of the margin s − s_P", xaxis_title="margin", yaxis_title="share")
     return _draw_lines(fig, threshold_lines(spec, pos_scores, "margin"))
+
+
+def ce_histogram(ce: Bins, pos_scores: np.ndarray, spec: RuleSpec,
+                 title: str = "Cross-encoder probability p of candidates") -> go.Figure:
+    """The teacher's probability p of kept and dropped candidates (``core.cross_encoder``), with the ce rule's τ."""
+    return _draw_lines(_bars(ce, KEPT_COLOURS, title, "cross-encoder probability p"),
+                       threshold_lines(spec, pos_scores, "ce"))
 
 
 def survivors_histogram(survivors: pd.DataFrame, num_negatives: int) -> go.Figure:

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from core.validation import display, user_path
 
 if TYPE_CHECKING:
     from core.jobs import StageProgress
+    from core.selection import TrainingData
     from core.store import Store
     from core.workspace import Workspace
 
@@ -308,6 +310,22 @@ def run_ce_scores(store: Store, run_id: str) -> pd.DataFrame:
                          "positive": pairs.positive})
 
 
+def pair_scores(store: Store, run_id: str, query_ids: Sequence[str], doc_ids: Sequence[str]) -> np.ndarray | None:
+    """The run's stored teacher probability of each given (query, document) pair, NaN where it has none; None when
+    no cross-encoder scored the run. Matched on integer codes, for the few rows a diff or a flip table shows."""
+    found = _run_scores(store, run_id)
+    if found is None:
+        return None
+    pairs, ce = found
+    q = pd.Index(pairs.queries).get_indexer(list(query_ids))
+    d = pd.Index(pairs.docs).get_indexer(list(doc_ids))
+    keys, first = np.unique(pairs.id_keys(), return_index=True)  # a promoted candidate is also a positive
+    position = pd.Index(keys).get_indexer(np.where((q >= 0) & (d >= 0), q * max(len(pairs.docs), 1) + d, -1))
+    out = np.full(len(position), np.nan)
+    out[position >= 0] = ce[first[position[position >= 0]]]
+    return out
+
+
 def rule_columns(store: Store, run_id: str) -> dict[str, np.ndarray]:
     """The columns the ``ce`` rules read, aligned with ``Store.run_columns`` rows: ``ce`` (the candidate's
     probability) and ``ce_pos`` (its query's weakest scored positive, NaN when none is scored). A run no
@@ -325,10 +343,33 @@ def rule_columns(store: Store, run_id: str) -> dict[str, np.ndarray]:
     return {"ce": ce[:n], "ce_pos": weakest[pairs.query[:n]]}
 
 
-def teacher_provenance(store: Store, run_id: str) -> dict | None:
-    """Which cross-encoder scored the run (fingerprint, folder, pairs, when), for manifests; None when none did."""
-    teacher = store.run_teacher(run_id)
+EXPORT_SCORES = "ce_scores.jsonl"  # beside an export's data: the teacher's probability of every exported pair
+
+
+def export_scores(store: Store, td: TrainingData, folder: Path) -> dict | None:
+    """Write the teacher's probability of every (query, document) an export holds to ``EXPORT_SCORES`` (one JSON
+    line each: query_id, doc_id, role positive|negative, ce; null for a pair it did not score, such as a positive
+    promoted after scoring) and return the manifest's provenance: the model's fingerprint and folder, when it
+    scored, the ce rules' thresholds the run applied (null when off) and the model whose scores that rule read.
+    None, and no file, when no cross-encoder scored the run. A sidecar, not a column: the formats' own rows are fed
+    to trainers whole (sentence-transformers feeds every column to the model), like ``ids.jsonl``."""
+    run = td.run
+    teacher = store.run_teacher(run["run_id"])
     if teacher is None:
         return None
-    return {"model_fingerprint": teacher["model"], "model_path": teacher["model_path"], "pairs": teacher["pairs"],
-            "scored_at": teacher["scored_at"]}
+    frame = run_ce_scores(store, run["run_id"]).drop_duplicates(["query_id", "doc_id"])
+    ce = dict(zip(zip(frame["query_id"], frame["doc_id"]), frame["ce"]))
+    with (folder / EXPORT_SCORES).open("w", encoding="utf-8") as fh:
+        for ex in td.examples:
+            for role, doc_ids in (("positive", ex.positives), ("negative", ex.negatives)):
+                for doc_id in doc_ids:
+                    score = ce.get((ex.query_id, doc_id), np.nan)
+                    fh.write(json.dumps({"query_id": ex.query_id, "doc_id": doc_id, "role": role,
+                                         "ce": None if np.isnan(score) else round(float(score), 6)},
+                                        ensure_ascii=False) + "\n")
+    rules = run["params"]["rules"]
+    return {"model_fingerprint": teacher["model"], "model_path": teacher["model_path"],
+            "scored_at": teacher["scored_at"], "pairs_scored": teacher["pairs"], "scores_file": EXPORT_SCORES,
+            "probability": "sigmoid of the cross-encoder's logit (CrossEncoder.predict)",
+            "ce_threshold": rules.get("ce_threshold"), "ce_margin": rules.get("ce_margin"),
+            "rule_read_model": run["stats"].get("cross_encoder")}  # whose scores the run's ce rule applied

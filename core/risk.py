@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core import labels
+from core.cross_encoder import pair_scores
 from core.errors import UserError
 from core.files import atomic_write_text
 from core.jobs import Job, StageProgress, shared_job
@@ -410,6 +411,12 @@ def _second_model(ctx: SignalContext) -> np.ndarray | pd.Series:
     return _within_query(pd.Series(scores, index=ctx.frame.index), ctx.frame["query_id"], "z")
 
 
+def _ce_score(ctx: SignalContext) -> np.ndarray:
+    """The run's stored cross-encoder probability of each candidate (``core.cross_encoder``; 0 where none)."""
+    scores = pair_scores(ctx.store, ctx.run["run_id"], ctx.frame["query_id"], ctx.frame["doc_id"])
+    return np.zeros(ctx.n) if scores is None else np.nan_to_num(scores, nan=0.0)
+
+
 def _tn_cosine(ctx: SignalContext) -> np.ndarray:
     item, member = _Groups(*_pair_codes(ctx.rejected, ctx.run_queries, ctx.docs), ctx.n_q).pairs(ctx.code)
     sims = _row_dots(ctx.doc_vecs, ctx.rows[item], member)
@@ -433,10 +440,12 @@ def _query_fn_rate(ctx: SignalContext) -> np.ndarray:
 # simulation (150 queries, one positive kept per query, the other positives hidden, depth-100 candidates of the
 # bundled MiniLM); never on dbpedia_entity or cranfield test, where the benchmark reports. Correlated signals share
 # weight (score, margin and rank together carry the dense model's view; expansion dominates), so read
-# contributions, not single weights. second_model, tn_cosine and query_fn_rate are constant in that simulation (no
-# second model, no verdicts), so their weights are set by hand and only matter until the workspace refits: one z
-# unit of a second model = +1 logit; a rejected look-alike (cosine 1) = −2; a query whose verdicts are all false
-# negatives vs. none = ±1.5 around 0.5.
+# contributions, not single weights. second_model, ce_score, tn_cosine and query_fn_rate are constant in that
+# simulation (no second model, no cross-encoder, no verdicts), so their weights are set by hand and only matter until
+# the workspace refits: one z unit of a second model = +1 logit; a cross-encoder probability p = +4·p logits (0 for a
+# run no cross-encoder scored, so its risk is unchanged; RocketQA's pseudo-positive cut 0.9 adds +3.6, about
+# cancelling the intercept); a rejected look-alike (cosine 1) = −2; a query whose verdicts are all false negatives
+# vs. none = ±1.5 around 0.5.
 for _signal in (
     Signal("rank", "dense rank among the query's non-positive candidates (1 = closest to the query)", _rank,
            -0.2427, 3.637, 0.9234, log_scale=True),
@@ -455,6 +464,8 @@ for _signal in (
            "known positive (0: none)", _neighbour_query, -0.02824, 0.03555, 0.1182),
     Signal("second_model", "the configured second model's score as a z-score among the query's candidates "
            "(0: none)", _second_model, 1.0),
+    Signal("ce_score", "the cross-encoder's probability that the candidate answers the query (0: no cross-encoder "
+           "scored the run)", _ce_score, 4.0),
     Signal("tn_cosine", "highest embedding cosine to a candidate judged true negative for this query (0: none or "
            "unrelated)", _tn_cosine, -2.0),
     Signal("query_fn_rate", "share of this query's verdicts that are false negatives, smoothed towards the share "

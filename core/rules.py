@@ -1,6 +1,7 @@
 """The hard-negative mining rules, each declared once, applied as pure functions over stored candidates.
 
-A rule is a *filter* (abs, marginpos, percpos: drop candidates scored too close to the positive) or a *selector*
+A rule is a *filter* (abs, marginpos, percpos: drop candidates scored too close to the positive; ce, cemargin: drop
+candidates a cross-encoder teacher scores as relevant) or a *selector*
 (top-k, rank range, SimANS: pick k of the candidates left). A ``RuleSpec`` names a headline rule and gives every
 registered parameter a value: all filters whose threshold is set apply (the headline filter always does), then one
 selector (the headline rule if it is one, else top-k). Everything works on the candidate table alone, so changing a
@@ -106,6 +107,7 @@ class Filter(Rule):
 
     threshold: ClassVar[Param]
     named_default: ClassVar[float | None] = None  # the threshold when this is the headline rule (None: must be given)
+    reads: ClassVar[tuple[str, ...]] = ()  # candidate columns beyond score and s_P, joined by core.mining (e.g. ce)
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -120,7 +122,7 @@ class Filter(Rule):
         raise NotImplementedError
 
     def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
-        """(x, label) of the cut on the ``score`` or ``margin`` axis, for queries whose s_P are ``pos``."""
+        """(x, label) of the cut on the ``score``, ``margin`` or ``ce`` axis, for queries whose s_P are ``pos``."""
         return []
 
     def option_help(self, param: Param) -> str:
@@ -236,6 +238,10 @@ class RuleSpec:
     def active_filters(self) -> list[tuple[Filter, float]]:
         """The filters that apply, each with its threshold, in registration order."""
         return [(f, self.values[f.threshold.name]) for f in filters() if self.values[f.threshold.name] is not None]
+
+    def reads(self) -> set[str]:
+        """The candidate columns beyond score and s_P that the active filters read (``Filter.reads``)."""
+        return {column for f, _ in self.active_filters() for column in f.reads}
 
     def to_dict(self) -> dict:
         return {"rule": self.rule, **self.values}
@@ -400,6 +406,70 @@ class PercPos(Filter):
         return [(float(np.median(cut if axis == "margin" else pos + cut)), f"percpos {t:g} (median query)")]
 
 
+def teacher_scores(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A cross-encoder column of the candidates (``ce`` or ``ce_pos``, joined by core.mining from the stored
+    scores), or a UserError when the run has none, or not for every candidate: the rule never guesses a score."""
+    if column not in frame:
+        raise UserError("the ce rules read cross-encoder scores and this run has none: score it first with "
+                        "`python -m core score --run RUN --cross-encoder DIR` (or the Mine page)")
+    values = frame[column].to_numpy(dtype=float)
+    missing = int(np.isnan(values).sum())
+    if missing:
+        what = "candidates have" if column == "ce" else "candidates' queries have no scored positive and"
+        raise UserError(f"{missing} {what} no cross-encoder score: score the run again with `python -m core "
+                        "score` (pairs added since it was scored, e.g. a promoted positive)")
+    return values
+
+
+class CrossEncoderAbs(Filter):
+    """RocketQA denoising: keep candidates whose cross-encoder probability p ≤ τ.
+
+    RocketQA (Qu et al., NAACL 2021, "denoised hard negatives"): a cross-encoder, far more accurate than the
+    retriever, rescores the mined candidates and those it finds relevant are dropped as likely false negatives;
+    the paper keeps only candidates scored below 0.1 (and treats unlabelled ones above 0.9 as positives: here
+    suggestions, see core.cross_encoder). p is the stored probability (sigmoid of the logit), so the run must be
+    scored first (``python -m core score``). Inputs: p. Example: ``--rule ce --ce-threshold 0.1``.
+    """
+
+    name = "ce"
+    summary = "keep cross-encoder p ≤ τ"
+    named_default = 0.1
+    reads = ("ce",)
+    threshold = Param("ce_threshold", float, None, "keep candidates whose cross-encoder probability p ≤ τ",
+                      label="τ (max CE probability)", low=0, below=1, step=0.01, start=named_default)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return teacher_scores(frame, "ce") <= t
+
+    def label(self, t: float) -> str:
+        return f"ce p≤{t:g}"
+
+    def lines(self, t: float, pos: np.ndarray, axis: str) -> list[tuple[float, str]]:
+        return [(t, f"ce p≤{t:g}")] if axis == "ce" else []
+
+
+class CrossEncoderMargin(Filter):
+    """Cross-encoder margin to the positive: keep candidates with p < p_P − m.
+
+    The positive-relative form of RocketQA's filter, as sentence-transformers' ``mine_hard_negatives`` applies its
+    margin to cross-encoder scores: a negative must score at least m below its query's weakest labelled positive
+    (p_P, the lowest probability among the query's scored positives). Inputs: p, p_P. Example:
+    ``--rule cemargin --ce-margin 0.05`` with p_P = 0.9 keeps p < 0.85.
+    """
+
+    name = "cemargin"
+    summary = "keep cross-encoder p < p_P − m"
+    reads = ("ce", "ce_pos")
+    threshold = Param("ce_margin", float, None, "keep candidates whose cross-encoder probability p < p_P − m",
+                      label="m (CE margin to p_P)", above=-1, below=1, step=0.01, start=0.05)
+
+    def keep(self, t: float, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        return teacher_scores(frame, "ce") < teacher_scores(frame, "ce_pos") - t
+
+    def label(self, t: float) -> str:
+        return f"cemargin p<p_P−{t:g}"
+
+
 class SimANS(Selector):
     """SimANS: k sampled without replacement with p ∝ exp(−a·(s − s_P − b)²).
 
@@ -421,7 +491,8 @@ class SimANS(Selector):
         return f"SimANS {spec.num_negatives} (a={spec.simans_a:g}, b={spec.simans_b:g})"
 
 
-for _rule in (TopK(), RankRange(), Abs(), MarginPos(), PercPos(), SimANS()):
+for _rule in (TopK(), RankRange(), Abs(), MarginPos(), PercPos(), CrossEncoderAbs(), CrossEncoderMargin(),
+              SimANS()):
     register(_rule)
 
 

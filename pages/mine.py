@@ -8,6 +8,7 @@ import streamlit as st
 from core import charts, rules, run_stats
 from core.engines import ENGINES
 from core.errors import UserError
+from core.cross_encoder import score_run
 from core.jobs import Job
 from core.mining import compare_runs, derive_job, mine, preview, run_spec
 from core.risk import ensure_risk
@@ -104,8 +105,40 @@ def finish_commit() -> None:
         st.rerun()
 
 
+def score_controls(run_id: str, spec: RuleSpec) -> None:
+    """Score the run with a local cross-encoder (cached per pair: only pairs never scored by that model are), so the
+    ce rules, the preview's CE chart, risk and exports read its probabilities."""
+    teacher = store.run_teacher(run_id)
+    with st.expander("Score with a cross-encoder", expanded=teacher is None and bool(spec.reads())):
+        if teacher is not None:
+            st.caption(f"Scored by cross-encoder {teacher['model']} ({common.escape_markdown(teacher['model_path'])}"
+                       f"): {teacher['pairs']:,} pairs, {teacher['scored_at'][:19].replace('T', ' ')}.")
+        cols = st.columns(3)
+        folder = cols[0].text_input("Cross-encoder folder (sentence-transformers CrossEncoder)", key="mine_ce_model",
+                                    placeholder="/path/to/cross-encoder")
+        device = common.device_choice(cols[1], "mine_ce_device")
+        batch_size = cols[2].number_input("Pairs per batch", 1, 4096, 32, key="mine_ce_batch")
+        if st.button("Score", key="mine_ce_go", disabled=not folder.strip(),
+                     help="Scores the run's candidates and its queries' positives; unjudged candidates scored "
+                          "above 0.9 become suggestions on Review (RocketQA's pseudo-positives)."):
+            bar = st.progress(0.0, text="reading the run's pairs")
+            try:
+                result = score_run(store, common.workspace(), run_id, folder, device, int(batch_size),
+                                   progress=lambda message, fraction: bar.progress(fraction, text=message))
+            except UserError as exc:
+                common.user_error(exc)
+            else:
+                st.success(f"Scored {result.scored:,} pairs ({result.cached:,} of {result.pairs:,} from the cache) "
+                           f"with cross-encoder {result.model} in {result.seconds:.0f} s; {result.suggested:,} "
+                           "pseudo-positive suggestion(s) wait on Review.")
+
+
 def show_preview(run_id: str, spec: RuleSpec) -> None:
-    result = preview(store, run_id, spec)
+    try:
+        result = preview(store, run_id, spec)
+    except UserError as exc:  # e.g. a ce rule on a run no cross-encoder scored yet
+        common.user_error(exc)
+        return
     s = result.summary
     cols = st.columns(5)
     cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - s['kept_before']:+,}")
@@ -120,6 +153,10 @@ def show_preview(run_id: str, spec: RuleSpec) -> None:
     right.plotly_chart(charts.margin_histogram(result.margins, pos_scores, spec,
                                                title="Margin s − s_P under the previewed rule"),
                        key="mine_margin_chart")
+    if result.ce is not None:
+        left.plotly_chart(charts.ce_histogram(result.ce, pos_scores, spec,
+                                              title="Cross-encoder probability p under the previewed rule"),
+                          key="mine_ce_chart")
     short = result.short_queries
     left.markdown(f"**Queries left short of {spec.num_negatives} negatives:** {len(short):,}"
                   + (f" (the first {PAGE:,} shown)" if len(short) > PAGE else ""))
@@ -168,6 +205,7 @@ with tab_preview:
         st.warning("The selected run has no candidates, so there is nothing to re-threshold.")
     else:
         finish_commit()
+        score_controls(run_id, spec)
         show_preview(run_id, spec)
 
 with tab_new:

@@ -143,3 +143,147 @@ def test_bad_input_is_one_line(tmp_path, ws_root, ce_dir):
     assert store.table_checksums() == before
     with pytest.raises(UserError, match="no cross-encoder scores"):
         cross_encoder.rule_columns(store, run_id)
+
+
+def test_scores_make_risk_stale_and_feed_the_ce_score_signal(scored):
+    from core import risk
+
+    ws, store, run_id, _ = scored
+    assert store.risk_missing(run_id, risk.signal_set()), "new teacher scores: the stored risk is stale"
+    assert risk.ensure_risk(store, ws, run_id) and not risk.ensure_risk(store, ws, run_id)
+    frame = cross_encoder.run_ce_scores(store, run_id)
+    want = frame[~frame["positive"]].set_index(["query_id", "doc_id"])["ce"]
+    stored = store.candidates(run_id).set_index(["query_id", "doc_id"])
+    got = risk.stored_signals(stored.reset_index()).set_axis(stored.index)["ce_score"]
+    np.testing.assert_allclose(got.loc[want.index], want.round(4), atol=1e-4)
+    contributions = risk.risk_model(store, run_id).contributions(risk.stored_signals(stored.reset_index()))
+    np.testing.assert_allclose(contributions["ce_score"], 4.0 * got.to_numpy(), atol=1e-9)
+    cross_encoder.score_run(store, ws, run_id, scored_ce_dir(store, run_id), device="cpu")
+    assert not store.risk_missing(run_id, risk.signal_set()), "a score that scored nothing leaves risk current"
+
+
+def scored_ce_dir(store, run_id: str) -> str:
+    """The folder of the cross-encoder that last scored the run, as recorded with it."""
+    return store.run_teacher(run_id)["model_path"]
+
+
+def _independent_keep(cand, drop, k: int) -> set[tuple[str, str]]:
+    """The pairs a ce rule must keep, recomputed from the stored scores: per query, the k best-ranked candidates
+    that ``drop`` leaves (the backfill comes from the next candidates)."""
+    eligible = cand[~drop].sort_values(["query_id", "rank"])
+    return set(map(tuple, eligible.groupby("query_id").head(k)[["query_id", "doc_id"]].values))
+
+
+def _scores_with_rank(store, run_id):
+    frame = cross_encoder.run_ce_scores(store, run_id)
+    ranks = store.candidates(run_id, with_signals=False, with_risk=False)[["query_id", "doc_id", "rank"]]
+    cand = frame[~frame["positive"]].merge(ranks, on=["query_id", "doc_id"])
+    weakest = frame[frame["positive"]].groupby("query_id")["ce"].min().rename("ce_pos")
+    return frame, cand.merge(weakest, on="query_id", how="left")
+
+
+def test_the_ce_rule_drops_exactly_the_candidates_above_tau_and_backfills(scored):
+    from core.mining import derive_run, preview
+    from core.rules import RuleSpec
+
+    ws, store, run_id, _ = scored
+    _, cand = _scores_with_rank(store, run_id)
+    tau = float(cand["ce"].quantile(0.4))  # the head is untrained: a cutoff from its own scores
+    spec = RuleSpec("ce", ce_threshold=tau, num_negatives=3)
+    derived = derive_run(store, run_id, spec)
+    got = store.candidates(derived.run_id, with_signals=False, with_risk=False).merge(
+        cand[["query_id", "doc_id", "ce"]], on=["query_id", "doc_id"])
+    dropped = got["ce"] > tau
+    assert dropped.any() and (~dropped).any()
+    assert (got.loc[dropped, "rule"] == "filtered:ce").all() and not got.loc[~dropped, "rule"].str.startswith(
+        "filtered").any()
+    assert set(map(tuple, got.loc[got["kept"], ["query_id", "doc_id"]].values)) == \
+        _independent_keep(got, dropped, 3)
+    per_query = got.groupby("query_id").apply(lambda g: (g["kept"].sum(), min(3, (g["ce"] <= tau).sum())))
+    assert all(kept == want for kept, want in per_query), "each query is refilled to k where it can be"
+    assert store.run(derived.run_id)["stats"]["cross_encoder"] == store.run_teacher(run_id)["model"]
+    assert spec.describe().startswith(f"ce p≤{tau:g}")
+
+    margin = 0.002  # the positive-relative form, sentence-transformers' margin on cross-encoder scores
+    result = preview(store, run_id, RuleSpec("top", ce_margin=margin, num_negatives=3))
+    shown = result.candidates.assign(doc_id=store.candidates(run_id, with_signals=False, with_risk=False)["doc_id"])
+    shown = shown.merge(cand[["query_id", "doc_id", "ce", "ce_pos"]], on=["query_id", "doc_id"], suffixes=("", "_"))
+    drop = shown["ce_"] >= shown["ce_pos_"] - margin
+    assert drop.any() and (~drop).any()
+    assert ((shown["rule"] == "filtered:cemargin") == drop).all()
+    assert result.ce is not None and sum(c.sum() for c in result.ce.counts.values()) == len(shown)
+
+
+def test_the_ce_rules_refuse_a_run_without_scores_and_mine_refuses_them(mined):
+    from core.mining import derive_run, mine, preview
+    from core.rules import RuleSpec
+
+    ws, store, result = mined
+    for spec in (RuleSpec("ce"), RuleSpec("top", ce_margin=0.1)):
+        with pytest.raises(UserError, match="no cross-encoder scores.*score"):
+            preview(store, result.run_id, spec)
+        with pytest.raises(UserError, match="no cross-encoder scores"):
+            derive_run(store, result.run_id, spec)
+    with pytest.raises(UserError, match="exist only once a run is mined.*score.*rerule"):
+        mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("ce"))
+    assert preview(store, result.run_id, RuleSpec("top")).ce is None, "no teacher: no CE chart, nothing read"
+
+
+@pytest.mark.slow
+def test_round_trip_score_rerule_preview_export_and_a_second_score_scores_nothing(monkeypatch, ws_root, ce_dir,
+                                                                                 tmp_path):
+    from tests.app_helpers import open_app
+
+    store = open_workspace(ws_root).store()
+    run_id = store.runs("tiny")[0]["run_id"]
+    first = run_cli("score", "-w", ws_root, "--run", run_id, "--cross-encoder", ce_dir, "--device", "cpu", "--json")
+    assert first.returncode == 0, first.stderr
+    scored = json.loads(first.stdout)
+    assert scored["scored"] == scored["pairs"] > 0 and scored["cached"] == 0
+    tau = float(np.quantile(cross_encoder.run_ce_scores(store, run_id)["ce"], 0.5))
+    rerule = run_cli("rerule", "-w", ws_root, "--run", run_id, "--rule", "ce", "--ce-threshold", f"{tau:.6f}",
+                     "--num-negatives", "3", "--json")
+    assert rerule.returncode == 0, rerule.stderr
+    derived = json.loads(rerule.stdout)["run"]
+    refused = run_cli("mine", "-w", ws_root, "--dataset", "tiny", "--rule", "ce")
+    assert_user_error(refused, "exist only once a run is mined", "score", "rerule")
+
+    at = open_app(monkeypatch, ws_root, "pages/mine.py", url={"dataset": "tiny", "run": derived})
+    assert at.selectbox(key="mine_rule").value == "ce" and not at.error
+    assert at.number_input(key="mine_ce_threshold").value == pytest.approx(tau, abs=1e-6)
+    charts = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
+    assert "Cross-encoder probability p under the previewed rule" in charts
+    at.text_input(key="mine_ce_model").set_value(str(ce_dir)).run()
+    next(b for b in at.button if b.label == "Score").click().run()
+    assert not at.exception and not at.error
+    assert [s.value for s in at.success if s.value.startswith("Scored 0 pairs")], [s.value for s in at.success]
+
+    out = tmp_path / "export"
+    exported = run_cli("export", "-w", ws_root, "--run", derived, "--format", "st-triplet", "--out", out)
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    teacher = manifest["cross_encoder"]
+    assert teacher["model_fingerprint"] == scored["model"] == teacher["rule_read_model"]
+    assert teacher["ce_threshold"] == pytest.approx(tau, abs=1e-6) and teacher["ce_margin"] is None
+    assert cross_encoder.EXPORT_SCORES in manifest["files"]
+    ids = [json.loads(line) for line in (out / "ids.jsonl").read_text().splitlines()]
+    ce = {(r["query_id"], r["doc_id"], r["role"]): r["ce"]
+          for r in map(json.loads, (out / cross_encoder.EXPORT_SCORES).read_text().splitlines())}
+    assert ids and all(ce[(r["query_id"], r["negative_id"], "negative")] <= tau + 1e-6 for r in ids)
+    assert all(ce[(r["query_id"], r["positive_id"], "positive")] is not None for r in ids)
+
+    second = run_cli("score", "-w", ws_root, "--run", derived, "--cross-encoder", ce_dir, "--device", "cpu", "--json")
+    assert json.loads(second.stdout)["scored"] == 0 and json.loads(second.stdout)["cached"] == scored["pairs"]
+
+
+def test_the_diff_shows_the_teachers_score(scored):
+    from core.mining import compare_runs, derive_run
+    from core.rules import RuleSpec
+
+    ws, store, run_id, _ = scored
+    derived = derive_run(store, run_id, RuleSpec("top", num_negatives=5)).run_id
+    diff = compare_runs(store, run_id, derived)
+    assert list(diff.rows.columns)[-2:] == ["ce", "change"] and len(diff.rows)
+    frame = cross_encoder.run_ce_scores(store, run_id).set_index(["query_id", "doc_id"])["ce"]
+    frame = frame[~frame.index.duplicated()]
+    np.testing.assert_allclose(diff.rows["ce"], frame.loc[list(zip(diff.rows["query_id"], diff.rows["doc_id"]))])

@@ -79,6 +79,7 @@ def reference(store, ws, run_id: str) -> pd.DataFrame:
             "neighbour_query": max((query_vecs[query_row[o]] @ query_vecs[query_row[q]] for o in neighbours),
                                    default=0.0),
             "second_model": 0.0,
+            "ce_score": 0.0,  # no cross-encoder scored this run
             "tn_cosine": max(0.0, max((v @ doc_vecs[row[n]] for n in negatives), default=0.0)),
             "query_fn_rate": (sum(judged) - sum(own) + risk.PRIOR_VERDICTS * overall)
                              / (len(judged) - len(own) + risk.PRIOR_VERDICTS),

@@ -70,7 +70,6 @@ REASK_PROMPT = ('Your reply could not be read. Reply with exactly one JSON objec
                 '"not_relevant", "reason": "one sentence"}')
 VERDICTS = {"relevant": "false_negative", "not_relevant": "true_negative", "irrelevant": "true_negative"}
 _THINKING = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)  # reasoning models' preamble
-_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _ONE_WORD = re.compile(r"^\W*(not[ _-]?relevant|irrelevant|relevant)\b\W*(.*)$", re.DOTALL | re.IGNORECASE)
 
 
@@ -120,13 +119,14 @@ def parse_answer(text: str) -> Answer | None:
     the reply, after any <think> block), else a reply that starts with the verdict word, e.g. ``not relevant: ...``.
     """
     text = _THINKING.sub("", text or "").strip()
-    if found := _JSON_OBJECT.search(text):
+    decoder = json.JSONDecoder(strict=False)  # a raw newline inside the reason is common
+    for brace in re.finditer(r"\{", text):  # the first JSON object with a verdict, whatever surrounds it
         try:
-            obj = json.loads(found.group(), strict=False)  # a raw newline inside the reason is common
+            obj, _ = decoder.raw_decode(text, brace.start())
         except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            verdict = obj.get("verdict")
+            continue
+        if isinstance(obj, dict) and "verdict" in obj:
+            verdict = obj["verdict"]
             label = VERDICTS.get(re.sub(r"[\s-]+", "_", verdict.strip().lower())) if isinstance(verdict, str) else None
             reason = obj.get("reason", "")
             return Answer(label, _one_line(reason if isinstance(reason, str) else "")) if label else None
@@ -275,8 +275,9 @@ def _content(reply: dict) -> str:
 def _add_usage(report: JudgeReport, reply: dict) -> None:
     usage = reply.get("usage") if isinstance(reply, dict) else None
     if isinstance(usage, dict):
-        report.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        report.completion_tokens += int(usage.get("completion_tokens") or 0)
+        for name in ("prompt_tokens", "completion_tokens"):
+            if isinstance(count := usage.get(name), int):
+                setattr(report, name, getattr(report, name) + count)
 
 
 def annotator_name(model: str) -> str:

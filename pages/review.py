@@ -32,6 +32,27 @@ BUTTONS = (("false_negative", "False neg. (f)", "primary"), ("true_negative", "T
 # key event (a plain dict, see pages/candidate_list.py) run the same code ----------------------------------------
 State = MutableMapping[str, Any]
 ERROR, INFO = "ns_review_error", "ns_review_info"
+SPREADING, SPREAD_TOLD = "ns_spreading", "ns_spread_told"  # this session's verdicts being spread; those told of
+
+
+@st.fragment(run_every=1.0)
+def _spreading_news() -> None:
+    """Say what the background spreading of this session's verdicts suggested (core.judging), once per verdict,
+    and rerun the page when there is something new to confirm."""
+    told = st.session_state.setdefault(SPREAD_TOLD, set())
+    finished = [job for job in st.session_state.get(SPREADING) or [] if job.done and job.name not in told]
+    if not finished:
+        return
+    told.update(job.name for job in finished)
+    suggested = sum(job.result or 0 for job in finished if job.error is None)
+    failed = [job.error for job in finished if job.error is not None]
+    if failed:
+        st.session_state[ERROR] = f"Spreading a verdict to near-duplicates failed: {failed[0]}"
+    if suggested:
+        st.session_state[INFO] = (f"Suggested the same verdict for {suggested} near-duplicate pair(s); they wait "
+                                  "for confirmation under *Suggestions*.")
+    if failed or suggested:
+        st.rerun(scope="app")
 
 
 def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str, query_id: str, doc_id: str,
@@ -41,13 +62,12 @@ def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str,
         state[ERROR] = f"{doc_id} is not a candidate of query {query_id} in this run."
         return
     try:
-        done = judging.judge(store, ws, dataset, [(query_id, doc_id)], who, label, state.get(NOTE) or "")
+        done = judging.judge(store, ws, dataset, [(query_id, doc_id)], who, label, state.get(NOTE) or "",
+                             spread_later=True)
     except UserError as exc:
         state[ERROR] = str(exc)
         return
-    if done.suggested:
-        state[INFO] = (f"Suggested the same verdict for {done.suggested} near-duplicate pair(s); they wait for "
-                       "confirmation under *Suggestions*.")
+    state[SPREADING] = [*(state.get(SPREADING) or []), done.spreading]  # news of it: _spreading_news
     if state.get(NOTE):  # clear only a note that was used: re-setting an empty box erases typing in flight
         state[NOTE] = ""
     state[common.QUERY] = query_id
@@ -152,6 +172,8 @@ if error := st.session_state.pop(ERROR, None):
     st.toast(error, icon="⚠️")
 if info := st.session_state.pop(INFO, None):
     st.toast(info, icon="💡")
+if any(job.name not in st.session_state.get(SPREAD_TOLD, ()) for job in st.session_state.get(SPREADING) or []):
+    _spreading_news()
 scored = common.risk_ready(run_id)  # if not, scoring runs in the background and the page shows rank order
 
 judged = review.own_verdicts(store, dataset, who)
@@ -229,7 +251,8 @@ with left:
     candidate_list.show(cand, query_id, cursor, st.session_state[TOKEN],
                         partial(_key_event, store, ws, run_id, dataset, who, outline,
                                 None if queue is None else len(queue)),
-                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO), verdicts_wait=queue is not None,
+                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO, SPREADING),
+                        verdicts_wait=queue is not None,
                         risk_pending=not scored)
     if cand.empty:
         st.info("No candidates in this scope for this query (the rule kept none). Switch *Candidates* to "

@@ -16,7 +16,9 @@ class SuggestionTables(LabelTables):
     """Queries on suggestions; accepting one appends its verdict, hence the label tables underneath."""
 
     def add_suggestions(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert open suggestions, skipping any pair that already has an open suggestion of the same label."""
+        """Insert open suggestions, skipping any pair that already has an open suggestion of the same label, and
+        any suggestion whose source verdict has been undone (spreading runs in the background, so an undo can
+        land before it finishes)."""
         def run(conn: sqlite3.Connection) -> int:
             added = 0
             for row in rows:
@@ -24,10 +26,10 @@ class SuggestionTables(LabelTables):
                     """INSERT INTO suggestions (dataset, query_id, doc_id, label, source_event, reason, similarity,
                        created_at, status) SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'open' WHERE NOT EXISTS (
                        SELECT 1 FROM suggestions WHERE dataset = ? AND query_id = ? AND doc_id = ? AND label = ?
-                       AND status = 'open')""",
+                       AND status = 'open') AND NOT EXISTS (SELECT 1 FROM label_events WHERE undoes = ?)""",
                     (row["dataset"], row["query_id"], row["doc_id"], row["label"], row.get("source_event"),
                      row["reason"], row.get("similarity"), now(),
-                     row["dataset"], row["query_id"], row["doc_id"], row["label"]))
+                     row["dataset"], row["query_id"], row["doc_id"], row["label"], row.get("source_event")))
                 added += cur.rowcount
             return added
         return self.write(run)

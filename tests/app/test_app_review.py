@@ -158,9 +158,17 @@ def test_empty_workspace_points_to_import(monkeypatch, tmp_path):
     assert any("no dataset yet" in i.value for i in at.info)
 
 
+def _spread(at) -> None:
+    """Wait for the background spreading of the session's verdicts (core.judging), then rerun as the page's
+    polling fragment would."""
+    for job in at.session_state["ns_spreading"]:
+        assert job.wait(120) and job.error is None
+    timed(at)
+
+
 def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, mined_twins):
-    """Judging q1's near-copy pair on Review spreads the verdict as a suggestion (created by the click itself);
-    confirming it records a verdict; a false negative can be promoted and demoted."""
+    """Judging q1's near-copy pair on Review stores the verdict at once and spreads it as a suggestion in the
+    background; confirming it records a verdict; a false negative can be promoted and demoted."""
     ws, store, _ = mined_twins
     at = open_app(monkeypatch, ws.root, PAGE)
     at.session_state["ns_cursor"] = "py-join-dup"
@@ -169,6 +177,7 @@ def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, 
     at.button(key="ns_false_negative").click()
     timed(at)
     assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist() == ["py-join-dup"]
+    _spread(at)
     spread = triage.suggestions(store, "tiny")
     assert ("q1", "py-join-mirror") in set(zip(spread["query_id"], spread["doc_id"]))
     assert set(spread["source_event"]) == set(store.events("tiny", "reviewer")["id"])
@@ -197,6 +206,7 @@ def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monk
     timed(at)
     at.button(key="ns_false_negative").click()
     timed(at)
+    _spread(at)
     by_click = triage.suggestions(store, "tiny")[columns]
     assert not by_click.empty
     at.button(key="ns_undo").click()

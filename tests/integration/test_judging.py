@@ -75,3 +75,24 @@ def test_an_imported_verdict_closes_the_open_suggestion_on_its_pair(mined_twins,
     labels.import_tsv(store, "tiny", path)
     closed = triage.suggestions(store, "tiny", "q1", status=None)
     assert closed.loc[closed["doc_id"] == MIRROR[1], "status"].tolist() == ["accepted"]
+
+
+def test_a_verdict_spread_in_the_background_is_stored_first_and_spreads_like_a_direct_one(mined_twins):
+    ws, store, _ = mined_twins
+    direct = judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative")
+    columns = ["query_id", "doc_id", "label", "reason"]
+    by_direct = triage.suggestions(store, "tiny")[columns]
+    judging.undo(store, "tiny", "ana")
+    later = judging.judge(store, ws, "tiny", [PAIR], "ana", "false_negative", spread_later=True)
+    assert later.suggested == 0 and labels.current(store, "tiny", "ana")["doc_id"].tolist() == [PAIR[1]]
+    assert later.spreading.wait(120) and later.spreading.error is None
+    assert later.spreading.result == direct.suggested >= 1
+    assert triage.suggestions(store, "tiny")[columns].equals(by_direct)
+
+
+def test_an_undo_that_lands_before_the_spreading_withdraws_what_it_would_spread(mined_twins):
+    ws, store, _ = mined_twins
+    event = labels.record(store, "tiny", *PAIR, "ana", "false_negative")
+    judging.undo(store, "tiny", "ana")  # before the verdict was spread
+    assert triage.propagate(store, ws, "tiny", *PAIR, "false_negative", event) == 0
+    assert triage.suggestions(store, "tiny", status=None).empty

@@ -9,6 +9,7 @@ and the annotator's verdicts, so a verdict click costs the same at ten million c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,6 @@ from core import labels, run_stats
 from core.lookups import require_run
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from core.store import Store
 
 SCOPES = ("kept", "all")  # kept: the negatives a trainer would use; all: every candidate to the mining depth
@@ -42,13 +41,14 @@ class RunOutline:
     per candidate row in (query, rank) order, its document and whether the rule kept it.
 
     Built once per run from dictionary-encoded snapshot columns (integer codes, no 10M Python strings); a query's
-    document ids are decoded only when a verdict on that query has to be found (``pair_rows``).
+    document ids are read (by the (run, query, rank) index) only when a verdict on that query has to be found
+    (``pair_rows``), so the outline holds no document column at all.
     """
 
     queries: pd.DataFrame  # query_id, text, candidates, kept
     starts: np.ndarray  # query i owns rows starts[i]:starts[i + 1]
     kept: np.ndarray  # per row
-    doc_ids: pa.DictionaryArray | pa.ChunkedArray  # per row
+    docs_of: Callable[[str], list[str]]  # a query's document ids in row order
     position: dict[str, int]  # query id -> its index in ``queries``
     _rows: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)  # decoded queries: doc id -> row
 
@@ -72,9 +72,8 @@ class RunOutline:
                 continue
             rows = self._rows.get(at)
             if rows is None:
-                start, stop = int(self.starts[at]), int(self.starts[at + 1])
-                docs = self.doc_ids.slice(start, stop - start).to_pylist()
-                rows = self._rows[at] = {doc: start + k for k, doc in enumerate(docs)}
+                start = int(self.starts[at])
+                rows = self._rows[at] = {doc: start + k for k, doc in enumerate(self.docs_of(query_id))}
             out[i] = rows.get(doc_id, -1)
         return out
 
@@ -82,13 +81,16 @@ class RunOutline:
 def run_outline(store: Store, run_id: str) -> RunOutline:
     """The run's ``RunOutline`` (a derived run's with its own kept flags), from its snapshot columns."""
     run = require_run(store, run_id)
-    table = store.run_columns(run_id, ["query_id", "doc_id", "kept"])
+    table = store.run_columns(run_id, ["query_id", "kept"])
+
+    def docs_of(query_id: str) -> list[str]:
+        return store.candidates(run_id, query_id, with_signals=False, with_risk=False)["doc_id"].tolist()
+
     if table.num_rows == 0:  # an empty run's snapshot columns have no type to decode
         queries = pd.DataFrame({"query_id": pd.Series(dtype=object), "text": pd.Series(dtype=object),
                                 "candidates": pd.Series(dtype=np.int64), "kept": pd.Series(dtype=np.int64)})
-        return RunOutline(queries, np.zeros(1, np.int64), np.zeros(0, bool), table["doc_id"], {})
+        return RunOutline(queries, np.zeros(1, np.int64), np.zeros(0, bool), docs_of, {})
     codes, query_values = run_stats.codes(table, "query_id")
-    doc_col = table.select(["doc_id"]).unify_dictionaries()["doc_id"].combine_chunks()
     kept = table["kept"].to_numpy().astype(bool)
     starts = np.r_[run_stats.query_starts(codes), len(codes)]
     ids = query_values.take(codes[starts[:-1]]).to_pylist()
@@ -96,7 +98,7 @@ def run_outline(store: Store, run_id: str) -> RunOutline:
                            "kept": np.add.reduceat(kept.astype(np.int64), starts[:-1])})
     texts = store.queries(run["dataset"], ids)
     queries = counts.merge(texts, on="query_id", how="left")[["query_id", "text", "candidates", "kept"]]
-    return RunOutline(queries, starts, kept, doc_col, {q: i for i, q in enumerate(ids)})
+    return RunOutline(queries, starts, kept, docs_of, {q: i for i, q in enumerate(ids)})
 
 
 def find_queries(queries: pd.DataFrame, needle: str, limit: int = 50) -> pd.DataFrame:

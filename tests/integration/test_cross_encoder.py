@@ -34,13 +34,26 @@ def ce_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture
-def scored(ws_root, ce_dir):
-    """A private mined workspace whose run the cross-encoder scored: (workspace, store, run_id, ScoreResult)."""
-    ws = open_workspace(ws_root)
+@pytest.fixture(scope="module")
+def scored_template(mined, ce_dir, tmp_path_factory) -> tuple[Path, cross_encoder.ScoreResult]:
+    """The mined workspace with its run scored by the cross-encoder once per module (tests get private copies)."""
+    from tests.app_helpers import copy_workspace
+
+    ws = open_workspace(copy_workspace(mined[0].root, tmp_path_factory.mktemp("scored") / "ws"))
     store = ws.store()
-    run_id = store.runs("tiny")[0]["run_id"]
-    return ws, store, run_id, cross_encoder.score_run(store, ws, run_id, ce_dir, device="cpu", batch_size=8)
+    result = cross_encoder.score_run(store, ws, mined[2].run_id, ce_dir, device="cpu", batch_size=8)
+    store.close()
+    return ws.root, result
+
+
+@pytest.fixture
+def scored(scored_template, tmp_path):
+    """A private copy of ``scored_template``: (workspace, store, run_id, the first ScoreResult)."""
+    from tests.app_helpers import copy_workspace
+
+    root, result = scored_template
+    ws = open_workspace(copy_workspace(root, tmp_path / "scored-ws"))
+    return ws, ws.store(), result.run_id, result
 
 
 def test_scores_candidates_and_positives_once_as_the_models_probability(scored, ce_dir):

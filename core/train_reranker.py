@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from core.store import Store
 
 MANIFEST = "manifest.json"
-MAX_LENGTH = 256  # tokens per (query, document) pair: the bundled MiniLM's own sequence length
 
 
 @dataclass
@@ -51,6 +50,7 @@ class RerankerOptions:
     seed: int = 0
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
+    max_length: int = 256  # tokens per (query, document) pair, kept by the saved model (256: the bundled MiniLM's)
     device: str = "auto"  # core.devices.resolve_device: auto, cpu, cuda (every GPU), cuda:N or mps
     base_model: str | None = None  # default: the bundled all-MiniLM-L6-v2
 
@@ -63,6 +63,8 @@ class RerankerOptions:
             raise UserError("--max-steps must be at least 1")
         if self.learning_rate <= 0:
             raise UserError("--learning-rate must be positive")
+        if self.max_length < 16:
+            raise UserError("--max-length must be at least 16 tokens")
 
 
 @dataclass
@@ -179,7 +181,7 @@ def train_reranker(store: Store, dataset: str, out: str | Path, options: Reranke
     from safetensors import SafetensorError
 
     try:
-        model = CrossEncoder(str(base_path), num_labels=1, max_length=MAX_LENGTH, device=device,
+        model = CrossEncoder(str(base_path), num_labels=1, max_length=options.max_length, device=device,
                              local_files_only=True)
     except (OSError, ValueError, SafetensorError) as exc:  # the folder's fault; anything else is a bug
         raise UserError(f"model {base_path}: cannot be loaded as a cross-encoder ({exc})") from None
@@ -203,7 +205,7 @@ def train_reranker(store: Store, dataset: str, out: str | Path, options: Reranke
             "base_model": str(base_path) if base_path != default_model_path() else "default",
             "base_fingerprint": model_fingerprint(base_path),
             **{k: v for k, v in asdict(options).items() if k not in {"base_model", "split", "run", "device"}},
-            "loss": "BinaryCrossEntropyLoss", "max_length": MAX_LENGTH, "device": device,
+            "loss": "BinaryCrossEntropyLoss", "device": device,
             "steps": int(result.global_step), "train_loss": float(result.training_loss),
             "threads": torch.get_num_threads(), "sentence_transformers": sentence_transformers.__version__,
             "started": started_at, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

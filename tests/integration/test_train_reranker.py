@@ -115,7 +115,7 @@ def test_cli_trains_saves_a_loadable_cross_encoder_with_its_manifest(judged, tmp
     ws, store, run = judged
     out = tmp_path / "ce"
     result = run_cli("train-reranker", "--workspace", ws.root, "--dataset", "tiny", "--run", run, "--out", out,
-                     "--max-steps", 2, "--batch-size", 8, "--negatives", 2, "--seed", 3, "--device", "cpu")
+                     "--max-steps", 2, "--batch-size", 8, "--negatives", 2, "--seed", 3, "--max-length", 64, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "saved to" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -126,7 +126,9 @@ def test_cli_trains_saves_a_loadable_cross_encoder_with_its_manifest(judged, tmp
     import sentence_transformers
 
     assert manifest["sentence_transformers"] == sentence_transformers.__version__ and manifest["seconds"] > 0
+    assert manifest["max_length"] == 64
     model = CrossEncoder(str(out), device="cpu", local_files_only=True)
+    assert model.max_seq_length == 64  # the training length is the saved model's
     scores = model.predict([(QUERIES["q1"], DOCS["py-join"][1]), (QUERIES["q1"], DOCS["misc-8"][1])])
     assert len(scores) == 2 and all(math.isfinite(float(s)) and 0.0 <= float(s) <= 1.0 for s in scores)
     assert not [p for p in tmp_path.iterdir() if p.name != "ce"]  # no temporary sibling left

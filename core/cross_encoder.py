@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -288,7 +288,7 @@ def _run_scores(store: Store, run_id: str) -> tuple[RunPairs, np.ndarray] | None
             _SCORES.move_to_end(key)
             return _SCORES[key]
     pairs = run_pairs(store, run_id)
-    found = (pairs, _cached(store, teacher["model"], pairs))
+    found = (replace(pairs, query_text=[], doc_text=[]), _cached(store, teacher["model"], pairs))  # ids, not texts
     with _SCORES_LOCK:
         _SCORES[key] = found
         while len(_SCORES) > _SCORES_KEPT:

@@ -225,6 +225,8 @@ def test_the_ce_rule_drops_exactly_the_candidates_above_tau_and_backfills(scored
     assert drop.any() and (~drop).any()
     assert ((shown["rule"] == "filtered:cemargin") == drop).all()
     assert result.ce is not None and sum(c.sum() for c in result.ce.counts.values()) == len(shown)
+    flips = result.flip_table(store, 5)
+    assert "ce p" in flips and len(flips) and not flips["ce p"].isna().any()
 
 
 def test_the_ce_rules_refuse_a_run_without_scores_and_mine_refuses_them(mined):

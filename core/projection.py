@@ -141,9 +141,13 @@ def fit_projection(method: str, vectors: np.ndarray, seed: int = 0
     gets the same picture; one fit or transform at a time in the process (numba on a small machine).
     """
     if method == "pca":
-        mean = vectors.mean(axis=0, keepdims=True)
-        _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
-        axes = vt[:2].T
+        # the two leading eigenvectors of the d x d scatter matrix: the same axes as an SVD of the n x d sample
+        # (up to sign, fixed here), 1 s instead of 20 s for 30,000 x 384 on a 2-core machine
+        mean = vectors.mean(axis=0, keepdims=True, dtype=np.float64)
+        centred = vectors - mean
+        _, eigenvectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+        axes = eigenvectors[:, ::-1][:, :2]
+        axes = axes * np.sign(axes[np.abs(axes).argmax(axis=0), [0, 1]])  # largest loading positive
 
         def project(other: np.ndarray) -> np.ndarray:
             return (other - mean) @ axes

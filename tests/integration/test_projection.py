@@ -162,3 +162,14 @@ def test_documents_queries_lists_the_pairs_a_whole_dataset_selection_stands_for(
     first = cands.loc[cands["doc_id"] == busy, "query_id"].tolist()
     assert frame["query_ids"].iloc[0] == ", ".join(first[:2]) + (" …" if len(first) > 2 else "")
     assert documents_queries(run_pairs(store, result.run_id), []).empty
+
+
+def test_pca_axes_are_the_two_leading_principal_components():
+    """fit_projection's PCA (eigenvectors of the scatter matrix) against an SVD of the centred sample: the same
+    coordinates up to each axis' sign, and a point placed later lands where the fit would put it."""
+    vectors = np.random.default_rng(3).normal(size=(500, 48)) * np.linspace(3, 0.1, 48)
+    coords, place = fit_projection("pca", vectors.astype(np.float32))
+    centred = vectors - vectors.mean(axis=0)
+    reference = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    np.testing.assert_allclose(np.abs(coords), np.abs(reference), atol=1e-4)
+    np.testing.assert_allclose(place(vectors[:7].astype(np.float32)), coords[:7], atol=1e-5)

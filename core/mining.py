@@ -7,8 +7,10 @@ BM25 score and the rule's verdict, so any later rule change, review or risk scor
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -298,7 +300,32 @@ class Preview:
         return run_stats.survivors(self.per_query["kept_before"].to_numpy(), self.per_query["kept_after"].to_numpy())
 
 
+_PREVIEWS: OrderedDict[tuple, Preview] = OrderedDict()
+_PREVIEWS_LOCK = threading.Lock()
+PREVIEWS_KEPT = 2  # previews kept per process (~300 MB each at 10M candidates)
+
+
 def preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
+    """``compute_preview``, kept for the process: the Mine page reruns on every widget, and a rerun that leaves the
+    rule alone must not apply it to 10M candidates again. The key holds everything a preview reads that can change
+    (the verdicts a skip-judged rule avoids, the cross-encoder scores); callers must not modify the result."""
+    teacher = store.run_teacher(run_id)
+    judged = store.scalar("SELECT MAX(id) FROM label_events") if spec.skip_judged else None
+    key = (str(store.path), run_id, json.dumps(spec.to_dict(), sort_keys=True), judged,
+           json.dumps(teacher, sort_keys=True, default=str))
+    with _PREVIEWS_LOCK:
+        if key in _PREVIEWS:
+            _PREVIEWS.move_to_end(key)
+            return _PREVIEWS[key]
+    result = compute_preview(store, run_id, spec)
+    with _PREVIEWS_LOCK:
+        _PREVIEWS[key] = result
+        while len(_PREVIEWS) > PREVIEWS_KEPT:
+            _PREVIEWS.popitem(last=False)
+    return result
+
+
+def compute_preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
     """Apply ``spec`` to the run's stored candidates, read from its snapshot as the few columns rules read, ids as
     categoricals (no string per candidate), and count what changes. Document ids are read only when the rule
     needs them: sampling selectors hash (query, document), skipping judged pairs matches them. A run a

@@ -322,3 +322,24 @@ def test_skip_judged_refills_each_query_from_its_next_candidates(mined, ws_root)
     # without the option the same verdicts leave the rule untouched
     plain = preview(store, result.run_id, RuleSpec("top", num_negatives=3))
     assert plain.candidates.kept.tolist() == before.kept.tolist()
+
+
+def test_a_preview_is_kept_until_what_it_read_changes(mined, ws_root):
+    """The Mine page reruns on every widget: the same rule on the same run is not applied again, while a new
+    verdict gives a skip-judged rule a fresh preview that honours it."""
+    from core import labels
+    from core.workspace import open_workspace
+
+    result = mined[2]
+    store = open_workspace(ws_root).store()
+    spec = RuleSpec("top", num_negatives=3, skip_judged=True)
+    first = preview(store, result.run_id, spec)
+    assert preview(store, result.run_id, spec) is first
+    assert preview(store, result.run_id, RuleSpec("top", num_negatives=4)) is not first
+    kept = first.candidates[first.candidates.kept]
+    query_id, doc_id = str(kept.query_id.iloc[0]), None
+    docs = store.candidates(result.run_id, query_id, with_signals=False)
+    doc_id = docs.loc[docs.kept, "doc_id"].iloc[0]
+    labels.record(store, "tiny", query_id, doc_id, "alice", "false_negative")
+    after = preview(store, result.run_id, spec)
+    assert after is not first and after.summary["removed"] == first.summary["removed"] + 1

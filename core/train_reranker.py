@@ -35,8 +35,10 @@ from core.train import progress_callback, require_empty_out, training_arguments
 
 if TYPE_CHECKING:
     from core.store import Store
+    from core.workspace import Workspace
 
 MANIFEST = "manifest.json"
+LOSS = "BinaryCrossEntropyLoss"
 
 
 @dataclass
@@ -144,6 +146,19 @@ def training_pairs(store: Store, dataset: str, split: str, run_id: str | None = 
     return pairs
 
 
+def default_out(workspace: Workspace, dataset: str, options: RerankerOptions) -> Path:
+    """Where the app saves a cross-encoder: models/reranker-<dataset>-<split>-s<seed>-<UTC time> in the workspace."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return workspace.models_dir / f"reranker-{dataset}-{options.split}-s{options.seed}-{stamp}"
+
+
+def trained_rerankers(workspace: Workspace) -> list[dict]:
+    """Manifests of the cross-encoders trained into this workspace, newest first, each with its ``path``."""
+    found = [{**json.loads(m.read_text(encoding="utf-8")), "path": str(m.parent)}
+             for m in workspace.models_dir.glob(f"*/{MANIFEST}")]
+    return sorted((m for m in found if m.get("loss") == LOSS), key=lambda m: m["finished"], reverse=True)
+
+
 def _dataset(store: Store, dataset: str, pairs: TrainingPairs):
     """The pairs as a ``datasets.Dataset`` of (query, document, label) texts, documents as the retriever sees them."""
     from datasets import Dataset
@@ -205,7 +220,7 @@ def train_reranker(store: Store, dataset: str, out: str | Path, options: Reranke
             "base_model": str(base_path) if base_path != default_model_path() else "default",
             "base_fingerprint": model_fingerprint(base_path),
             **{k: v for k, v in asdict(options).items() if k not in {"base_model", "split", "run", "device"}},
-            "loss": "BinaryCrossEntropyLoss", "device": device,
+            "loss": LOSS, "device": device,
             "steps": int(result.global_step), "train_loss": float(result.training_loss),
             "threads": torch.get_num_threads(), "sentence_transformers": sentence_transformers.__version__,
             "started": started_at, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -6,11 +6,13 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import leakage
+from core import leakage, risk
 from core.errors import UserError
 from core.evaluate import METRICS, collection_from_store, comparison_table, evaluate
 from core.selection import select
 from core.train import LOSSES, TrainOptions, default_out, train, trained_models
+from core.train_reranker import RerankerOptions, train_reranker, trained_rerankers
+from core.train_reranker import default_out as reranker_out
 from pages import common
 
 common.through_app(__file__)
@@ -92,6 +94,68 @@ if st.button("Train", type="primary", key="tr_go"):
         bar.progress(1.0, text="done")
         st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s "
                    f"on {manifest['device']}; saved to {out}")
+
+st.subheader("Train a reranker")
+st.caption("A cross-encoder teacher for the ce rules and the ce_score risk signal (RocketQA): the split's labelled "
+           "positives against sampled negatives, plus every verdict on this dataset (false negatives as positives, "
+           "true negatives as negatives, unsure left out). Score a run with it on the Mine page.")
+splits = store.splits(dataset)
+cols = st.columns(4)
+rr_split = cols[0].selectbox("Split", splits, index=splits.index(run["split"]) if run["split"] in splits else 0,
+                             key="rr_split")
+rr_from = cols[1].radio("Negatives from", ["this run", "random documents"], key="rr_from",
+                        help="this run: drawn from each query's mined candidates (hard, as RocketQA draws them); "
+                             "random: any document that is not a positive or judged")
+rr_negatives = cols[2].number_input("Negatives per positive", 1, 50, 4, key="rr_neg")
+rr_steps = cols[3].number_input("Max steps (0 = all epochs)", 0, 100_000, 0, key="rr_steps")
+cols = st.columns(4)
+rr_epochs = cols[0].number_input("Epochs", 0.1, 20.0, 1.0, 0.5, key="rr_epochs")
+rr_batch = cols[1].number_input("Batch size", 1, 512, 32, key="rr_batch")
+rr_length = cols[2].number_input("Tokens per pair", 16, 512, 256, 32, key="rr_len",
+                                 help="Kept by the saved model; 128 halves the time on a CPU.")
+rr_device = common.device_choice(cols[3], "rr_device")
+if st.button("Train reranker", key="rr_go"):
+    options = RerankerOptions(split=rr_split, run=run_id if rr_from == "this run" else None,
+                              negatives=int(rr_negatives), epochs=float(rr_epochs), batch_size=int(rr_batch),
+                              max_steps=int(rr_steps) or None, max_length=int(rr_length), seed=int(seed),
+                              device=rr_device)
+    out = reranker_out(ws, dataset, options)
+    bar = st.progress(0.0, text="sampling the training pairs")
+    try:
+        with st.status("Training a cross-encoder: this takes minutes on a CPU", expanded=True):
+            manifest = train_reranker(store, dataset, out, options,
+                                      progress=lambda step, total: bar.progress(step / max(total, 1),
+                                                                                text=f"step {step}/{total}"))
+    except UserError as exc:
+        common.user_error(exc)
+    else:
+        bar.progress(1.0, text="done")
+        st.success(f"Trained a cross-encoder for {manifest['steps']} steps on {manifest['counts']['pairs']:,} pairs "
+                   f"in {manifest['seconds']:.0f}s on {manifest['device']}; saved to {out}")
+rerankers = [m for m in trained_rerankers(ws) if m["dataset"] == dataset]
+if rerankers:
+    st.dataframe(pd.DataFrame([{"finished": m["finished"], "split": m["split"], **m["counts"], "steps": m["steps"],
+                                "folder": m["path"]} for m in rerankers]), width="stretch", hide_index=True)
+
+st.subheader("Second model for false-negative risk")
+current = ws.settings().get(risk.SECOND_MODEL_SETTING)
+st.caption(f"Its score (a z-score among each query's candidates) is the second_model risk signal. Now: "
+           f"{common.escape_markdown(current) if current else 'none'}.")
+cols = st.columns([2, 2, 1])
+retrievers = {m["path"]: m for m in trained_models(ws)}
+picked = cols[0].selectbox("Model", [None, *retrievers], key="rs_model",
+                           format_func=lambda p: "none" if p is None else model_label(retrievers[p]))
+folder = cols[1].text_input("…or another local sentence-transformers folder", key="rs_folder")
+if cols[2].button("Use and re-score this run", key="rs_go"):
+    try:
+        risk.configure_second_model(ws, folder.strip() or picked)
+        with st.spinner("Scoring this run's risk again"):
+            risk.compute_risk(store, ws, run_id, device)
+    except UserError as exc:
+        common.user_error(exc)
+    else:
+        st.success(f"Risk of run {run_id} scored again with second model "
+                   f"{ws.settings().get(risk.SECOND_MODEL_SETTING) or 'none'}; other runs use it when scored again.")
 
 st.subheader("Compare")
 models = [m for m in trained_models(ws) if m["dataset"] == dataset]

@@ -179,3 +179,30 @@ def test_training_teaches_the_model_to_put_positives_above_sampled_negatives(jud
     pairs = training_pairs(store, "tiny", "train", run, negatives=2, seed=0)
     before, after = _pairwise_accuracy(untrained, store, pairs), _pairwise_accuracy(trained, store, pairs)
     assert after >= 0.9 and after > before + 0.2, (before, after)
+
+
+@pytest.mark.slow
+def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypatch, tmp_path):
+    from core.risk import SECOND_MODEL_SETTING
+    from core.train_reranker import trained_rerankers
+    from core.workspace import open_workspace
+    from tests.app_helpers import copy_workspace, open_app
+
+    ws, _, _ = judged
+    root = copy_workspace(ws.root, tmp_path / "ws")
+    at = open_app(monkeypatch, root, "pages/train.py")
+    at.number_input(key="rr_steps").set_value(1)
+    at.number_input(key="rr_batch").set_value(4)
+    at.number_input(key="rr_len").set_value(32)
+    at.button(key="rr_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Trained a cross-encoder for 1 steps" in s.value for s in at.success)
+    (reranker,) = trained_rerankers(open_workspace(root, create=False))
+    assert (reranker["run"], reranker["max_length"], reranker["counts"]["verdict_positives"]) == (judged[2], 32, 1)
+    assert at.dataframe[0].value["folder"].tolist() == [reranker["path"]]
+
+    at.text_input(key="rs_folder").set_value(str(default_model_path()))
+    at.button(key="rs_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert open_workspace(root, create=False).settings()[SECOND_MODEL_SETTING] == str(default_model_path())
+    assert any("scored again with second model" in s.value for s in at.success)

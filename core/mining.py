@@ -249,7 +249,7 @@ def _rule_frame(table: pa.Table) -> pd.DataFrame:
     for name in table.column_names:
         if pa.types.is_dictionary(table.schema.field(name).type):
             codes, values = run_stats.codes(table, name)
-            columns[name] = pd.Categorical.from_codes(codes, categories=values.to_pylist())
+            columns[name] = pd.Categorical.from_codes(codes, categories=values.to_pylist(), validate=False)
         else:
             columns[name] = table[name].to_numpy()
     return pd.DataFrame(columns)
@@ -346,7 +346,7 @@ def compute_preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
                               "kept_before": run_stats.per_query_sum(after["kept_before"].to_numpy(), starts),
                               "kept_after": run_stats.per_query_sum(after["kept"].to_numpy(), starts)})
     per_query = per_query.sort_values("query_id", kind="stable").reset_index(drop=True)
-    summary = rules.summarise(after, spec)
+    summary = rules.summary_of(per_query["kept_after"].to_numpy(), len(after), spec)
     summary["added"] = int((after["kept"] & ~after["kept_before"]).sum())
     summary["removed"] = int((~after["kept"] & after["kept_before"]).sum())
     summary["short_queries_before"] = int((per_query["kept_before"] < run_spec(run).num_negatives).sum())

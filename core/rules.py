@@ -528,8 +528,8 @@ def _top_k_rows(keys: np.ndarray, k: int) -> np.ndarray:
 
 
 def _top_k_per_group(groups: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
-    """Mask of the k largest finite keys within each group (``groups``: codes in order of first appearance, as
-    ``pd.factorize`` gives; ties: the earlier row wins).
+    """Mask of the k largest finite keys within each group (``groups``: an integer code per row; ties: the earlier
+    row wins).
 
     Candidates are stored query by query, so each group is a contiguous block: the keys are laid out as one padded
     row per group and cut at each row's k-th largest value (a partition, O(n)), about 20x faster at 10M candidates
@@ -538,7 +538,7 @@ def _top_k_per_group(groups: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray
     n = len(keys)
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if n else np.zeros(0, dtype=np.int64)
     sizes = np.diff(np.r_[starts, n])
-    contiguous = bool(np.all(groups[1:] >= groups[:-1]))  # codes in order of first appearance: blocks ascend
+    contiguous = bool(np.all(groups[1:] >= groups[:-1]))  # blocks in ascending code order (else sorted below)
     if n and contiguous and (sizes == sizes[0]).all():  # every query has the same depth: no padding
         return _top_k_rows(keys.reshape(len(starts), sizes[0]), k).ravel()
     if n and contiguous and len(starts) * sizes.max() <= 4 * n:
@@ -571,7 +571,8 @@ def apply(spec: RuleSpec, candidates: pd.DataFrame, judged: np.ndarray | None = 
     pos = candidates["pos_score"].to_numpy(dtype=float)
     codes, reasons = _filter_reasons(spec, candidates, score, pos, judged)
     eligible = codes == 0
-    groups = pd.factorize(candidates["query_id"])[0]
+    ids = candidates["query_id"]
+    groups = ids.cat.codes.to_numpy() if isinstance(ids.dtype, pd.CategoricalDtype) else pd.factorize(ids)[0]
     selector = spec.selector
     keys = np.where(eligible, selector.keys(spec, candidates, score, pos), -np.inf)
     kept = _top_k_per_group(groups, keys, spec.num_negatives)
@@ -584,13 +585,19 @@ def apply(spec: RuleSpec, candidates: pd.DataFrame, judged: np.ndarray | None = 
 
 def summarise(candidates: pd.DataFrame, spec: RuleSpec, query_ids: list[str] | None = None) -> dict:
     """Counts a user needs to judge a rule: kept per query and how many queries fall short of N."""
-    per_query = candidates.groupby("query_id")["kept"].sum()
+    per_query = candidates.groupby("query_id", observed=True)["kept"].sum()
     if query_ids is not None:
         per_query = per_query.reindex(query_ids, fill_value=0)
+    return summary_of(per_query.to_numpy(), len(candidates), spec)
+
+
+def summary_of(kept_per_query: np.ndarray, candidates: int, spec: RuleSpec) -> dict:
+    """``summarise``'s counts from each query's number of kept candidates."""
+    kept_per_query = np.asarray(kept_per_query)
     return {
-        "queries": int(len(per_query)),
-        "candidates": int(len(candidates)),
-        "kept": int(candidates["kept"].sum()),
-        "short_queries": int((per_query < spec.num_negatives).sum()),
-        "mean_kept_per_query": float(per_query.mean()) if len(per_query) else 0.0,
+        "queries": int(len(kept_per_query)),
+        "candidates": int(candidates),
+        "kept": int(kept_per_query.sum()),
+        "short_queries": int((kept_per_query < spec.num_negatives).sum()),
+        "mean_kept_per_query": float(kept_per_query.mean()) if len(kept_per_query) else 0.0,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from core import rules
@@ -263,6 +264,15 @@ def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined,
     snapshot.unlink()
     pd.testing.assert_frame_equal(store.candidates(second, with_signals=False), whole)
     assert snapshot.exists()
+    # document ids are stored once each beside the rows, which hold an index into them
+    assert "doc_code" in pq.ParquetFile(snapshot).schema_arrow.names
+    docs = store.run_file(base, store.DOCS)
+    assert pq.read_table(docs).num_rows == whole["doc_id"].nunique()
+    for damage in (lambda: docs.write_bytes(b"not parquet"), docs.unlink):
+        damage()  # a snapshot whose ids are unreadable or gone is rebuilt like a damaged one
+        columns_match(second)
+        pd.testing.assert_frame_equal(store.candidates(second, with_signals=False), whole)
+        assert docs.exists()
     store.close()
 
 

@@ -95,7 +95,7 @@ def _candidates(doc_ids: list[str], doc_vecs: np.ndarray, query_ids: list[str], 
 def build(size: int, model: Path) -> dict:
     """Build ``workspace_dir(size)`` (in a sibling folder renamed at the end, so it is complete or absent)."""
     from benchmarks import scale_corpus
-    from core import rules
+    from core import rules, run_stats
     from core.datasets import ingest
     from core.encoders import load_encoder
     from core.risk import signal_set
@@ -154,6 +154,7 @@ def build(size: int, model: Path) -> dict:
                     "params": {"depth": DEPTH, "bm25_depth": 0, "model_path": str(encoder.path),
                                "query_prompt": None, "document_prompt": None, "rules": spec.to_dict()},
                     "stats": stats}, cands)
+    run_stats.run_shape(store, RUN_ID)  # stored with the run, as `mine` does
     lap("save run")
     store.close()
     encoder.cache.conn.close()  # both files are closed before their folder is renamed

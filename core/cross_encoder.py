@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 SCORE_CHUNK = 1024  # pairs scored and written per step: a killed scoring keeps what it wrote, and progress moves
 SUGGEST_ABOVE = 0.9  # RocketQA: an unlabelled candidate the teacher scores above this is a pseudo-positive
-_models: dict[tuple[str, str], object] = {}
+_models: dict[tuple[str, str, str], object] = {}
 _models_lock = threading.Lock()
 
 
@@ -77,7 +77,7 @@ def check_cross_encoder(model_dir: str | Path) -> Path:
         raise UserError(f"--cross-encoder {display(path)}: no config.json, not a model folder") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"--cross-encoder {display(config_path)}: unreadable ({exc})") from None
-    architectures = config.get("architectures") or [] if isinstance(config, dict) else []
+    architectures = (config.get("architectures") or []) if isinstance(config, dict) else []
     if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise UserError(f"--cross-encoder {display(path)}: not a cross-encoder (config.json architectures "
                         f"{architectures or 'missing'}; a cross-encoder is a …ForSequenceClassification model, "
@@ -89,9 +89,10 @@ def check_cross_encoder(model_dir: str | Path) -> Path:
     return path
 
 
-def _load(path: Path, device: str):
-    """The cross-encoder at ``path`` on a resolved ``device``, in eval mode, loaded once per process."""
-    key = (str(path), device)
+def _load(path: Path, device: str, fingerprint: str):
+    """The cross-encoder at ``path`` on a resolved ``device``, in eval mode, loaded once per process and weights
+    (``fingerprint``: new weights in the same folder are loaded again)."""
+    key = (str(path), device, fingerprint)
     with _models_lock:
         if key not in _models:
             import torch
@@ -241,7 +242,7 @@ def score_run(store: Store, workspace: Workspace, run_id: str, model_dir: str | 
     todo = sorted(once[np.isnan(ce[once])], key=lambda i: len(pairs.doc_text[pairs.doc[i]]))  # less padding
     if todo:
         stage("loading the cross-encoder", 0.02)
-        model = _load(path, device)
+        model = _load(path, device, fingerprint)
         import torch
 
         for start in range(0, len(todo), SCORE_CHUNK):

@@ -153,6 +153,8 @@ def test_bad_input_is_one_line(tmp_path, ws_root, ce_dir):
                               "--batch-size", "0"), "--batch-size")
     assert_user_error(run_cli("score", "-w", ws_root, "--run", run_id, "--cross-encoder", ce_dir,
                               "--device", "warp"), "--device warp")
+    assert_user_error(run_cli("rerule", "-w", ws_root, "--run", run_id, "--rule", "ce"), "no cross-encoder scores",
+                      "python -m core score")
     assert store.table_checksums() == before
     with pytest.raises(UserError, match="no cross-encoder scores"):
         cross_encoder.rule_columns(store, run_id)

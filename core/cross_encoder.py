@@ -33,6 +33,7 @@ from core import labels, run_stats
 from core.devices import resolve_device
 from core.encoders import model_fingerprint
 from core.errors import UserError
+from core.jobs import Job, shared_job
 from core.lookups import document_texts, positives_by_query, require_run
 from core.validation import display, user_path
 
@@ -269,6 +270,33 @@ def score_run(store: Store, workspace: Workspace, run_id: str, model_dir: str | 
     stage("done", 1.0)
     return ScoreResult(run_id, len(first), len(todo), cached,
                        round(time.perf_counter() - started, 3), fingerprint, device, suggested)
+
+
+def score_job(workspace_root: str | Path, run_id: str, model_dir: str | Path, device: str = "auto",
+              batch_size: int = 32) -> Job:
+    """``score_run`` in a background thread, one per (workspace, run rows, folder) in the process: scoring a large
+    run takes minutes on a CPU, so a page polls the job instead of waiting, and a second session asking for the same
+    scoring polls the first one's. The run and the folder are checked here, before the job starts, so a mistake is
+    reported at once; the job opens its own store connection because it outlives the page run that started it.
+    ``Job.result`` is the ``ScoreResult``."""
+    from core.workspace import open_workspace
+
+    root = str(Path(workspace_root).resolve())
+    path = check_cross_encoder(model_dir)
+    store = open_workspace(root).store()
+    try:
+        rows_of = store.rows_of(require_run(store, run_id)["run_id"])
+    finally:
+        store.close()
+
+    def work(stage: StageProgress) -> ScoreResult:
+        workspace = open_workspace(root)
+        own = workspace.store()
+        try:
+            return score_run(own, workspace, run_id, path, device, batch_size, progress=stage)
+        finally:
+            own.close()
+    return shared_job(f"ce-score:{root}:{rows_of}:{path}", work)
 
 
 _SCORES: OrderedDict[tuple, tuple[RunPairs, np.ndarray]] = OrderedDict()

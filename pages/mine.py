@@ -8,7 +8,7 @@ import streamlit as st
 from core import charts, rules, run_stats
 from core.engines import ENGINES
 from core.errors import UserError
-from core.cross_encoder import score_run
+from core.cross_encoder import score_job
 from core.jobs import Job
 from core.mining import compare_runs, derive_job, mine, preview, run_spec
 from core.risk import ensure_risk
@@ -18,6 +18,7 @@ from pages import common
 common.through_app(__file__)
 PAGE = 200  # rows shown of a long table (flips, short queries, changed negatives); the count above says how many
 COMMIT = "mine_commit_job"  # the background job committing the previewed rule, while it runs
+SCORING = "mine_ce_job"  # the background job scoring the selected run with a cross-encoder, until it is reported
 
 st.title("Mine")
 dataset = common.require_dataset()
@@ -105,11 +106,21 @@ def finish_commit() -> None:
         st.rerun()
 
 
+@st.fragment(run_every=1)
+def wait_for_scoring(job: Job) -> None:
+    """Poll the scoring job; rerun the whole page once it is done, so the preview reads the new scores."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"Scoring with the cross-encoder: {job.message}")
+
+
 def score_controls(run_id: str, spec: RuleSpec) -> None:
-    """Score the run with a local cross-encoder (cached per pair: only pairs never scored by that model are), so the
-    ce rules, the preview's CE chart, risk and exports read its probabilities."""
+    """Score the run with a local cross-encoder in the background (cached per pair: only pairs never scored by that
+    model are), so the ce rules, the preview's CE chart, risk and exports read its probabilities."""
     teacher = store.run_teacher(run_id)
-    with st.expander("Score with a cross-encoder", expanded=teacher is None and bool(spec.reads())):
+    job = st.session_state.get(SCORING)
+    expanded = job is not None or (teacher is None and bool(spec.reads()))
+    with st.expander("Score with a cross-encoder", expanded=expanded):
         if teacher is not None:
             st.caption(f"Scored by cross-encoder {teacher['model']} ({common.escape_markdown(teacher['model_path'])}"
                        f"): {teacher['pairs']:,} pairs, {teacher['scored_at'][:19].replace('T', ' ')}.")
@@ -118,19 +129,29 @@ def score_controls(run_id: str, spec: RuleSpec) -> None:
                                     placeholder="/path/to/cross-encoder")
         device = common.device_choice(cols[1], "mine_ce_device")
         batch_size = cols[2].number_input("Pairs per batch", 1, 4096, 32, key="mine_ce_batch")
-        if st.button("Score", key="mine_ce_go", disabled=not folder.strip(),
-                     help="Scores the run's candidates and its queries' positives; unjudged candidates scored "
-                          "above 0.9 become suggestions on Review (RocketQA's pseudo-positives)."):
-            bar = st.progress(0.0, text="reading the run's pairs")
-            try:
-                result = score_run(store, common.workspace(), run_id, folder, device, int(batch_size),
-                                   progress=lambda message, fraction: bar.progress(fraction, text=message))
-            except UserError as exc:
-                common.user_error(exc)
+        if job is not None and job.done:
+            del st.session_state[SCORING]
+            if isinstance(job.error, UserError):
+                common.user_error(job.error)
+            elif job.error is not None:
+                raise job.error
             else:
+                result = job.result
                 st.success(f"Scored {result.scored:,} pairs ({result.cached:,} of {result.pairs:,} from the cache) "
                            f"with cross-encoder {result.model} in {result.seconds:.0f} s; {result.suggested:,} "
                            "pseudo-positive suggestion(s) wait on Review.")
+        elif job is not None:
+            wait_for_scoring(job)
+        if st.button("Score", key="mine_ce_go", disabled=not folder.strip() or SCORING in st.session_state,
+                     help="Scores the run's candidates and its queries' positives in the background; unjudged "
+                          "candidates scored above 0.9 become suggestions on Review (RocketQA's pseudo-positives)."):
+            try:
+                st.session_state[SCORING] = score_job(common.workspace().root, run_id, folder, device,
+                                                      int(batch_size))
+            except UserError as exc:
+                common.user_error(exc)
+            else:
+                st.rerun()
 
 
 def show_preview(run_id: str, spec: RuleSpec) -> None:

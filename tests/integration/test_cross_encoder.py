@@ -10,6 +10,7 @@ quality, and pick thresholds from the stored scores' own distribution.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -270,8 +271,16 @@ def test_round_trip_score_rerule_preview_export_and_a_second_score_scores_nothin
     assert at.number_input(key="mine_ce_threshold").value == pytest.approx(tau, abs=1e-6)
     charts = [json.loads(chart.proto.spec)["layout"]["title"]["text"] for chart in at.get("plotly_chart")]
     assert "Cross-encoder probability p under the previewed rule" in charts
+    at.text_input(key="mine_ce_model").set_value(str(tmp_path / "nowhere")).run()
+    next(b for b in at.button if b.label == "Score").click().run()
+    assert [e.value for e in at.error] == [f"--cross-encoder: {tmp_path / 'nowhere'}: no such file or folder"]
     at.text_input(key="mine_ce_model").set_value(str(ce_dir)).run()
     next(b for b in at.button if b.label == "Score").click().run()
+    for _ in range(120):  # scoring runs in the background; each script run polls it until it reports
+        if at.success or at.exception or at.error:
+            break
+        time.sleep(0.5)
+        at.run()
     assert not at.exception and not at.error
     assert [s.value for s in at.success if s.value.startswith("Scored 0 pairs")], [s.value for s in at.success]
 

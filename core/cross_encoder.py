@@ -196,22 +196,28 @@ def _cached(store: Store, model: str, pairs: RunPairs) -> np.ndarray:
 
 def _suggest(store: Store, run: dict, pairs: RunPairs, ce: np.ndarray, model: str, above: float) -> int:
     """Open a false-negative *suggestion* (never a verdict) for each unjudged candidate the teacher scores above
-    ``above``: RocketQA's pseudo-positives, confirmed or rejected by a reviewer on Review."""
+    ``above``: RocketQA's pseudo-positives, confirmed or rejected by a reviewer on Review. A pair this model
+    suggested before is not suggested again, whatever the reviewer decided."""
     rows = np.flatnonzero(~pairs.positive & (ce > above))
     if not len(rows):
         return 0
-    judged = labels.current(store, run["dataset"])
+    dataset = run["dataset"]
+    judged = labels.current(store, dataset)
     judged = set(zip(judged["query_id"], judged["doc_id"]))
-    positives = positives_by_query(store, run["dataset"], run["split"])
+    by = f"cross-encoder {model} "
+    earlier = store.suggestions(dataset)
+    earlier = earlier[earlier["reason"].str.startswith(by)]
+    judged |= set(zip(earlier["query_id"], earlier["doc_id"]))
+    positives = positives_by_query(store, dataset, run["split"])
     suggestions = []
     for row in rows:
         q, d = pairs.queries[pairs.query[row]], pairs.docs[pairs.doc[row]]
         if (q, d) in judged or d in positives.get(q, ()):
             continue
-        suggestions.append({"dataset": run["dataset"], "query_id": q, "doc_id": d, "label": "false_negative",
+        suggestions.append({"dataset": dataset, "query_id": q, "doc_id": d, "label": "false_negative",
                             "similarity": float(ce[row]), "source_event": None,
-                            "reason": f"cross-encoder {model} scores it {ce[row]:.3f} > {above:g}: a likely "
-                                      "unlabelled positive (RocketQA pseudo-positive)"})
+                            "reason": f"{by}scores it {ce[row]:.3f} > {above:g}: a likely unlabelled positive "
+                                      "(RocketQA pseudo-positive)"})
     return store.add_suggestions(suggestions)
 
 

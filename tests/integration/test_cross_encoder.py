@@ -131,8 +131,10 @@ def test_confident_unjudged_candidates_become_suggestions_never_verdicts(ws_root
     verdicts = labels.current(store, "tiny")
     assert ((verdicts["query_id"] == first["query_id"]) & (verdicts["doc_id"] == first["doc_id"])
             & (verdicts["label"] == "false_negative")).sum() == 1
+    triage.reject_suggestion(store, int(open_.iloc[1]["id"]), "ana")
     again = cross_encoder.score_run(store, ws, run_id, ce_dir, device="cpu", suggest_above=cutoff)
-    assert again.suggested == 0, "decided and still-open suggestions are not opened twice"
+    assert again.suggested == 0, "accepted, rejected and still-open suggestions are not opened again"
+    assert len(triage.suggestions(store, "tiny")) == 3
 
 
 def test_bad_input_is_one_line(tmp_path, ws_root, ce_dir):

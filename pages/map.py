@@ -17,7 +17,7 @@ from core import charts, judging, review
 from core.errors import UserError
 from core.jobs import Job
 from core.projection import (COLOUR_BY, MapState, RunPairs, anchored_points, dataset_points, documents_queries,
-                             map_state, run_pairs)
+                             map_state, query_projection, run_pairs)
 from pages import common
 
 common.through_app(__file__)
@@ -90,15 +90,17 @@ if not umap_on:
     st.caption("UMAP is switched off on this server (NEGSPACE_UMAP=0); showing PCA.")
 if state.jobs:
     wait_for(state.jobs, state.frame is not None)
-if state.frame is None:
-    st.info("Placing the run's points on the map (PCA on a sample first); it shows as soon as the sample is placed.")
-    st.stop()
-projection, method = state.frame, state.method
-placed = "" if state.complete else f" · {len(projection):,} of {state.total:,} points projected so far"
-
 cols = st.columns([1.2, 1, 3])
 view = cols[0].segmented_control("View", ["This query", "Whole dataset"], default="This query",
-                                 key="map_view") or "This query"
+                                 key="map_view", disabled=state.frame is None) or "This query"
+if state.frame is None:  # the run's map is not placed yet: this query's points on their own PCA meanwhile
+    st.info("The run's map is being placed (PCA on a sample first); meanwhile *This query* shows the query's own "
+            "points on a PCA of those points alone, and *Whole dataset* opens once the sample is placed.")
+    view = "This query"
+    projection, method, placed = None, "pca of this query alone", ""
+else:
+    projection, method = state.frame, state.method
+    placed = "" if state.complete else f" · {len(projection):,} of {state.total:,} points projected so far"
 colour = cols[1].selectbox("Colour by", COLOUR_BY, key="map_colour")
 judged = review.own_verdicts(store, dataset, who)
 continuous = colour in ("score", "risk")
@@ -128,6 +130,8 @@ if own is None or own.empty:
 with cols[2]:
     st.markdown(f"Anchored on query **{common.escape_markdown(query_id)}** (change it on the Review page):")
     st.text(store.queries(dataset, [query_id])["text"].iloc[0])
+if projection is None:
+    projection = query_projection(store, ws, run_id, query_id)
 points = anchored_points(store, run_id, projection, query_id, judged, colour)
 event = st.plotly_chart(charts.map_figure(points, colour, f"Query {query_id}, its positives and candidates · "
                                           f"{method.upper()}{placed}", continuous),

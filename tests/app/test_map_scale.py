@@ -57,3 +57,35 @@ def test_map_of_a_large_run_samples_and_projects_in_the_background(monkeypatch, 
     assert 12 <= shown <= 10 + 12
     ids = {row[0] for trace in figure["data"] for row in trace["customdata"]}
     assert set(pairs["doc_id"]) <= ids
+
+
+def test_before_the_runs_map_is_placed_the_query_is_drawn_on_its_own_pca(monkeypatch, ws_root):
+    """A run too large to project on the page: until its sample is placed, the query-anchored view draws the query,
+    its positives and candidates on a PCA of those points alone, and the whole-dataset view waits."""
+    import threading
+
+    monkeypatch.setattr(projection, "FIT_POINTS", 5)
+    gate = threading.Event()
+    real = projection.compute_projection
+
+    def held(*args, **kwargs):  # the background placement waits until the test has looked at the page
+        gate.wait(120)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(projection, "compute_projection", held)
+    _one_query_only(monkeypatch)
+    store = store_at(ws_root)
+    run_id = store.runs("tiny")[0]["run_id"]
+    try:
+        at = open_app(monkeypatch, ws_root, "pages/map.py")
+        assert projection.load_projection(store, open_workspace(ws_root), run_id, "pca") is None
+        figure = _figure(at)
+        assert "pca of this query alone".upper() in figure["layout"]["title"]["text"]
+        own = store.candidates(run_id, "q1", with_signals=False)
+        drawn = {row[0] for trace in figure["data"] for row in trace["customdata"]}
+        assert set(own["doc_id"]) <= drawn
+        assert any("being placed" in i.value for i in at.info)
+        assert at.get("button_group")[0].proto.disabled, "the whole-dataset view waits for the run's map"
+    finally:
+        gate.set()
+    job = running_job(f"projection:{projection_path(open_workspace(ws_root), run_id, 'pca')}")
+    assert job is None or job.wait(120)

@@ -2,7 +2,7 @@
 
 The map is fitted on a sample and the other points placed on it in a background job (core.projection), PCA first,
 then UMAP, stored once per mining run; the page shows what is placed so far and never projects on its own thread
-beyond a small run's PCA. The query-anchored view reads one query by the index; the whole-dataset view draws a
+beyond a small run's PCA, or one query's points on their own PCA while a large run's map is not placed yet. The query-anchored view reads one query by the index; the whole-dataset view draws a
 stratified sample ("n of N points"). A selection is judged as one batch after a confirmation that lists what is
 selected (core.judging: one undo, spread like a click on Review).
 """

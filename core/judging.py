@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from core import labels, triage
+from core import labels, roles, triage
 from core.jobs import Job, shared_job
 
 if TYPE_CHECKING:
@@ -50,7 +50,10 @@ def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[st
     ``spread_later``: return once the verdict is stored and spread it in a background job (``Judgement.spreading``);
     an undo that lands first withdraws what it would spread (the store refuses suggestions of an undone verdict).
     An LLM judge's verdict is not propagated: suggestions carry a person's verdict to near-duplicates.
+    A signed-in account (core.roles) records only under its own name, and adjudicates only if its role may.
     """
+    roles.require(roles.ADJUDICATE if adjudication else roles.JUDGE)
+    roles.require_self(annotator)
     pairs = list(dict.fromkeys(pairs))
     events = labels.record_batch(store, dataset, pairs, annotator, label, note, adjudication)
     if labels.is_llm(annotator):
@@ -63,5 +66,8 @@ def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[st
 
 
 def undo(store: Store, dataset: str, annotator: str) -> list[dict]:
-    """Undo the annotator's latest verdict, or its whole batch; returns the undone events, latest first."""
+    """Undo the annotator's latest verdict, or its whole batch; returns the undone events, latest first. A
+    signed-in account undoes only its own."""
+    roles.require(roles.JUDGE)
+    roles.require_self(annotator)
     return labels.undo(store, dataset, annotator)

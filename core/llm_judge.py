@@ -376,7 +376,11 @@ def judge_job(workspace_root: str | Path, run_id: str, endpoint: str, model: str
               api_key_env: str | None = None, timeout: float = 60.0) -> Job:
     """``judge_run`` in a background thread for the app: a judge of many calls outlives the page run that started
     it, one per workspace, run and model in the process (a second session asking sees the first one's progress),
-    with its own store connection. ``Job.result`` is the JudgeReport; a UserError is ``Job.error``."""
+    with its own store connection. ``Job.result`` is the JudgeReport; a UserError is ``Job.error``. Admins only,
+    once accounts exist (core.roles): it is checked here, as the job's thread has no signed-in account."""
+    from core import roles
+
+    roles.require(roles.RUNS)
     root = str(Path(workspace_root).resolve())
 
     def work(stage: StageProgress) -> JudgeReport:

@@ -505,8 +505,12 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
 
 
 def configure_second_model(workspace: Workspace, model: str | None) -> None:
-    """Use a second local sentence-transformers model's opinion as a signal (None turns it off)."""
+    """Use a second local sentence-transformers model's opinion as a signal (None turns it off); admins only,
+    once accounts exist (core.roles), as it changes every run's risk."""
+    from core import roles
     from core.encoders import resolve_model_path
+
+    roles.require(roles.TRAIN)
 
     workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
 

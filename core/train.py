@@ -356,8 +356,11 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
     """Train on a run's raw or curated data, save the model and its manifest to ``out``; returns the manifest.
 
     ``on_leakage`` receives the leakage report before training starts (the CLI prints it, the app shows it).
+    Admins only, once accounts exist (core.roles).
     """
-    from core import leakage
+    from core import leakage, roles
+
+    roles.require(roles.TRAIN)
 
     options = options or TrainOptions()
     options.validate()

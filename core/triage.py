@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core import labels
+from core import labels, roles
 from core.errors import UserError
 from core.lookups import is_positive, require_dataset, require_run
 from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
@@ -185,6 +185,8 @@ def _open_suggestion(store: Store, suggestion_id: int) -> dict:
 
 def accept_suggestion(store: Store, suggestion_id: int, annotator: str) -> int:
     """Turn a suggestion into the annotator's verdict (one event, noted as accepted) and return the event id."""
+    roles.require(roles.JUDGE)
+    roles.require_self(annotator)
     found = _open_suggestion(store, suggestion_id)
     event = {"dataset": found["dataset"], "query_id": found["query_id"], "doc_id": found["doc_id"],
              "annotator": labels.check_annotator(annotator), "label": found["label"],
@@ -194,6 +196,8 @@ def accept_suggestion(store: Store, suggestion_id: int, annotator: str) -> int:
 
 def reject_suggestion(store: Store, suggestion_id: int, annotator: str) -> None:
     """Close a suggestion without a verdict (the suggestions table records no decider, so none is stored)."""
+    roles.require(roles.JUDGE)
+    roles.require_self(annotator)
     labels.check_annotator(annotator)
     _open_suggestion(store, suggestion_id)
     _decide(store, suggestion_id, "rejected", None)
@@ -213,8 +217,9 @@ def promote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) 
     """Make a confirmed false negative a positive of ``split`` (qrels grade 1, origin promoted).
 
     Only a pair whose resolved verdict is false_negative can be promoted, so a positive never appears without a
-    person having confirmed it.
+    person having confirmed it. Adjudicators and admins only, once accounts exist (core.roles).
     """
+    roles.require(roles.PROMOTE)
     _check_pair(store, dataset, split, query_id, doc_id)
     verdicts = labels.resolved(store, dataset)
     mine = verdicts[(verdicts["query_id"] == query_id) & (verdicts["doc_id"] == doc_id)]
@@ -231,6 +236,7 @@ def promote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) 
 
 def demote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
     """Remove a promoted positive again; imported judgments cannot be demoted."""
+    roles.require(roles.PROMOTE)
     _check_pair(store, dataset, split, query_id, doc_id)
     qrels = store.qrels(dataset, split)
     row = qrels[(qrels["query_id"] == query_id) & (qrels["doc_id"] == doc_id)]

@@ -1,12 +1,13 @@
 """The SQLite store: the only code that writes SQL. Other modules call ``Store`` methods.
 
 Split by concern: ``connection`` (opening, WAL, retried writes, SQLite failures as user errors), ``schema``
-(migrations), then one module per table group: ``datasets``, ``runs``, ``labels``, ``suggestions`` and
-``teacher`` (cross-encoder scores).
+(migrations), then one module per table group: ``datasets``, ``runs``, ``labels``, ``suggestions``,
+``teacher`` (cross-encoder scores) and ``accounts`` (a team server's accounts).
 """
 
 from __future__ import annotations
 
+from core.store.accounts import AccountTables
 from core.store.connection import BUSY_TIMEOUT_MS, now, retrying
 from core.store.datasets import DatasetTables
 from core.store.runs import RunTables
@@ -17,6 +18,6 @@ from core.store.teacher import TeacherTables
 __all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "Store", "now", "retrying"]
 
 
-class Store(Schema, DatasetTables, RunTables, SuggestionTables, TeacherTables):
+class Store(Schema, DatasetTables, RunTables, SuggestionTables, TeacherTables, AccountTables):
     """One connection to a workspace's SQLite file, at the current schema, with every table's queries;
     safe to share between threads of one process."""

@@ -129,8 +129,17 @@ def _v9(db: sqlite_utils.Database) -> None:
         model_path TEXT NOT NULL, pairs INTEGER NOT NULL, scored_at TEXT NOT NULL)""")
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    """Accounts of a team server (core.accounts): a name (the annotator of the account's verdicts), a role
+    (core.roles) and the argon2 hash of the password, never the password; ``password_changed_at`` ends the sessions
+    signed in before a password change. A workspace without accounts keeps today's behaviour."""
+    db.execute("""CREATE TABLE accounts (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL CHECK (role IN ('annotator', 'adjudicator', 'admin')),
+        password_hash TEXT NOT NULL, created_at TEXT NOT NULL, password_changed_at TEXT NOT NULL)""")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

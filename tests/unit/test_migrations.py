@@ -92,6 +92,13 @@ def seed_v9(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO run_teacher VALUES ('r1', 'cefp', '/models/ce', 2, ?)", (T0,))
 
 
+def seed_v10(db: sqlite_utils.Database) -> None:
+    """v9's rows plus an account (v10 added accounts)."""
+    seed_v9(db)
+    db.execute("INSERT INTO accounts VALUES ('ana', 'annotator', '$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA', ?, ?)",
+               (T0, T0))
+
+
 def seed_batch(db: sqlite_utils.Database) -> None:
     """A two-verdict batch and its undo, in label_events.batch (added by v4)."""
     for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
@@ -108,7 +115,7 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
                                                               3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6,
                                                               7: seed_v7, 8: seed_v7,  # v8 added an index
-                                                              9: seed_v9}
+                                                              9: seed_v9, 10: seed_v10}
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 
@@ -165,7 +172,7 @@ def test_version_0_becomes_current(tmp_path, fresh_schema, start):
         path.write_bytes(b"")
     store = Store(path)
     assert store.version() == SCHEMA_VERSION
-    assert rows(path, "schema_version", ["version"]) == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert sorted(rows(path, "schema_version", ["version"])) == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     store.close()
     assert schema(path) == fresh_schema
 
@@ -242,4 +249,4 @@ def test_concurrent_first_open_migrates_once(tmp_path, spawn):
     for proc in procs:
         proc.join(timeout=30)
     assert results == ["ok"] * 4, results
-    assert rows(path, "schema_version", ["version"]) == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert sorted(rows(path, "schema_version", ["version"])) == [(v,) for v in range(1, SCHEMA_VERSION + 1)]

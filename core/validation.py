@@ -1,4 +1,5 @@
-"""Checks at the edge for what people type or pass on the command line: paths and short names.
+"""Checks at the edge for what people type or pass on the command line: paths and short names, and the
+confinement of a served app's paths to one folder ($NEGSPACE_ROOT).
 
 Python carries undecodable bytes from argv and file names as lone surrogates and lets strings hold NUL; the file
 system and SQLite then fail deep inside a call with ValueError, UnicodeEncodeError or OSError (name too long),
@@ -9,14 +10,19 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import unicodedata
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from core.errors import UserError
 
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
 MAX_NAME_BYTES = 255  # NAME_MAX: checked here because stat() reports a missing parent first
+ROOT_ENV = "NEGSPACE_ROOT"
+UPLOAD_ENV = "NEGSPACE_MAX_UPLOAD_MB"
+DEFAULT_UPLOAD_MB = 200  # Streamlit's own default per file (server.maxUploadSize)
 
 
 # Bidirectional controls: invisible, yet they reorder how a name is displayed, so two names that look alike
@@ -81,3 +87,67 @@ def user_path(value: str | os.PathLike[str] | None, what: str, must_exist: bool 
 def display(path: str | os.PathLike[str]) -> str:
     """A path as valid UTF-8 text for messages and the database (undecodable bytes spelled as escapes)."""
     return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def configured_root(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The one folder a served app may read and write ($NEGSPACE_ROOT, resolved); None: not confined, as for one
+    person on their own machine. A root that does not exist is refused rather than created."""
+    value = (os.environ if environ is None else environ).get(ROOT_ENV)
+    return user_path(value, f"${ROOT_ENV}", must_exist=True, kind="dir") if value else None
+
+
+def confined_path(value: str | os.PathLike[str] | None, root: Path | None, what: str, must_exist: bool = False,
+                  kind: Literal["file", "dir", "any"] = "any") -> Path:
+    """``user_path`` for whatever a page lets people type, kept inside ``root`` when one is configured.
+
+    Relative paths are taken from the root; an absolute one must lie inside it. A ``..`` component is refused
+    outright (even one that would stay inside), and so is any path whose symbolic links lead out of the root, a
+    dangling one included. Nothing is created here, and a refusal names only what was typed, never where a link
+    points.
+    """
+    if root is None:
+        return user_path(value, what, must_exist=must_exist, kind=kind)
+    text = os.fspath(value) if value is not None else ""
+    if not text.strip():
+        raise UserError(f"{what}: empty path")
+    if "\x00" in text:
+        raise UserError(f"{what}: path contains a NUL character")
+    if len(text) > MAX_PATH_CHARS:
+        raise UserError(f"{what}: path longer than {MAX_PATH_CHARS} characters")
+    if ".." in PurePosixPath(text).parts:
+        raise UserError(f"{what}: {display(text)}: '..' is not allowed; give a path inside the server's folder")
+    base = Path(root).resolve()
+    try:
+        target = Path(os.path.realpath(base / text))  # an absolute text replaces the base; links are followed
+    except (OSError, ValueError) as exc:  # undecodable characters, a name the file system refuses
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"{what}: {display(text)}: {reason}") from None
+    if not target.is_relative_to(base):
+        raise UserError(f"{what}: {display(text)} leads outside the server's folder; give a path inside it")
+    return user_path(target, what, must_exist=must_exist, kind=kind)
+
+
+def max_upload_mb(environ: Mapping[str, str] | None = None) -> int:
+    """The most megabytes one import may upload in all ($NEGSPACE_MAX_UPLOAD_MB, default 200): a served app's
+    uploads land on the server's disk and in its memory."""
+    raw = (os.environ if environ is None else environ).get(UPLOAD_ENV) or str(DEFAULT_UPLOAD_MB)
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"${UPLOAD_ENV} must be a whole number of megabytes, not {raw!r}")
+    return int(raw)
+
+
+def check_upload_size(sizes: list[int], environ: Mapping[str, str] | None = None) -> None:
+    """Refuse uploads whose bytes add up to more than ``max_upload_mb``."""
+    limit = max_upload_mb(environ)
+    if sum(sizes) > limit * 2**20:
+        raise UserError(f"the upload is {sum(sizes) / 2**20:.1f} MB; at most {limit} MB may be uploaded at once "
+                        f"(${UPLOAD_ENV})")
+
+
+def relative_to_root(text: str, root: Path | None) -> str:
+    """A message or path with the server's root folder left out (``root/ws`` -> ``ws``, ``root`` -> ``.``), so a
+    served page shows paths as its users may type them and nothing of the server's layout."""
+    if root is None:
+        return text
+    base = re.escape(str(root))
+    return re.sub(base + r"(?=$|[\s'\"),:;])", ".", re.sub(base + "/", "", text))

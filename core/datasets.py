@@ -1,4 +1,5 @@
-"""Importers for BEIR folders and sentence-transformers pair/triplet files, validated as they stream.
+"""Importers for BEIR folders, sentence-transformers pair/triplet files and Hugging Face ``datasets`` folders,
+validated as they stream.
 
 A parser reads its input a line (or a Parquet record batch) at a time and hands each validated row to a sink:
 ``DatasetContent`` in memory, or the store's staging file for ``ingest``. The first bad line aborts the import
@@ -15,8 +16,8 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -259,30 +260,37 @@ def load_beir(folder: Path) -> DatasetContent:
     return content
 
 
-def _read_qrels(path: Path, split: str, docs: dict[str, int], queries: dict[str, int], sink: RowSink) -> None:
+def _read_qrels(path: Path, split: str, docs: Container[str], queries: Container[str], sink: RowSink,
+                trec: bool = False) -> None:
+    """A BEIR qrels TSV (``query-id corpus-id score``, tab-separated, or four columns TREC style), or with ``trec``
+    a TREC qrels file (``qid iteration docid grade``, whitespace-separated), into ``sink`` as split ``split``."""
+    query_field, doc_field, grade_field = ("qid", "docid", "grade") if trec else ("query-id", "corpus-id", "score")
     seen: dict[tuple[str, str], int] = {}
     for number, line in _text_lines(path):
         if not line.strip():
             continue
-        parts = line.split("\t")
-        if number == 1 and [p.strip().lower() for p in parts[:2]] == ["query-id", "corpus-id"]:
+        parts = line.split() if trec else line.split("\t")
+        if not trec and number == 1 and [p.strip().lower() for p in parts[:2]] == ["query-id", "corpus-id"]:
             continue
         if len(parts) == 4:  # TREC style: qid iteration docid score
             parts = [parts[0], parts[2], parts[3]]
+        elif trec:
+            raise DatasetError(path, number, None,
+                               f"expected 4 whitespace-separated fields (qid iteration docid grade), got {len(parts)}")
         if len(parts) != 3:
             raise DatasetError(path, number, None,
                                f"expected 3 tab-separated columns (query-id, corpus-id, score), got {len(parts)}")
         query_id, doc_id, score_text = (p.strip() for p in parts)
         if query_id not in queries:
-            raise DatasetError(path, number, "query-id", f"unknown query id {query_id!r}")
+            raise DatasetError(path, number, query_field, f"unknown query id {query_id!r}")
         if doc_id not in docs:
-            raise DatasetError(path, number, "corpus-id", f"unknown corpus id {doc_id!r}")
+            raise DatasetError(path, number, doc_field, f"unknown corpus id {doc_id!r}")
         try:
             score = int(float(score_text)) if float(score_text).is_integer() else None
         except ValueError:
             score = None
         if score is None or abs(score) > MAX_GRADE:
-            raise DatasetError(path, number, "score", f"expected an integer grade, got {score_text!r}")
+            raise DatasetError(path, number, grade_field, f"expected an integer grade, got {score_text!r}")
         if (query_id, doc_id) in seen:
             raise DatasetError(path, number, None,
                                f"duplicate judgment for ({query_id}, {doc_id}) (first on line {seen[query_id, doc_id]})")
@@ -359,12 +367,12 @@ def _delimited(path: Path, tab: bool) -> _Table:
 
 
 @contextmanager
-def _parquet_errors(path: Path) -> Iterator[None]:
+def _parquet_errors(path: Path, kind: str = "Parquet") -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # pyarrow raises many types for a corrupt file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DatasetError(path, None, None, f"not a readable Parquet file ({reason})") from None
+        raise DatasetError(path, None, None, f"not a readable {kind} file ({reason})") from None
 
 
 @contextmanager
@@ -394,6 +402,98 @@ def _parquet(path: Path) -> Iterator[_Table]:
                     number += 1
                     yield number, row
         yield _Table([(name, None) for name in names], rows())
+
+
+@contextmanager
+def _arrow(path: Path) -> Iterator[_Table]:
+    """A ``save_to_disk`` shard (an Arrow IPC stream): its columns, and its rows a record batch at a time."""
+    import pyarrow as pa
+
+    require_regular_file(path)
+    with _parquet_errors(path, "Arrow"):
+        source = pa.memory_map(str(path))
+    with source:
+        with _parquet_errors(path, "Arrow"):
+            reader = pa.ipc.open_stream(source)
+            names = reader.schema.names
+
+        def rows() -> Iterator[tuple[int, dict]]:
+            number = 0
+            while True:
+                with _parquet_errors(path, "Arrow"):
+                    try:
+                        values = reader.read_next_batch().to_pylist()
+                    except StopIteration:
+                        return
+                for row in values:
+                    number += 1
+                    yield number, row
+        yield _Table([(name, None) for name in names], rows())
+
+
+_HF_SHARD = re.compile(r"(.+)-[0-9]+-of-[0-9]+")  # the Hub's Parquet shard names: <split>-00000-of-00003.parquet
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        obj = _json_line(read_text(path))
+    except (ValueError, RecursionError):
+        raise DatasetError(path, None, None, "not a readable JSON file") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(path, None, None, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _saved_shards(folder: Path) -> list[Path]:
+    """The Arrow files a ``Dataset.save_to_disk`` folder's ``state.json`` lists, each a plain name inside it."""
+    state_path = folder / "state.json"
+    files = _json_file(state_path).get("_data_files")
+    if not isinstance(files, list) or not files:
+        raise DatasetError(state_path, None, "_data_files", "expected a non-empty list of {\"filename\": ...}")
+    shards = []
+    for i, entry in enumerate(files):
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or name != Path(name).name or name in {".", ".."}:
+            raise DatasetError(state_path, None, f"_data_files[{i}]", "expected a file name inside the folder")
+        shards.append(folder / name)
+    return shards
+
+
+def hf_shards(folder: Path) -> list[tuple[str, Path]]:
+    """(split, shard) of a Hugging Face ``datasets`` folder: ``Dataset.save_to_disk`` (one split, ``train`` unless
+    its state names one), ``DatasetDict.save_to_disk`` (``dataset_dict.json`` naming a subfolder per split), or
+    Parquet shards in the folder or its ``data/`` (split from a ``<split>-00000-of-00001.parquet`` name, else
+    ``train``)."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = _json_file(folder / "dataset_dict.json").get("splits")
+        if not isinstance(splits, list) or not splits or not all(isinstance(x, str) and x and x == Path(x).name
+                                                                 and x not in {".", ".."} for x in splits):
+            raise DatasetError(folder / "dataset_dict.json", None, "splits", "expected a list of split folder names")
+        return [(split, shard) for split in splits for shard in _saved_shards(folder / split)]
+    if (folder / "state.json").is_file():
+        split = _json_file(folder / "state.json").get("_split")
+        return [(split if isinstance(split, str) and split else "train", shard) for shard in _saved_shards(folder)]
+    shards = sorted(p for base in (folder, folder / "data") if base.is_dir() for p in base.iterdir()
+                    if p.suffix.lower() == ".parquet")
+    if not shards:
+        raise DatasetError(folder, None, None, "no dataset_dict.json, state.json or .parquet shards: not a datasets "
+                                               "folder")
+    return [((_HF_SHARD.fullmatch(p.stem) or [None, "train"])[1], p) for p in shards]
+
+
+def is_hf_folder(folder: Path) -> bool:
+    """Whether ``folder`` looks like a ``datasets`` folder (what ``hf_shards`` reads)."""
+    return any((folder / name).is_file() for name in ("dataset_dict.json", "state.json")) or any(
+        p.suffix.lower() == ".parquet" for base in (folder, folder / "data") if base.is_dir() for p in base.iterdir())
+
+
+def pair_tables(path: Path) -> Iterator[tuple[str, Path, AbstractContextManager[_Table]]]:
+    """(split, file, its table) of a pairs file (split ``train``) or of each shard of a ``datasets`` folder."""
+    if path.is_dir():
+        for split, shard in hf_shards(path):
+            yield split, shard, (_arrow(shard) if shard.suffix.lower() == ".arrow" else _parquet(shard))
+    else:
+        yield "train", path, _table(path)
 
 
 @contextmanager
@@ -450,15 +550,18 @@ def _stable_id(prefix: str, text: str) -> str:
 
 
 def _read_pairs(path: Path, sink: RowSink) -> str:
-    """Stream pairs/triplets/n-tuples (anchor + positive (+ negative columns)) into ``sink``; ids are content
-    hashes of the texts, each text stored once. Returns the format: triplets when any row has a negative.
+    """Stream pairs/triplets/n-tuples (anchor + positive (+ negative columns)) from a file, or from every shard of a
+    ``datasets`` folder (``pair_tables``), into ``sink``; ids are content hashes of the texts, each text stored
+    once. Returns the format: triplets when any row has a negative (``hf`` for a folder).
 
-    Given negatives become documents (so the miner and reviewer see them); they are not judgments. A row without
-    a value in a negative column (an empty cell, null, or a JSONL row without the key) has no negative there.
+    A positive cell holds a text or a list of texts (FlagEmbedding-style ``query``/``pos``/``neg`` rows), each a
+    qrel of the row's split. Given negatives become documents (so the miner and reviewer see them); they are not
+    judgments. A row without a value in a negative column (an empty cell, null, or a JSONL row without the key) has
+    no negative there.
     """
     doc_ids: set[str] = set()
     query_ids: set[str] = set()
-    qrels: set[tuple[str, str]] = set()
+    qrels: set[tuple[str, str, str]] = set()
 
     def document(text: str) -> str:
         doc_id = _stable_id("d", text)
@@ -467,35 +570,44 @@ def _read_pairs(path: Path, sink: RowSink) -> str:
             sink.add_document(doc_id, "", text)
         return doc_id
 
-    with _table(path) as table:
-        anchor_key, positive_key, negative_keys = _roles(path, table.columns)
-        has_rows = has_negatives = False
-        for number, row in table.rows:
-            has_rows = True
-            query = _text_field(row, anchor_key, path, number)
-            positive = _text_field(row, positive_key, path, number)
-            if not query.strip():
-                raise DatasetError(path, number, anchor_key, "empty text")
-            if not positive.strip():
-                raise DatasetError(path, number, positive_key, "empty text")
-            query_id = _stable_id("q", query)
-            if query_id not in query_ids:
-                query_ids.add(query_id)
-                sink.add_query(query_id, query)
-            qrels.add((query_id, document(positive)))
-            for key in negative_keys:
-                values = row.get(key)
-                values = values if isinstance(values, list) else [values]
-                for value in values:
-                    if value is None or (isinstance(value, str) and not value.strip()):
-                        continue
-                    document(_text_field({key: value}, key, path, number))
-                    has_negatives = True
-        if not has_rows:
-            raise DatasetError(path, None, None, "file has a header but no rows")
-    for query_id, doc_id in sorted(qrels):
-        sink.add_qrel("train", query_id, doc_id, 1)
-    return "triplets" if has_negatives else "pairs"
+    has_rows = has_negatives = False
+    for split, file, opened in pair_tables(path):
+        with opened as table:
+            anchor_key, positive_key, negative_keys = _roles(file, table.columns)
+            for number, row in table.rows:
+                has_rows = True
+                query = _text_field(row, anchor_key, file, number)
+                if not query.strip():
+                    raise DatasetError(file, number, anchor_key, "empty text")
+                values = row.get(positive_key)
+                if isinstance(values, list) and not values:
+                    raise DatasetError(file, number, positive_key, "empty list (a row needs a positive)")
+                named = ([(f"{positive_key}[{i}]", v) for i, v in enumerate(values)] if isinstance(values, list)
+                         else [(positive_key, values)])
+                positives = [_text_field({name: value} if name != positive_key else row, name, file, number)
+                             for name, value in named]
+                for (name, _), positive in zip(named, positives):
+                    if not positive.strip():
+                        raise DatasetError(file, number, name, "empty text")
+                query_id = _stable_id("q", query)
+                if query_id not in query_ids:
+                    query_ids.add(query_id)
+                    sink.add_query(query_id, query)
+                for positive in positives:
+                    qrels.add((split, query_id, document(positive)))
+                for key in negative_keys:
+                    values = row.get(key)
+                    values = values if isinstance(values, list) else [values]
+                    for value in values:
+                        if value is None or (isinstance(value, str) and not value.strip()):
+                            continue
+                        document(_text_field({key: value}, key, file, number))
+                        has_negatives = True
+    if not has_rows:
+        raise DatasetError(path, None, None, "file has a header but no rows" if path.is_file() else "no rows")
+    for split, query_id, doc_id in sorted(qrels):
+        sink.add_qrel(split, query_id, doc_id, 1)
+    return "hf" if path.is_dir() else "triplets" if has_negatives else "pairs"
 
 
 # -- entry point --------------------------------------------------------------------------------------------------
@@ -504,7 +616,10 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "corpus.jsonl").exists():
             return "beir"
-        raise UserError(f"{path}: folder has no corpus.jsonl (expected a BEIR folder)")
+        if is_hf_folder(path):
+            return "hf"
+        raise UserError(f"{path}: folder has no corpus.jsonl, dataset_dict.json, state.json or .parquet shards "
+                        "(expected a BEIR or a Hugging Face datasets folder)")
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     require_regular_file(path)
@@ -513,12 +628,15 @@ def detect_format(path: Path) -> str:
     raise UserError(f"{path}: cannot tell the format (expected a BEIR folder or a .jsonl/.csv/.parquet file)")
 
 
+FORMATS = ("auto", "beir", "pairs", "triplets", "hf")  # what ``ingest --format`` takes
+
+
 def _reader(path: Path, fmt: str) -> Callable[[Path, RowSink], str]:
     """The parser for ``path`` read as ``fmt`` (auto: what the path looks like)."""
-    if fmt not in {"auto", "beir", "pairs", "triplets"}:
-        raise UserError(f"unknown format {fmt!r} (use auto, beir, pairs or triplets)")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
     detected = detect_format(path)
-    if fmt == "beir" and detected != "beir" or fmt in {"pairs", "triplets"} and detected == "beir":
+    if fmt in {"beir", "hf"} and detected != fmt or fmt in {"pairs", "triplets"} and detected != "pairs":
         raise UserError(f"{path}: looks like {detected}, not {fmt}")
     return _read_beir if detected == "beir" else _read_pairs
 
@@ -555,3 +673,37 @@ def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace
         status = store.save_staged(name, display(path), kind, sha, staged, replace=replace)
         counts = staged.counts
         return ImportResult(name, status, counts["documents"], counts["queries"], counts["qrels"], staged.splits)
+
+
+def import_qrels(store: Store, dataset: str, path: str | Path, split: str, replace: bool = False) -> ImportResult:
+    """TREC qrels (``qid iteration docid grade``) as split ``split`` of a dataset already in the workspace, every
+    line checked against its queries and documents first; the dataset is then replaced by its own content with
+    that split's qrels, in one transaction (``Store.save_staged``: promoted positives and labels are kept, and a
+    replace that runs still depend on is refused). An existing split is replaced only with ``replace``."""
+    from core.lookups import require_dataset
+
+    found = require_dataset(store, dataset)
+    check_name(split, "split name")
+    if not split or len(split) > 200 or "/" in split:
+        raise UserError(f"split name {split!r}: 1-200 characters, no '/'")
+    if split in store.splits(dataset) and not replace:
+        raise UserError(f"dataset {dataset!r} already has split {split!r} (use --replace to replace its qrels)")
+    path = user_path(path, "qrels file", must_exist=True)
+    require_regular_file(path)
+    with store.staged_dataset() as staged:
+        doc_ids: set[str] = set()
+        for frame in store.iter_documents(dataset):
+            for doc_id, title, text in zip(frame["doc_id"], frame["title"], frame["text"]):
+                doc_ids.add(doc_id)
+                staged.add_document(doc_id, title, text)
+        queries = store.queries(dataset)
+        for query_id, text in zip(queries["query_id"], queries["text"]):
+            staged.add_query(query_id, text)
+        _read_qrels(path, split, doc_ids, set(queries["query_id"]), staged, trec=True)
+        qrels = store.qrels(dataset)
+        for row in qrels[(qrels["origin"] == "imported") & (qrels["split"] != split)].itertuples(index=False):
+            staged.add_qrel(row.split, row.query_id, row.doc_id, int(row.score))
+        sha = content_sha256(staged.sorted_rows(table) for table in ("documents", "queries", "qrels"))
+        status = store.save_staged(dataset, found["source"], found["format"], sha, staged, replace=True)
+        counts = staged.counts
+        return ImportResult(dataset, status, counts["documents"], counts["queries"], counts["qrels"], staged.splits)

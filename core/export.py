@@ -36,11 +36,14 @@ class ExportFormat:
     """One export format: the name the CLI and the app offer, what it is for, and how its folder is written.
 
     ``write(store, training data, folder, negatives per row)`` fills the folder and returns its manifest fields.
+    ``rows_file``: the file of one JSON object per training row that ``as_datasets`` turns into a ``datasets``
+    folder (None: the format is not rows, e.g. a BEIR folder or a TREC file).
     """
 
     name: str
     description: str
     write: Callable[[object, TrainingData, Path, int], dict]
+    rows_file: str | None = None
 
 
 # (data row, id row or None) pairs of one query; no pairs = the query is skipped
@@ -117,12 +120,28 @@ def _jsonl_writer(rows_of: Callable[[Example, TrainingData, int], Rows], per_row
                 data.append(row)
                 if id_row is not None:
                     ids.append(id_row)
-        _jsonl(folder / "data.jsonl", data)
+        _jsonl(folder / ROWS, data)
         if ids:
             _jsonl(folder / "ids.jsonl", ids)
         return {"rows": len(data), "queries": len(td.examples) - skipped, "skipped_queries": skipped,
                 "negatives_per_row": n_negatives if per_row else None}
     return write
+
+
+def _qrels_files(store: Store, td: TrainingData, folder: Path, suffix: str, header: list[str],
+                 line: Callable[[str, str, int], str]) -> dict[str, int]:
+    """``qrels/<split><suffix>`` per split of the run's dataset (raw: imported qrels only; curated: with promoted
+    positives), one ``line(query_id, doc_id, grade)`` per qrel; returns the count per split."""
+    qrels = store.qrels(td.run["dataset"])
+    if td.data == "raw":
+        qrels = qrels[qrels["origin"] == "imported"]
+    (folder / "qrels").mkdir()
+    counts = {}
+    for split, group in qrels.groupby("split"):
+        lines = header + [line(r.query_id, r.doc_id, r.score) for r in group.itertuples(index=False)]
+        (folder / "qrels" / f"{split}{suffix}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        counts[split] = len(group)
+    return counts
 
 
 def _beir(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
@@ -132,31 +151,73 @@ def _beir(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dic
                                      for r in docs.itertuples(index=False)])
     queries = store.queries(dataset)
     _jsonl(folder / "queries.jsonl", [{"_id": r.query_id, "text": r.text} for r in queries.itertuples(index=False)])
-    (folder / "qrels").mkdir()
-    qrels = store.qrels(dataset)
-    if td.data == "raw":
-        qrels = qrels[qrels["origin"] == "imported"]
-    counts = {}
-    for split, group in qrels.groupby("split"):
-        lines = ["query-id\tcorpus-id\tscore"] + [f"{r.query_id}\t{r.doc_id}\t{r.score}"
-                                                  for r in group.itertuples(index=False)]
-        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        counts[split] = len(group)
+    counts = _qrels_files(store, td, folder, ".tsv", ["query-id\tcorpus-id\tscore"], lambda q, d, g: f"{q}\t{d}\t{g}")
     return {"rows": sum(counts.values()), "qrels_per_split": counts, "queries": len(td.examples)}
 
 
+def _trec_id(value: str, what: str) -> str:
+    """An id as a TREC field: whitespace would split it into two fields, so such an id cannot be written."""
+    if not value or any(c.isspace() for c in value):
+        raise UserError(f"{what} {value!r} contains whitespace, which a TREC file cannot hold")
+    return value
+
+
+def _trec_qrels(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
+    counts = _qrels_files(store, td, folder, ".txt", [],
+                          lambda q, d, g: f"{_trec_id(q, 'query id')} 0 {_trec_id(d, 'document id')} {g}")
+    return {"rows": sum(counts.values()), "qrels_per_split": counts, "queries": len(td.examples)}
+
+
+def _trec_run(store: Store, td: TrainingData, folder: Path, n_negatives: int) -> dict:
+    """``run.trec``: each query's selected negatives in rank order (ranks 1..n) with the run's score and a tag (the
+    tag the run was imported with, else its id), so a TREC run exported, imported and exported again is the same."""
+    run = td.run
+    candidates = store.candidates(run["run_id"], with_signals=False, with_risk=False)
+    score = dict(zip(zip(candidates["query_id"], candidates["doc_id"]), candidates["score"].tolist()))
+    tag = _trec_id(run["params"].get("import", {}).get("tag") or run["run_id"], "run tag")
+    with (folder / "run.trec").open("w", encoding="utf-8") as fh:
+        rows = 0
+        for ex in td.examples:
+            query = _trec_id(ex.query_id, "query id")
+            for rank, doc in enumerate(ex.negatives, start=1):
+                fh.write(f"{query} Q0 {_trec_id(doc, 'document id')} {rank} {score[ex.query_id, doc]!r} {tag}\n")
+                rows += 1
+    return {"rows": rows, "queries": sum(1 for ex in td.examples if ex.negatives)}
+
+
+ROWS = "data.jsonl"  # what ``_jsonl_writer`` writes
 EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("st-triplet", "sentence-transformers (anchor, positive, negative) rows", _jsonl_writer(_triplet)),
+    ExportFormat("st-triplet", "sentence-transformers (anchor, positive, negative) rows", _jsonl_writer(_triplet),
+                 ROWS),
     ExportFormat("st-ntuple", "sentence-transformers (anchor, positive, negative_1 … negative_n) rows",
-                 _jsonl_writer(_ntuple, per_row=True)),
+                 _jsonl_writer(_ntuple, per_row=True), ROWS),
     ExportFormat("st-labeled-list", "sentence-transformers (query, docs, labels) rows for listwise losses",
-                 _jsonl_writer(_labeled_list)),
-    ExportFormat("flag", 'FlagEmbedding JSONL {"query", "pos": [], "neg": []}', _jsonl_writer(_flag)),
+                 _jsonl_writer(_labeled_list), ROWS),
+    ExportFormat("flag", 'FlagEmbedding JSONL {"query", "pos": [], "neg": []}', _jsonl_writer(_flag), ROWS),
     ExportFormat("tevatron", "Tevatron JSONL {query_id, query, positive_passages, negative_passages}",
-                 _jsonl_writer(_tevatron)),
+                 _jsonl_writer(_tevatron), ROWS),
     ExportFormat("beir-qrels", "BEIR folder with promoted positives added to the qrels", _beir),
+    ExportFormat("trec-run", "TREC run file (qid Q0 docid rank score tag) of the selected negatives", _trec_run),
+    ExportFormat("trec-qrels", "TREC qrels (qid 0 docid grade) per split, promoted positives added when curated",
+                 _trec_qrels),
 )}
 FORMATS = tuple(EXPORT_FORMATS)  # the built-in formats; EXPORT_FORMATS also holds any registered later
+
+
+DATASETS_FOLDER = "datasets"
+
+
+def _as_datasets(folder: Path, rows_file: str) -> None:
+    """Replace ``rows_file`` by ``datasets/``, the same rows as ``Dataset.save_to_disk`` writes them, so
+    ``datasets.load_from_disk(OUT / "datasets")`` opens the export (column types inferred from every row)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = folder / rows_file
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh]
+    datasets.Dataset.from_list(rows).save_to_disk(str(folder / DATASETS_FOLDER))
+    path.unlink()
 
 
 def register(fmt: ExportFormat) -> None:
@@ -251,16 +312,21 @@ def check_out(out: str | Path, workspace: Path, force: bool = False) -> Path:
 
 
 def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
-           force: bool = False, llm_verdicts: str = "ignore") -> dict:
+           force: bool = False, llm_verdicts: str = "ignore", as_datasets: bool = False) -> dict:
     """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist;
     ``out`` is checked by ``check_out`` against the store's workspace before anything is written.
     ``llm_verdicts``: ``ignore`` curates with people's verdicts only, ``count`` lets LLM judges' verdicts vote
-    (core.llm_judge); the manifest records which."""
+    (core.llm_judge); the manifest records which. ``as_datasets``: the rows as a Hugging Face ``datasets`` folder
+    (``OUT/datasets``) instead of JSONL, for any format with rows."""
     from core.cross_encoder import export_scores
     from core.selection import select
 
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
+    rows_file = EXPORT_FORMATS[fmt].rows_file
+    if as_datasets and rows_file is None:
+        with_rows = ", ".join(name for name, f in EXPORT_FORMATS.items() if f.rows_file)
+        raise UserError(f"format {fmt!r} has no rows to write as a datasets folder (use one of {with_rows})")
     out = check_out(out, store.path.parent, force)
     td = select(store, run_id, data or default_data(store, run_id), unsure, llm_verdicts)
     run = td.run
@@ -271,10 +337,13 @@ def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | Non
         "model_path": run["params"].get("model_path"), "llm_verdicts": llm_verdicts, "label_counts": td.label_counts,
         "removed_negatives": td.removed_negatives, "promoted_positives": td.promoted_positives,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "negspace_version": __version__,
+        "as_datasets": as_datasets,
     }
     try:
         with atomic_dir(out) as tmp:
             manifest.update(EXPORT_FORMATS[fmt].write(store, td, tmp, n_neg))
+            if as_datasets:
+                _as_datasets(tmp, rows_file)
             manifest["cross_encoder"] = export_scores(store, td, tmp)  # the teacher's scores and provenance, if any
             manifest["files"] = {str(p.relative_to(tmp)): _file_entry(p)
                                  for p in sorted(tmp.rglob("*")) if p.is_file()}

@@ -35,6 +35,7 @@ from core.lookups import (
     require_run,
 )
 from core.rules import RuleSpec
+from core.run_import import require_scores
 
 if TYPE_CHECKING:
     from core.jobs import StageProgress
@@ -332,6 +333,7 @@ def compute_preview(store: Store, run_id: str, spec: RuleSpec) -> Preview:
     cross-encoder scored gets its stored probabilities as columns ``ce`` and ``ce_pos`` (the ce rules read them;
     the preview charts them); a rule that reads them on a run without is a UserError saying to score it first."""
     run = require_run(store, run_id)
+    require_scores(run, spec)
     needs_docs = spec.selector.samples or spec.skip_judged
     table = store.run_columns(run_id, PREVIEW_COLUMNS + ["doc_id"] * needs_docs)
     before = _rule_frame(table)

@@ -108,6 +108,8 @@ class Filter(Rule):
     threshold: ClassVar[Param]
     named_default: ClassVar[float | None] = None  # the threshold when this is the headline rule (None: must be given)
     reads: ClassVar[tuple[str, ...]] = ()  # candidate columns beyond score and s_P, joined by core.mining (e.g. ce)
+    reads_scores: ClassVar[tuple[str, ...]] = ("score", "pos_score")  # of score and s_P, which it compares (a run
+    # imported without them refuses it: core.run_import.require_scores)
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -134,6 +136,7 @@ class Selector(Rule):
     """A rule that keeps each query's k eligible candidates with the largest keys."""
 
     samples: ClassVar[bool] = True  # whether the choice is random (then the seed is part of the description)
+    reads_scores: ClassVar[tuple[str, ...]] = ()  # of score and s_P, which its keys read (rank-only: none)
 
     def keys(self, spec: RuleSpec, frame: pd.DataFrame, score: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """A key per candidate; −inf never selected."""
@@ -243,6 +246,10 @@ class RuleSpec:
         """The candidate columns beyond score and s_P that the active filters read (``Filter.reads``)."""
         return {column for f, _ in self.active_filters() for column in f.reads}
 
+    def reads_scores(self) -> set[str]:
+        """Which of score and s_P (``pos_score``) the rule reads (``reads_scores`` of its filters and selector)."""
+        return {c for rule in (self.selector, *(f for f, _ in self.active_filters())) for c in rule.reads_scores}
+
     def to_dict(self) -> dict:
         return {"rule": self.rule, **self.values}
 
@@ -339,6 +346,7 @@ class Abs(Filter):
     """
 
     name = "abs"
+    reads_scores = ("score",)
     summary = "keep s < τ"
     threshold = Param("max_score", float, None, "keep candidates with score s < τ", label="τ (max score)",
                       step=0.01, start=0.8)
@@ -435,6 +443,7 @@ class CrossEncoderAbs(Filter):
     summary = "keep cross-encoder p ≤ τ"
     named_default = 0.1
     reads = ("ce",)
+    reads_scores = ()
     threshold = Param("ce_threshold", float, None, "keep candidates whose cross-encoder probability p ≤ τ",
                       label="τ (max CE probability)", low=0, below=1, step=0.01, start=named_default)
 
@@ -460,6 +469,7 @@ class CrossEncoderMargin(Filter):
     name = "cemargin"
     summary = "keep cross-encoder p < p_P − m"
     reads = ("ce", "ce_pos")
+    reads_scores = ()
     threshold = Param("ce_margin", float, None, "keep candidates whose cross-encoder probability p < p_P − m",
                       label="m (CE margin to p_P)", above=-1, below=1, step=0.01, start=0.05)
 
@@ -480,6 +490,7 @@ class SimANS(Selector):
 
     name = "simans"
     summary = "k sampled with p ∝ exp(−a·(s − s_P − b)²)"
+    reads_scores = ("score", "pos_score")
     params = (Param("simans_a", float, 1.0, "peak sharpness a", label="SimANS a", above=0, step=0.1),
               Param("simans_b", float, 0.0, "peak offset b from s_P", label="SimANS b", step=0.01))
 

@@ -244,12 +244,15 @@ def default_data(store: Store, run_id: str) -> str:
     return "curated" if reviewed else "raw"
 
 
-def export_name(run_id: str, fmt: str, data: str, unsure: str, llm_verdicts: str = "ignore") -> str:
+def export_name(run_id: str, fmt: str, data: str, unsure: str, llm_verdicts: str = "ignore",
+                as_datasets: bool = False) -> str:
     """A folder name that says what was selected, so exports of different selections never replace each other:
-    ``<run>-<format>-raw`` or ``<run>-<format>-curated-unsure-<drop|keep>[-llm-count]`` (the unsure and LLM
-    policies only change curated data), in safe characters only so it can never leave the exports folder."""
+    ``<run>-<format>[-datasets]-raw`` or ``<run>-<format>[-datasets]-curated-unsure-<drop|keep>[-llm-count]`` (the
+    unsure and LLM policies only change curated data), in safe characters only so it can never leave the exports
+    folder."""
     curated = ["unsure", unsure] + (["llm", llm_verdicts] if llm_verdicts != "ignore" else [])
-    selection = re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join([fmt, data] + (curated if data == "curated" else [])))
+    layout = [fmt, "datasets"] if as_datasets else [fmt]
+    selection = re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join([*layout, data] + (curated if data == "curated" else [])))
     run = re.sub(r"[^A-Za-z0-9_-]+", "_", run_id)
     return f"{run[-(MAX_NAME_BYTES - len(selection) - 1):]}-{selection}"  # the run id ends with its unique part
 

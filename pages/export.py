@@ -39,8 +39,12 @@ unsure = cols[2].radio("Candidates judged *unsure*", ["drop", "keep"], horizonta
 llm_verdicts = cols[3].radio("LLM judges' verdicts", LLM_CHOICES, horizontal=True, key="exp_llm",
                              help="curated: ignore keeps the data to people's verdicts; count lets the verdicts of "
                                   "annotators named llm:… (python -m core judge) vote like a person's.")
+as_datasets = EXPORT_FORMATS[fmt].rows_file is not None and st.checkbox(
+    "As a Hugging Face datasets folder", key="exp_as_datasets",
+    help="The rows written with Dataset.save_to_disk into datasets/ (open with datasets.load_from_disk) instead "
+         "of data.jsonl.")
 chosen = default_data(store, run_id) if data == "auto" else data
-out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure, llm_verdicts)
+out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure, llm_verdicts, as_datasets)
 if warning := curation_warning(store, run_id, chosen, llm_verdicts):
     st.warning(warning, icon="⚖️")
 st.caption(f"Written atomically to `{out}`")
@@ -52,7 +56,7 @@ if (previous := read_manifest(out)) is not None:
     confirmed = st.checkbox("Overwrite", key=f"exp_overwrite_{out.name}_{st.session_state.get('exp_count', 0)}")
 if st.button("Export", type="primary", key="exp_go", disabled=not confirmed):
     try:
-        manifest = export(store, run_id, fmt, out, chosen, unsure, llm_verdicts=llm_verdicts)
+        manifest = export(store, run_id, fmt, out, chosen, unsure, llm_verdicts=llm_verdicts, as_datasets=as_datasets)
     except UserError as exc:
         common.user_error(exc)
     else:

@@ -1,4 +1,8 @@
-"""Negative Space in the browser: password gate, first-run demo build, sidebar and page navigation.
+"""Negative Space in the browser: sign-in gate, first-run demo build, sidebar and page navigation.
+
+Who is asked what (core.auth): nobody when the server's workspace has no accounts and no shared password is set;
+the shared password ($NEGSPACE_PASSWORD) when no accounts exist; otherwise an account name and password, and the
+pages each role may use (core.roles) are the only ones in the navigation.
 
 Run with ``python3 -m streamlit run app.py --server.address 127.0.0.1``. Pages are thin views over ``core``.
 """
@@ -6,36 +10,48 @@ Run with ``python3 -m streamlit run app.py --server.address 127.0.0.1``. Pages a
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import streamlit as st
 
-from core.auth import check_password, configured_password
+from core import auth, roles
 from core.demo import demo_needed, ensure_demo
+from core.errors import UserError
 from core.jobs import Job
 from core.projection import warm_umap
 from core.workspace import open_workspace, resolve_path
 from pages import common
 
-HERE = Path(__file__).resolve().parent
 st.set_page_config(page_title="Negative Space", page_icon=":material/search:", layout="wide")
 
 
-PAGES = HERE / "pages"
+# Every page by sidebar section, with the core.roles action it needs (None: every signed-in role may look).
+SECTIONS: dict[str, list[tuple[str, str, str, str | None]]] = {
+    "Data": [("overview.py", "Overview", ":material/bar_chart:", None),
+             ("import_data.py", "Import", ":material/upload_file:", roles.DATASETS)],
+    "Negatives": [("mine.py", "Mine", ":material/filter_alt:", roles.RUNS),
+                  ("review.py", "Review", ":material/gavel:", roles.JUDGE),
+                  ("map.py", "Map", ":material/scatter_plot:", roles.JUDGE)],
+    "Team & training": [("team.py", "Team", ":material/group:", None),
+                        ("train.py", "Train", ":material/model_training:", roles.TRAIN)],
+    "Output": [("export.py", "Export", ":material/download:", roles.EXPORT)],
+    "Server": [("accounts.py", "Accounts", ":material/manage_accounts:", roles.ACCOUNTS)],
+}
 
 
-def page_sections() -> dict[str, list]:
-    """Every page by sidebar section."""
-    return {
-        "Data": [st.Page("pages/overview.py", title="Overview", icon=":material/bar_chart:", default=True),
-                 st.Page("pages/import_data.py", title="Import", icon=":material/upload_file:")],
-        "Negatives": [st.Page("pages/mine.py", title="Mine", icon=":material/filter_alt:"),
-                      st.Page("pages/review.py", title="Review", icon=":material/gavel:"),
-                      st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:")],
-        "Team & training": [st.Page("pages/team.py", title="Team", icon=":material/group:"),
-                            st.Page("pages/train.py", title="Train", icon=":material/model_training:")],
-        "Output": [st.Page("pages/export.py", title="Export", icon=":material/download:")],
-    }
+def visible_pages(account: roles.Actor | None) -> dict[str, list[tuple[str, str, str, str | None]]]:
+    """The pages ``account`` may use, by section: all of them without accounts, except Accounts, which exists
+    only once someone has signed in. A page left out cannot be opened by its URL either."""
+    sections = {section: [page for page in pages if (page[3] is None or roles.may(account, page[3]))
+                          and (page[3] != roles.ACCOUNTS or account is not None)]
+                for section, pages in SECTIONS.items()}
+    return {section: pages for section, pages in sections.items() if pages}
+
+
+def page_sections(account: roles.Actor | None = None) -> dict[str, list]:
+    """st.navigation's sections of the pages ``account`` may use."""
+    return {section: [st.Page(f"pages/{file}", title=title, icon=icon, default=file == "overview.py")
+                      for file, title, icon, _ in pages]
+            for section, pages in visible_pages(account).items()}
 
 
 def hide_navigation() -> None:
@@ -51,9 +67,70 @@ def _secrets() -> dict:
         return {}
 
 
+def confinement_gate() -> None:
+    """With $NEGSPACE_ROOT, the server's own workspace must lie inside it (a configuration error stops the app
+    with a message naming the variables, never the paths)."""
+    try:
+        root = common.server_root()
+    except UserError as exc:
+        hide_navigation()
+        st.error(f"The server is misconfigured: {exc}")
+        st.stop()
+    if root is not None and not resolve_path(None).is_relative_to(root):
+        hide_navigation()
+        st.error("The server is misconfigured: its workspace ($NEGSPACE_WORKSPACE, default data/workspace) must lie "
+                 "inside $NEGSPACE_ROOT.")
+        st.stop()
+
+
+def sign_in_gate() -> None:
+    """Show only a sign-in prompt until the visitor is let in (nothing else renders before): an account when the
+    server's workspace has accounts, else the shared password when one is configured."""
+    roles.act_from(common.signed_in)  # once per run is harmless: core's refusals ask this session who it is
+    store = common.server_store()
+    if store.has_accounts():
+        account_gate(store)
+    else:
+        for key in (common.ACCOUNT, common.SESSION):  # the last account was removed: back to the open modes
+            st.session_state.pop(key, None)
+        password_gate()
+
+
+def account_gate(store) -> None:
+    """Resume this browser session's sign-in (re-reading the account, so a role change applies at once), or ask
+    for an account name and password; a session unused for $NEGSPACE_SESSION_IDLE_H hours, or whose password
+    was changed, signs in again."""
+    session = st.session_state.get(common.SESSION)
+    if session is not None:
+        resumed = auth.resume(store, session)
+        if resumed is not None:
+            st.session_state[common.ACCOUNT], st.session_state[common.SESSION] = resumed
+            return
+        for key in (common.ACCOUNT, common.SESSION, common.ANNOTATOR):
+            st.session_state.pop(key, None)
+        st.session_state["ns_sign_in_note"] = "Your session ended; sign in again."
+    hide_navigation()
+    st.title("Negative Space")
+    if note := st.session_state.pop("ns_sign_in_note", None):
+        st.info(note)
+    with st.form("ns_sign_in"):
+        name = st.text_input("Account")
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        try:
+            account = auth.sign_in(store, name.strip(), password, st.context.ip_address)
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state[common.ACCOUNT], st.session_state[common.SESSION] = account, auth.start_session(account)
+            st.rerun()
+    st.stop()
+
+
 def password_gate() -> None:
-    """Show only a password prompt until the configured password is given (nothing else renders before)."""
-    expected = configured_password(secrets=_secrets())
+    """Show only a password prompt until the shared password is given, slowed down after wrong ones."""
+    expected = auth.configured_password(secrets=_secrets())
     if expected is None or st.session_state.get("ns_authenticated"):
         return
     hide_navigation()
@@ -62,10 +139,13 @@ def password_gate() -> None:
         given = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Enter")
     if submitted:
-        if check_password(given, expected):
+        try:
+            auth.enter_shared_password(given, expected, st.context.ip_address)
+        except UserError as exc:
+            st.error(str(exc))
+        else:
             st.session_state["ns_authenticated"] = True
             st.rerun()
-        st.error("Wrong password.")
     st.stop()
 
 
@@ -108,14 +188,15 @@ def demo_gate() -> None:
     st.rerun()
 
 
-password_gate()
+confinement_gate()
+sign_in_gate()
 demo_gate()
 umap_warmer()
 st.session_state[common.APP_RAN] = True
 common.sidebar()
 
-navigation = st.navigation(page_sections())
+navigation = st.navigation(page_sections(common.account()))
 deep_link = st.session_state.pop(common.DEEP_LINK, None)
-if deep_link and (PAGES / deep_link).exists():
+if deep_link and deep_link in {page[0] for pages in visible_pages(common.account()).values() for page in pages}:
     st.switch_page(f"pages/{deep_link}")  # a page opened by URL before the app had started (common.through_app)
 navigation.run()

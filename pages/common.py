@@ -8,6 +8,11 @@ exist on the next run, because Streamlit forbids writing a widget's key after it
 The workspace, dataset, run and annotator are mirrored in the URL's query parameters, so a reload (which starts
 a new session) comes back to the same run under the same annotator instead of falling back to defaults: a
 verdict recorded under the wrong name would corrupt agreement statistics.
+
+When the server's workspace has accounts, ``ns_account`` holds the signed-in core.accounts.Account (app.py's
+gate) and the annotator is that account's name: there is no name box, and the URL's annotator is ignored. With
+$NEGSPACE_ROOT the workspace box takes a folder inside that root (core.validation.confined_path) and shows paths
+relative to it.
 """
 
 from __future__ import annotations
@@ -16,16 +21,22 @@ import re
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from core import roles
+from core.accounts import Account
 from core.devices import DEVICE_HELP, available_devices
 from core.errors import UserError
 from core.jobs import Job
 from core.review import RunOutline, run_outline
 from core.store import Store
+from core.validation import configured_root, confined_path, relative_to_root
 from core.workspace import Workspace, open_workspace, resolve_path
 
 WORKSPACE, DATASET, RUN, ANNOTATOR = "ns_workspace", "ns_dataset", "ns_run", "ns_annotator"
 QUERY = "ns_query"  # the query under review; the Map page anchors on it
+ACCOUNT, SESSION = "ns_account", "ns_session"  # the signed-in Account and its core.auth.Session
+WORKSPACE_FIELD = "ns_workspace_field"  # with $NEGSPACE_ROOT: the typed folder, relative to the root
 APP_RAN, DEEP_LINK, DEEP_LINK_PARAMS = "ns_app_ran", "ns_deep_link", "ns_deep_link_params"
 _PENDING = "_ns_pending"
 URL_RESTORED = "_ns_url_restored"
@@ -63,6 +74,42 @@ def workspace() -> Workspace:
 
 def store() -> Store:
     return get_store(str(workspace().root))
+
+
+def server_store() -> Store:
+    """The store of the server's own workspace ($NEGSPACE_WORKSPACE or data/workspace), whose accounts decide who
+    may open the app, whichever workspace a person then picks."""
+    return get_store(str(resolve_path(None)))
+
+
+def server_root() -> Path | None:
+    """$NEGSPACE_ROOT as a resolved folder, or None when the app is not confined."""
+    return configured_root()
+
+
+def account() -> Account | None:
+    return st.session_state.get(ACCOUNT)
+
+
+def signed_in() -> roles.Actor | None:
+    """core.roles' account source: this session's account; NOBODY for a session that has not signed in while
+    accounts exist; None outside a page run (a background job started by a permitted call) or without accounts."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    if (who := account()) is not None:
+        return who
+    return roles.NOBODY if server_store().has_accounts() else None
+
+
+def may(action: str) -> bool:
+    """Whether this session may do ``action`` (core.roles' table): pages draw only what it may use."""
+    return roles.may(account(), action)
+
+
+def shown_path(path: object) -> str:
+    """A server path (or a message naming one) as a page may show it: relative to $NEGSPACE_ROOT when the app
+    is confined."""
+    return relative_to_root(str(path), server_root())
 
 
 RISK_FAILED = "_ns_risk_failed"  # run id -> why this session's background scoring of it failed
@@ -144,11 +191,14 @@ def _restore_from_url() -> None:
 
 
 def _mirror_to_url() -> None:
-    """Write the pickers' current values into the URL (the default workspace is left out)."""
+    """Write the pickers' current values into the URL (the default workspace is left out, a confined one is
+    relative to the root, and a signed-in account's name is not written: it comes from signing in)."""
     default_ws = str(resolve_path(None))
     for key, param in URL_KEYS.items():
         value = st.session_state.get(key)
-        if key == WORKSPACE and value == default_ws:
+        if key == WORKSPACE:
+            value = None if value == default_ws else shown_path(value) if value else None
+        if key == ANNOTATOR and account() is not None:
             value = None
         value = (value or "").strip() if isinstance(value, str) else value
         if value:
@@ -165,13 +215,11 @@ def sidebar() -> None:
     for key, value in pending.items():
         st.session_state[key] = value
     side = st.sidebar
-    st.session_state.setdefault(WORKSPACE, str(resolve_path(None)))
-    side.text_input("Workspace folder", key=WORKSPACE,
-                    help="A folder holding negspace.sqlite; created if missing.")
+    _workspace_box(side)
     try:
         current = store()
     except (UserError, OSError) as exc:
-        side.error(f"Cannot open workspace: {exc}")
+        side.error(f"Cannot open workspace: {shown_path(exc)}")
         st.session_state[DATASET] = st.session_state[RUN] = None
         return
     names = [d["name"] for d in current.datasets()]
@@ -185,11 +233,43 @@ def sidebar() -> None:
         st.session_state[RUN] = run_ids[0] if run_ids else None
     side.selectbox("Mining run", run_ids or [None], key=RUN, disabled=not run_ids,
                    format_func=lambda r: _run_label(current, r) if r else "(no run yet)")
-    st.session_state.setdefault(ANNOTATOR, "")
-    side.text_input("Annotator", key=ANNOTATOR, max_chars=100, placeholder="your name (required to judge)",
-                    help="Your verdicts are recorded under this name; it stays in the address bar, so a reload "
-                         "keeps it.")
+    if (who := account()) is not None:
+        st.session_state[ANNOTATOR] = who.name
+        side.caption(f"Signed in as **{escape_markdown(who.name)}** ({who.role})")
+        side.button("Sign out", key="ns_sign_out", on_click=_sign_out)
+    else:
+        st.session_state.setdefault(ANNOTATOR, "")
+        side.text_input("Annotator", key=ANNOTATOR, max_chars=100, placeholder="your name (required to judge)",
+                        help="Your verdicts are recorded under this name; it stays in the address bar, so a "
+                             "reload keeps it.")
     _mirror_to_url()
+
+
+def _sign_out() -> None:
+    for key in (ACCOUNT, SESSION, ANNOTATOR):
+        st.session_state.pop(key, None)
+
+
+def _workspace_box(side) -> None:
+    """The workspace folder box. Confined ($NEGSPACE_ROOT): the box takes a folder inside the root and the
+    checked absolute path goes to ``ns_workspace``; a refused one stops the page here, before anything opens or
+    creates it."""
+    root = server_root()
+    if root is None:
+        st.session_state.setdefault(WORKSPACE, str(resolve_path(None)))
+        side.text_input("Workspace folder", key=WORKSPACE,
+                        help="A folder holding negspace.sqlite; created if missing.")
+        return
+    st.session_state.setdefault(WORKSPACE_FIELD, shown_path(st.session_state.get(WORKSPACE) or resolve_path(None)))
+    typed = side.text_input("Workspace folder", key=WORKSPACE_FIELD,
+                            help="A folder inside the server's folder, relative to it; created if missing.")
+    try:
+        st.session_state[WORKSPACE] = str(confined_path(typed, root, "workspace"))
+    except UserError as exc:
+        st.session_state[WORKSPACE] = str(resolve_path(None))
+        side.error(f"Cannot open workspace: {shown_path(exc)}")
+        st.error(f"Choose a workspace folder inside the server's folder. {shown_path(exc)}", icon="⚠️")
+        st.stop()
 
 
 def require_dataset() -> str:
@@ -211,8 +291,8 @@ def require_run() -> str:
 
 
 def annotator() -> str:
-    """The annotator name, shown on the page, or a warning and stop when none was chosen: every verdict must say
-    who made it, and no default name stands in for a person."""
+    """The annotator name (the signed-in account's, when accounts exist), shown on the page, or a warning and stop
+    when none was chosen: every verdict must say who made it, and no default name stands in for a person."""
     name = (st.session_state.get(ANNOTATOR) or "").strip()
     if not name:
         st.warning("Enter your annotator name in the sidebar to record verdicts.")
@@ -237,7 +317,7 @@ def show_document(title: str | None, text: str) -> None:
 
 
 def user_error(exc: Exception) -> None:
-    st.error(str(exc), icon="⚠️")
+    st.error(shown_path(exc), icon="⚠️")
 
 
 @st.cache_resource(show_spinner=False)

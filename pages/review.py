@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, judging, review, triage
+from core import charts, judging, review, roles, triage
 from core.errors import UserError
 from core.store import Store
 from core.workspace import Workspace
@@ -329,10 +329,11 @@ with right:
                               on_click=_decide_suggestion, args=(row.id, who, False))
     split = run["split"]
     is_promoted = doc_id in store.positives(dataset, split, query_id)
-    if is_promoted:
+    promoter = common.may(roles.PROMOTE)  # other roles see no button, and core.triage refuses them anyway
+    if promoter and is_promoted:
         st.button("Demote (remove promoted positive)", key="ns_demote", width="stretch",
                   on_click=_promotion, args=(dataset, split, query_id, doc_id, False))
-    elif current["label"] == "false_negative":
+    elif promoter and current["label"] == "false_negative":
         st.button("Promote to positive", key="ns_promote", width="stretch", icon=":material/upgrade:",
                   help="Adds a qrels row with origin 'promoted': curated exports and training use it as a positive.",
                   on_click=_promotion, args=(dataset, split, query_id, doc_id, True))

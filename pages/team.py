@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, judging, labels, llm_judge, run_stats
+from core import agreement, judging, labels, llm_judge, roles, run_stats
 from core.errors import UserError
 from core.jobs import Job
 from pages import common
@@ -220,7 +220,8 @@ if not by_query.empty:
             "observed": st.column_config.NumberColumn("observed agreement", format="percent"),
             "alpha": st.column_config.NumberColumn("α", format="%.3f")})
 
-show_queue(store, dataset, who)
+if common.may(roles.ADJUDICATE):  # core.judging refuses an adjudication by other roles anyway
+    show_queue(store, dataset, who)
 show_verdicts(store, dataset, who)
-if run_id:
+if run_id and common.may(roles.RUNS):
     llm_judge_controls(run_id)

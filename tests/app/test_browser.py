@@ -54,6 +54,9 @@ def _open_review(browser, url: str, annotator: str = "ana"):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}/review?annotator={annotator}")
     page.locator(".ns-list tr").nth(1).wait_for(timeout=90_000)
+    # risk is scored in the background on first open and the page reruns when it is stored: wait for that rerun, so
+    # the keys below never meet the list while Streamlit swaps it (two copies of it exist for a moment)
+    page.locator(".ns-list td.ns-pending").first.wait_for(state="detached", timeout=120_000)
     page.get_by_role("heading", name="Review").click()  # focus the page, as a user's first click does
     return page
 

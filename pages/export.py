@@ -47,7 +47,7 @@ chosen = default_data(store, run_id) if data == "auto" else data
 out = common.workspace().exports_dir / export_name(run_id, fmt, chosen, unsure, llm_verdicts, as_datasets)
 if warning := curation_warning(store, run_id, chosen, llm_verdicts):
     st.warning(warning, icon="⚖️")
-st.caption(f"Written atomically to `{out}`")
+st.caption(f"Written atomically to `{common.shown_path(out)}`")
 confirmed = True
 if (previous := read_manifest(out)) is not None:
     st.info(f"`{out.name}` already exists (created {previous.get('created_at', 'at an unknown time')}); "
@@ -65,7 +65,7 @@ if st.button("Export", type="primary", key="exp_go", disabled=not confirmed):
 last = st.session_state.get("exp_last")
 if last and Path(last[0]).is_dir():
     folder, manifest = Path(last[0]), last[1]
-    st.success(f"Exported {manifest['rows']:,} rows ({manifest['data']}) to {folder}")
+    st.success(f"Exported {manifest['rows']:,} rows ({manifest['data']}) to {common.shown_path(folder)}")
     st.download_button(f"Download {folder.name}.zip", zipped(folder), file_name=f"{folder.name}.zip",
                        mime="application/zip", key="exp_download")
     st.subheader("manifest.json")

@@ -254,14 +254,14 @@ def _workspace_box(side) -> None:
     """The workspace folder box. Confined ($NEGSPACE_ROOT): the box takes a folder inside the root and the
     checked absolute path goes to ``ns_workspace``; a refused one stops the page here, before anything opens or
     creates it."""
-    root = server_root()
+    root, fixed = server_root(), not may(roles.DATASETS)  # a new folder is a new workspace: admins choose them
     if root is None:
         st.session_state.setdefault(WORKSPACE, str(resolve_path(None)))
-        side.text_input("Workspace folder", key=WORKSPACE,
+        side.text_input("Workspace folder", key=WORKSPACE, disabled=fixed,
                         help="A folder holding negspace.sqlite; created if missing.")
         return
     st.session_state.setdefault(WORKSPACE_FIELD, shown_path(st.session_state.get(WORKSPACE) or resolve_path(None)))
-    typed = side.text_input("Workspace folder", key=WORKSPACE_FIELD,
+    typed = side.text_input("Workspace folder", key=WORKSPACE_FIELD, disabled=fixed,
                             help="A folder inside the server's folder, relative to it; created if missing.")
     try:
         st.session_state[WORKSPACE] = str(confined_path(typed, root, "workspace"))

@@ -111,6 +111,7 @@ def test_an_annotator_cannot_adjudicate_promote_or_manage_and_judges_only_as_the
     page.locator(".ns-list tr").nth(1).wait_for(timeout=90_000)
     assert nav(page) == {"Overview", "Review", "Map", "Team"}
     assert page.locator("[data-testid=stSidebar]").get_by_label("Annotator").count() == 0
+    assert page.locator("[data-testid=stSidebar]").get_by_role("textbox", name="Workspace folder").is_disabled()
     bob_before = len(store.events("tiny", "bob"))
     page.get_by_role("heading", name="Review").click()
     page.keyboard.press("f")

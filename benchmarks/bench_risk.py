@@ -18,6 +18,16 @@ core/risk.py); results are reported on cranfield *test* and dbpedia_entity, whic
 cross-check with weights fitted on dbpedia_entity applied to cranfield test.
 
     NEGSPACE_EMBEDDINGS=benchmarks/.cache/embeddings python benchmarks/bench_risk.py
+
+``--teacher`` measures a cross-encoder teacher instead (issue 15; results/risk_ce.json): RocketQA's teacher
+(core.train_reranker) is trained on the cranfield *train* split, its negatives sampled from a depth-30 mined run of
+that split, then cranfield test and dbpedia_entity are simulated as above at depth 30 (cross-encoder scoring costs a
+forward pass per pair on the CPU), the teacher scores every candidate (core.cross_encoder.score_run), risk is scored
+again, and the queue is ranked by the teacher alone, by the combined risk without and with its ``ce_score`` signal,
+and by the dense score; no verdict feedback. The ``ce_score`` weight is the hand-set default of core/risk.py; as a
+cross-check, the CE weight (with a scale on the risk logit without it) is fitted on the *other* reported dataset.
+
+    python benchmarks/bench_risk.py --teacher [--cross-encoder DIR] [--teacher-steps N]
 """
 
 from __future__ import annotations
@@ -39,10 +49,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NEGSPACE_EMBEDDINGS", str(ROOT / "benchmarks" / ".cache" / "embeddings"))
 
+from benchmarks.common import write_result  # noqa: E402
 from core import risk  # noqa: E402
-from core.datasets import load_beir  # noqa: E402
+from core.cross_encoder import score_run  # noqa: E402
+from core.datasets import ingest, load_beir  # noqa: E402
 from core.mining import mine  # noqa: E402
 from core.rules import PercPos, RuleSpec  # noqa: E402
+from core.train_reranker import RerankerOptions, train_reranker  # noqa: E402
 from core.triage import triage_queue  # noqa: E402
 from core.store import Store  # noqa: E402
 from core.workspace import Workspace, open_workspace  # noqa: E402
@@ -54,6 +67,11 @@ FEEDBACK_BATCH = 0.02  # share of the run judged between two risk recomputations
 FEEDBACK_UNTIL = 0.5  # share of the run the simulated reviewer judges
 TOP = 100
 RESULTS = ROOT / "benchmarks" / "results" / "risk.json"
+TEACHER_DEPTH = 30  # candidates per query in the teacher's simulation (and the run its negatives come from)
+TEACHER = ROOT / "benchmarks" / ".cache" / "reranker-cranfield-train"
+# 1,280 of the 2,156 pairs seen once: what two shared CPU cores trained in 27 minutes (see docs/BENCHMARKS.md)
+TEACHER_OPTIONS = RerankerOptions(split="train", negatives=1, batch_size=16, max_steps=80, max_length=128, seed=0,
+                                  device="cpu")
 
 
 @dataclass
@@ -68,7 +86,7 @@ class Simulation:
     run_id: str
 
 
-def simulate(dataset: str, split: str, root: Path) -> Simulation:
+def simulate(dataset: str, split: str, root: Path, depth: int = DEPTH) -> Simulation:
     """Import the dataset with one positive per query, mine it, and mark the hidden positives among candidates."""
     folder = DATASETS / dataset
     content = load_beir(folder)
@@ -81,14 +99,20 @@ def simulate(dataset: str, split: str, root: Path) -> Simulation:
     store = ws.store()
     store.save_dataset(dataset, str(folder), "beir", f"simulation:{split}", content.documents, content.queries,
                        kept[["split", "query_id", "doc_id", "score"]].itertuples(index=False, name=None))
-    result = mine(store, ws, dataset, split, depth=DEPTH, spec=RuleSpec("top"))
+    result = mine(store, ws, dataset, split, depth=depth, spec=RuleSpec("top"))
     risk.compute_risk(store, ws, result.run_id)
-    cands = store.candidates(result.run_id)
+    return Simulation(dataset, split, scored_frame(store, result.run_id, hidden), len(hidden), result.queries, store,
+                      ws, result.run_id)
+
+
+def scored_frame(store: Store, run_id: str, hidden: set[tuple[str, str]]) -> pd.DataFrame:
+    """The run's candidates with their stored signals as columns and ``hidden`` marked."""
+    cands = store.candidates(run_id)
     signals = risk.stored_signals(cands)
     frame = pd.concat([cands.drop(columns=["signals", *signals.columns.intersection(cands.columns)]), signals],
                       axis=1)
     frame["hidden"] = [pair in hidden for pair in zip(frame["query_id"], frame["doc_id"])]
-    return Simulation(dataset, split, frame, len(hidden), result.queries, store, ws, result.run_id)
+    return frame
 
 
 def feedback_queue(sim: Simulation) -> np.ndarray:
@@ -186,11 +210,111 @@ def model_literal(model: risk.RiskModel) -> str:
     return "\n".join(lines + [f"DEFAULT_INTERCEPT = {model.intercept:.4g}"])
 
 
+def train_teacher(root: Path, out: Path, steps: int) -> dict:
+    """RocketQA's teacher on cranfield train (every train qrel a positive, one negative per positive sampled from the
+    query's depth-30 candidates), or the manifest of the one trained before into ``out``."""
+    if (out / "manifest.json").exists():
+        return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    ws = open_workspace(root / "teacher")
+    store = ws.store()
+    ingest(store, DATASETS / "cranfield", "cranfield")
+    run = mine(store, ws, "cranfield", "train", depth=TEACHER_DEPTH, spec=RuleSpec("top")).run_id
+    options = RerankerOptions(**{**TEACHER_OPTIONS.__dict__, "run": run, "max_steps": steps})
+    return train_reranker(store, "cranfield", out, options)
+
+
+def with_teacher(sim: Simulation, teacher: Path) -> dict:
+    """Score the run's candidates and positives with the teacher, score risk again (now with ``ce_score``), and
+    refresh the simulation's frame; returns what scoring took."""
+    scored = score_run(sim.store, sim.workspace, sim.run_id, teacher, device="cpu")
+    started = time.perf_counter()
+    risk.compute_risk(sim.store, sim.workspace, sim.run_id)
+    hidden = set(zip(sim.candidates.loc[sim.candidates["hidden"], "query_id"],
+                     sim.candidates.loc[sim.candidates["hidden"], "doc_id"]))
+    sim.candidates = scored_frame(sim.store, sim.run_id, hidden)
+    return {"pairs_scored": scored.scored, "scoring_seconds": scored.seconds,
+            "pairs_per_second": round(scored.scored / max(scored.seconds, 1e-9), 2),
+            "risk_seconds": round(time.perf_counter() - started, 1)}
+
+
+def without_teacher(model: risk.RiskModel) -> risk.RiskModel:
+    """The same model with the ``ce_score`` weight at 0: the combined risk as it was before a teacher."""
+    return risk.RiskModel({**model.weights, "ce_score": 0.0}, model.mean, model.scale, model.intercept,
+                          f"{model.source}, ce_score weight 0")
+
+
+def _logit(model: risk.RiskModel, frame: pd.DataFrame) -> np.ndarray:
+    return model.intercept + model.contributions(frame).sum(axis=1).to_numpy()
+
+
+def fit_teacher_weight(sim: Simulation) -> tuple[float, float, float]:
+    """(intercept, scale of the risk logit without the teacher, ce_score weight) fitted on ``sim``'s hidden labels:
+    how much the teacher should count next to the other signals, learnt on a dataset other than the one reported."""
+    from sklearn.linear_model import LogisticRegression
+
+    frame = sim.candidates
+    x = np.column_stack([_logit(without_teacher(risk.default_model()), frame), frame["ce_score"].to_numpy()])
+    fitted = LogisticRegression(C=1.0, max_iter=1000).fit(x, frame["hidden"].to_numpy(dtype=int))
+    return float(fitted.intercept_[0]), float(fitted.coef_[0][0]), float(fitted.coef_[0][1])
+
+
+def teacher_report(sim: Simulation, cross_fit: tuple[float, float, float], other: str, cost: dict) -> dict:
+    frame = sim.candidates
+    hidden = frame["hidden"].to_numpy()
+    default = risk.default_model()
+    intercept, scale, weight = cross_fit
+    rankings_ = {
+        "dense score": frame["score"].to_numpy(),
+        "cross-encoder alone": frame["ce_score"].to_numpy(),
+        "combined risk without the CE signal": without_teacher(default).predict(frame),
+        f"combined risk with the CE signal (hand-set weight {default.weights['ce_score']:g})": default.predict(frame),
+        f"combined risk with the CE signal, weight fitted on {other}":
+            intercept + scale * _logit(without_teacher(default), frame) + weight * frame["ce_score"].to_numpy(),
+    }
+    return {"dataset": sim.name, "split": sim.split, "queries": sim.queries, "candidates": len(frame),
+            "hidden_positives": sim.hidden_total, "hidden_in_candidates": int(hidden.sum()),
+            "weights": f"defaults (fitted on cranfield train; ce_score hand-set); cross-fit on {other}: intercept "
+                       f"{intercept:.3f}, risk-logit scale {scale:.3f}, ce_score weight {weight:.3f}",
+            "teacher_cost": cost, "rankings": {name: measure(scores, hidden) for name, scores in rankings_.items()},
+            "percpos_rule": percpos_operating_point(frame)}
+
+
+def teacher_main(cross_encoder: Path | None, steps: int) -> None:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        teacher = cross_encoder or TEACHER
+        manifest = (json.loads((teacher / "manifest.json").read_text(encoding="utf-8"))
+                    if cross_encoder else train_teacher(root, TEACHER, steps))
+        sims = [simulate("cranfield", "test", root, TEACHER_DEPTH), simulate("dbpedia_entity", "test", root,
+                                                                              TEACHER_DEPTH)]
+        costs = [with_teacher(sim, teacher) for sim in sims]
+        fits = [fit_teacher_weight(sim) for sim in sims]
+        results = [teacher_report(sims[0], fits[1], "dbpedia_entity", costs[0]),
+                   teacher_report(sims[1], fits[0], "cranfield test", costs[1])]
+    command = "python benchmarks/bench_risk.py --teacher" + (f" --cross-encoder {cross_encoder}" if cross_encoder
+                                                              else f" --teacher-steps {steps}")
+    path = write_result("risk_ce", {"command": command, "depth": TEACHER_DEPTH, "teacher": str(teacher),
+                                    "teacher_manifest": manifest, "default_model": risk.default_model().to_dict(),
+                                    "results": results, "seconds": round(time.perf_counter() - started, 1)})
+    print(markdown(results))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fit-defaults", action="store_true",
                         help="fit on the cranfield train simulation and print weights for core/risk.py")
+    parser.add_argument("--teacher", action="store_true",
+                        help="measure a cross-encoder teacher (results/risk_ce.json) instead")
+    parser.add_argument("--cross-encoder", type=Path, help="--teacher: this cross-encoder instead of training one "
+                                                           f"on cranfield train into {TEACHER}")
+    parser.add_argument("--teacher-steps", type=int, default=TEACHER_OPTIONS.max_steps,
+                        help="--teacher: optimizer steps when training the teacher")
     args = parser.parse_args()
+    if args.teacher:
+        teacher_main(args.cross_encoder, args.teacher_steps)
+        return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -23,28 +23,27 @@ LLM_VERDICT = ("q5", "geo-2")  # an LLM judge is not a person: ignored
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory):
-    """The tiny dataset (plus a 'dev' split whose only qrel is grade 0), mined on train, with people's and an
-    LLM judge's verdicts."""
+def judged(mined, tmp_path_factory):
+    """A copy of the session's mined tiny workspace with people's and an LLM judge's verdicts, plus a dataset
+    'zero' whose 'dev' split has only a grade-0 qrel."""
     from core.datasets import ingest
-    from core.mining import mine
-    from core.rules import RuleSpec
     from core.workspace import open_workspace
+    from tests.app_helpers import copy_workspace
 
+    source, _, result = mined
     root = tmp_path_factory.mktemp("reranker")
-    folder = make_beir(root / "tiny")
-    write_qrels(folder / "qrels" / "dev.tsv", {"q3": {"heat-3": 0}})
-    ws = open_workspace(root / "ws")
+    ws = open_workspace(copy_workspace(source.root, root / "ws"), create=False)
     store = ws.store()
-    ingest(store, folder, "tiny")
-    run = mine(store, ws, "tiny", "train", depth=20, spec=RuleSpec("top", num_negatives=3)).run_id
+    folder = make_beir(root / "zero")
+    write_qrels(folder / "qrels" / "dev.tsv", {"q3": {"heat-3": 0}})
+    ingest(store, folder, "zero")
     for pair in (FN_VERDICT, FN_ON_POSITIVE):
         labels.record(store, "tiny", *pair, "alice", "false_negative")
     for pair in TN_VERDICTS:
         labels.record(store, "tiny", *pair, "alice", "true_negative")
     labels.record(store, "tiny", *UNSURE, "bob", "unsure")
     labels.record(store, "tiny", *LLM_VERDICT, "llm:judge", "false_negative")
-    return ws, store, run
+    return ws, store, result.run_id
 
 
 def _pairs(pairs) -> dict[tuple[str, str], float]:
@@ -86,8 +85,8 @@ def test_run_negatives_come_from_the_run_and_the_seed_decides(judged):
 
 @pytest.mark.parametrize(("args", "needles"), [
     (["--dataset", "nope"], ["no dataset named 'nope'"]),
-    (["--dataset", "tiny", "--split", "validation"], ["no split 'validation'", "dev, test, train"]),
-    (["--dataset", "tiny", "--split", "dev"], ["split 'dev'", "no positives"]),
+    (["--dataset", "tiny", "--split", "validation"], ["no split 'validation'", "test, train"]),
+    (["--dataset", "zero", "--split", "dev"], ["split 'dev'", "no positives"]),
     (["--dataset", "tiny", "--run", "no-such-run"], ["no run 'no-such-run'"]),
     (["--dataset", "tiny", "--max-steps", "0"], ["--max-steps"]),
 ])

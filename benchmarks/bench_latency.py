@@ -50,7 +50,8 @@ PAGES = {"Overview": "pages/overview.py", "Review": "pages/review.py", "Mine pre
 REVIEW_STEPS = ("Review rerun, no change", "next candidate (j)", "verdict click (f; spread in the background)",
                 "next query (n)")
 SPREAD = "spreading the verdict to near-duplicates (background job)"
-TRIAGE_OPEN, TRIAGE_NEXT, RERULE = "triage queue opened", "triage next (n)", "re-rule preview (k 4 ↔ 6)"
+RERULE_KS = (4, 6, 3, 7, 2, 8, 9, 10, 11, 12)  # a new k each time: every preview is computed, none from the cache
+TRIAGE_OPEN, TRIAGE_NEXT, RERULE = "triage queue opened", "triage next (n)", "re-rule preview (a new k each time)"
 WRITE = "verdict write (core.labels.record)"
 LARGE = 10_000_000  # from this size on, interactions repeat half as often (each costs seconds if a page is slow)
 
@@ -118,7 +119,7 @@ def worker(scenario: str, root: Path, repeats: int, steps: Steps) -> None:
         steps.time(f"{scenario} first render, new session", lambda: timed(again))
         if scenario == "Mine preview":
             for i in range(repeats):
-                at.number_input(key="mine_num_negatives").set_value(4 if i % 2 == 0 else 6)
+                at.number_input(key="mine_num_negatives").set_value(RERULE_KS[i % len(RERULE_KS)])
                 steps.time(RERULE, lambda: timed(at))
     elif scenario == "review":
         at = open_on(mp, root, PAGES["Review"], "reviewer", steps.limit)

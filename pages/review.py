@@ -258,7 +258,8 @@ with left:
         st.info("No candidates in this scope for this query (the rule kept none). Switch *Candidates* to "
                 "'all mined' to see everything retrieved.")
     else:
-        with st.expander("Scores of this query's candidates"):
+        # drawn only when asked: building the figure is a fifth of a Review rerun, and every key reruns the page
+        if st.toggle("Chart this query's scores", key="rv_show_scores"):
             st.plotly_chart(charts.query_scores(cand, float(pos_score)), key="rv_query_scores")
 
 # right: navigation, the current candidate, verdicts ---------------------------------------------------------------

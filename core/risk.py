@@ -533,6 +533,7 @@ def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = 
                                                                   double_precision=15).splitlines()
     store.set_risk(run_id, list(zip(frame["query_id"].to_numpy(), frame["doc_id"].to_numpy(), risk.tolist(),
                                     signals)), signal_set())
+    atomic_write_text(store.run_file(store.rows_of(run_id), MODEL_FILE), json.dumps(model.to_dict()))
 
 
 def ensure_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto",
@@ -575,12 +576,32 @@ def stored_signals(candidates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(parsed, index=candidates.index).reindex(columns=list(SIGNALS))
 
 
+MODEL_FILE = "risk-model.json"  # beside a run's snapshot: the model that scored its stored risk
+
+
 def risk_model(store: Store, run_id: str) -> RiskModel:
-    """The model that scores a run right now (defaults or a refit), from stored signals: what the UI explains."""
-    run = require_run(store, run_id)
-    cands = store.candidates(run_id)
-    signals = pd.concat([cands[["query_id", "doc_id"]], stored_signals(cands)], axis=1).dropna()
-    return choose_model(signals, _verdicts(store, run["dataset"]))
+    """The model that scored the run's stored risk (defaults or a refit), saved when it scored: what Review's
+    explanation splits into each signal's share. A run scored before models were saved gets the defaults."""
+    path = store.run_file(store.rows_of(require_run(store, run_id)["run_id"]), MODEL_FILE)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if set(saved["weights"]) == set(SIGNALS):
+            return RiskModel(weights=saved["weights"], mean=saved["mean"], scale=saved["scale"],
+                             intercept=float(saved["intercept"]), source=saved["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return default_model()
+
+
+def explain(model: RiskModel, signals: Mapping[str, float]) -> pd.DataFrame:
+    """One candidate's stored signals in words: per signal its value, its share of the logit under ``model``
+    (positive raises the risk) and what it measures, the largest shares first."""
+    row = pd.DataFrame([{name: signals.get(name, np.nan) for name in SIGNALS}])
+    share = model.contributions(row).iloc[0]
+    table = pd.DataFrame({"signal": list(SIGNALS), "value": [signals.get(name) for name in SIGNALS],
+                          "share of the logit": share.round(3).to_numpy(),
+                          "what it measures": [s.description for s in SIGNALS.values()]})
+    return table.iloc[np.argsort(-np.abs(share.to_numpy()), kind="stable")].reset_index(drop=True)
 
 
 TSV_COLUMNS = ["query-id", "corpus-id", "rank", "score", "pos-score", "risk"]

@@ -17,6 +17,7 @@ import streamlit as st
 
 from core import charts, judging, review, roles, triage
 from core.errors import UserError
+from core.risk import explain, risk_model
 from core.store import Store
 from core.workspace import Workspace
 from pages import candidate_list, common
@@ -298,9 +299,11 @@ with right:
             st.text(current["note"])
         signals = review.signal_items(current["signals"])
         if signals:
-            with st.expander("Risk signals"):
-                st.dataframe(pd.DataFrame({"signal": list(signals), "value": list(signals.values())}),
-                             hide_index=True)
+            with st.expander("Why this risk"):
+                model = risk_model(store, run_id)
+                st.caption(f"Each signal's share of the risk's logit (positive raises it) under the model that "
+                           f"scored this run: {model.source}.")
+                st.dataframe(explain(model, signals), hide_index=True)
     buttons = st.columns(3)
     for col, (label, title, kind) in zip(buttons, BUTTONS):
         col.button(title, key=f"ns_{label}", type=kind, width="stretch", help=VERDICT_NAME[label],

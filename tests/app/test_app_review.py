@@ -267,3 +267,6 @@ def test_an_unscored_run_is_reviewed_in_rank_order_while_one_background_job_scor
     assert not shown["risk_pending"]
     risks = np.array([r["risk"] for r in shown["rows"]], dtype=float)
     assert np.isfinite(risks).all() and (risks[:-1] >= risks[1:]).all(), "sorted by risk once it exists"
+    assert "Why this risk" in [e.label for e in at.expander]
+    why = [d.value for d in at.dataframe if "share of the logit" in d.value.columns]
+    assert len(why) == 1 and set(why[0]["signal"]) == set(risk.SIGNALS), "each signal's share, in words"

@@ -62,6 +62,23 @@ def test_mining_scores_every_candidate_with_every_signal(scored):
     assert all(meaning for meaning in risk.SIGNALS.values())
 
 
+def test_the_model_that_scored_a_run_is_saved_and_explains_each_stored_risk(scored):
+    """Review's "Why this risk": the saved model's per-signal shares plus its intercept give back the stored risk
+    of every candidate, largest share first, with what each signal measures."""
+    _, store, run_id = scored
+    assert store.run_file(run_id, risk.MODEL_FILE).exists()
+    model = risk.risk_model(store, run_id)
+    assert model.to_dict() == risk.default_model().to_dict(), "no verdicts yet: the defaults scored it"
+    for row in store.candidates(run_id).itertuples():
+        table = risk.explain(model, json.loads(row.signals))
+        assert set(table["signal"]) == set(risk.SIGNALS)
+        shares = table["share of the logit"].to_numpy()
+        assert (np.abs(shares[:-1]) >= np.abs(shares[1:])).all()
+        logit = model.intercept + shares.sum()
+        assert 1 / (1 + np.exp(-logit)) == pytest.approx(row.risk, abs=2e-3)
+        assert table["what it measures"].str.len().gt(0).all()
+
+
 def test_near_copy_of_positive_gets_top_risk_and_unrelated_documents_the_bottom(scored):
     _, store, run_id = scored
     frame = _signals(store, run_id)

@@ -19,6 +19,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer v
 from core import rules
 from core.devices import DEVICE_HELP, PRECISION_HELP
 from core.engines import ENGINES
+from core.datasets import FORMATS as DATASET_FORMATS
 from core.errors import UserError, environment_error
 from core.export import FORMATS
 from core.rules import RuleSpec
@@ -88,10 +89,11 @@ def _echo_json(obj) -> None:
 
 
 @app.command()
-def ingest(path: Path = typer.Argument(..., help="BEIR folder or pairs/triplets file (.jsonl/.csv/.parquet)."),
+def ingest(path: Path = typer.Argument(..., help="BEIR folder, pairs/triplets file (.jsonl/.csv/.parquet) or "
+                                                 "Hugging Face datasets folder (save_to_disk or Parquet shards)."),
            workspace: Optional[Path] = WorkspaceOpt,
            name: str = typer.Option(..., "--name", help="Dataset name in the workspace."),
-           format: str = typer.Option("auto", "--format", help="auto|beir|pairs|triplets"),
+           format: str = typer.Option("auto", "--format", help="|".join(DATASET_FORMATS)),
            replace: bool = typer.Option(False, "--replace", help="Overwrite a dataset of the same name whose "
                                                                  "content differs (labels are kept).")) -> None:
     """Validate and import a dataset; identical re-imports change nothing."""
@@ -226,13 +228,16 @@ def export(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...
            force: bool = typer.Option(False, "--force", help="Replace a non-empty folder that holds no export "
                                                              "(never the workspace or a folder holding it)."),
            llm_verdicts: str = typer.Option("ignore", "--llm-verdicts", help="curated: ignore|count the verdicts of "
-                                                                             "LLM judges (annotators llm:…).")) -> None:
+                                                                             "LLM judges (annotators llm:…)."),
+           as_datasets: bool = typer.Option(False, "--as-datasets", help="Write the rows as a Hugging Face datasets "
+                                                                         "folder (OUT/datasets, for load_from_disk) "
+                                                                         "instead of data.jsonl.")) -> None:
     """Export a run's training data with a manifest."""
     from core.export import curation_warning
     from core.export import export as do_export
 
     _, store = _store(workspace, create=False)
-    manifest = do_export(store, run, format, out, data, unsure, force, llm_verdicts)
+    manifest = do_export(store, run, format, out, data, unsure, force, llm_verdicts, as_datasets)
     if warning := curation_warning(store, run, manifest["data"], llm_verdicts):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {manifest['rows']} rows ({manifest['data']}) to {out}")
@@ -429,6 +434,133 @@ def judge(workspace: Optional[Path] = WorkspaceOpt, run: str = typer.Option(...,
         _echo_json(report.to_dict())
         return
     typer.echo(report.summary())
+
+
+def _run_format_help() -> str:
+    from core.run_import import RUN_FORMATS
+
+    return "; ".join(f"{f.name}: {f.description}" for f in RUN_FORMATS.values())
+
+
+@app.command("import-run")
+def import_run(file: Path = typer.Argument(..., help="The other miner's output (file, or a datasets folder for st)."),
+               workspace: Optional[Path] = WorkspaceOpt,
+               dataset: str = typer.Option(..., "--dataset", help="The dataset (already imported) it was mined from."),
+               format: str = typer.Option(..., "--format", help=_run_format_help()),
+               split: str = typer.Option("train", "--split", help="Split whose labelled positives the run is of."),
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text.")) -> None:
+    """Import another miner's negatives as a read-only run (texts matched to the dataset's ids); prints its id."""
+    from core.run_import import import_run as do_import
+
+    _, store = _store(workspace)
+    result = do_import(store, file, dataset, format, split)
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    typer.echo(result.run_id)
+    typer.echo(result.summary(), err=True)
+
+
+qrels_app = typer.Typer(no_args_is_help=True, help="TREC qrels into a dataset split (out: export --format trec-qrels).")
+app.add_typer(qrels_app, name="qrels")
+
+
+@qrels_app.command("import")
+def qrels_import(file: Path = typer.Argument(..., help="TREC qrels: qid iteration docid grade per line."),
+                 workspace: Optional[Path] = WorkspaceOpt, dataset: str = typer.Option(..., "--dataset"),
+                 split: str = typer.Option(..., "--split", help="The split these judgments become."),
+                 replace: bool = typer.Option(False, "--replace", help="Replace the qrels of an existing split.")
+                 ) -> None:
+    """Import TREC qrels as a split of an existing dataset (every line checked against its ids first)."""
+    from core.datasets import import_qrels
+
+    _, store = _store(workspace)
+    typer.echo(import_qrels(store, dataset, file, split, replace).summary())
+
+
+users_app = typer.Typer(no_args_is_help=True, help="Accounts of a team server (roles: annotator, adjudicator, admin). "
+                                                   "The command line is the machine's operator: not restricted "
+                                                   "by roles.")
+app.add_typer(users_app, name="users")
+PasswordStdinOpt = typer.Option(False, "--password-stdin", help="Read the password from the first line of stdin "
+                                                                "instead of prompting twice.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new password: stdin's first line (without its line ending), or typed twice at a hidden prompt."""
+    from typer.exceptions import Abort
+
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        return password[:-1] if password.endswith("\r") else password
+    try:
+        first = typer.prompt("Password", hide_input=True)
+        again = typer.prompt("Repeat the password", hide_input=True)
+    except Abort:  # end of input or Ctrl-D at the prompt, which is left unfinished: end its line first
+        typer.echo(err=True)
+        raise UserError("no password given (type it at the prompt, or pass --password-stdin)") from None
+    if first != again:
+        raise UserError("the two passwords differ; nothing was changed")
+    return first
+
+
+@users_app.command("add")
+def users_add(name: str, role: str = typer.Option(..., "--role", help="annotator|adjudicator|admin"),
+              workspace: Optional[Path] = WorkspaceOpt, password_stdin: bool = PasswordStdinOpt) -> None:
+    """Create an account; the app then asks everyone to sign in (the shared password is no longer asked)."""
+    from core import accounts, roles
+    from core.workspace import creating_workspace
+
+    accounts.check_account_name(name)
+    roles.check_role(role)
+    password = _read_password(password_stdin)
+    accounts.check_new_password(password)
+    with creating_workspace(workspace) as ws:  # a new team server's workspace starts with its first account
+        store = ws.store()
+        try:
+            account = accounts.add(store, name, role, password)
+        finally:
+            store.close()
+    typer.echo(f"added {account.role} {account.name}")
+
+
+@users_app.command("passwd")
+def users_passwd(name: str, workspace: Optional[Path] = WorkspaceOpt,
+                 password_stdin: bool = PasswordStdinOpt) -> None:
+    """Set an account's password; its open sessions must sign in again."""
+    from core import accounts
+
+    _, store = _store(workspace)
+    if accounts.get(store, name) is None:  # before asking for a password that would be thrown away
+        raise UserError(f"no account {name!r} (see `users list`)")
+    accounts.set_password(store, name, _read_password(password_stdin))
+    typer.echo(f"changed the password of {name}")
+
+
+@users_app.command("remove")
+def users_remove(name: str, workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Delete an account; its verdicts stay under its name."""
+    from core import accounts
+
+    _, store = _store(workspace)
+    accounts.remove(store, name)
+    typer.echo(f"removed {name}")
+
+
+@users_app.command("list")
+def users_list(workspace: Optional[Path] = WorkspaceOpt,
+               as_json: bool = typer.Option(False, "--json", help="Print one JSON array instead of text.")) -> None:
+    """Accounts with role and creation time (never password hashes)."""
+    from core import accounts
+
+    _, store = _store(workspace)
+    listed = accounts.listing(store)
+    if as_json:
+        _echo_json([{"name": a.name, "role": a.role, "created_at": a.created_at} for a in listed])
+        return
+    for account in listed:
+        typer.echo(f"{account.name}\t{account.role}\t{account.created_at}")
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

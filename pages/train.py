@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -9,6 +11,7 @@ import streamlit as st
 from core import leakage, risk
 from core.errors import UserError
 from core.evaluate import METRICS, collection_from_store, comparison_table, evaluate
+from core.jobs import CountProgress
 from core.selection import select
 from core.train import LOSSES, TrainOptions, default_out, train, trained_models
 from core.train_reranker import RerankerOptions, train_reranker, trained_rerankers
@@ -30,6 +33,20 @@ def evaluation(path: str, model: str, dataset: str, split: str, device: str):
     ws = common.get_workspace(path)
     return evaluate(model, collection_from_store(common.get_store(path), dataset, split),
                     cache_dir=ws.embeddings_dir, device=device)
+
+
+def with_progress(first: str, status: str, work: Callable[[CountProgress], dict]) -> dict | None:
+    """Run one training with a progress bar fed by ``work``'s (step, total) callback; its manifest, or None after
+    showing the user error that stopped it."""
+    bar = st.progress(0.0, text=first)
+    try:
+        with st.status(status, expanded=True):
+            manifest = work(lambda step, total: bar.progress(step / max(total, 1), text=f"step {step}/{total}"))
+    except UserError as exc:
+        common.user_error(exc)
+        return None
+    bar.progress(1.0, text="done")
+    return manifest
 
 
 def model_label(manifest: dict) -> str:
@@ -82,16 +99,9 @@ if st.button("Train", type="primary", key="tr_go"):
                            max_seq_length=int(max_seq_length) or None, eval_split=eval_split,
                            exclude_leaks=exclude, device=device)
     out = default_out(ws, run_id, options)
-    bar = st.progress(0.0, text="preparing the training data")
-    try:
-        with st.status("Training: this takes minutes on a CPU", expanded=True):
-            manifest = train(store, run_id, out, options,
-                             progress=lambda step, total: bar.progress(step / max(total, 1),
-                                                                       text=f"step {step}/{total}"))
-    except UserError as exc:
-        common.user_error(exc)
-    else:
-        bar.progress(1.0, text="done")
+    manifest = with_progress("preparing the training data", "Training: this takes minutes on a CPU",
+                             lambda progress: train(store, run_id, out, options, progress=progress))
+    if manifest is not None:
         st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s "
                    f"on {manifest['device']}; saved to {out}")
 
@@ -120,16 +130,9 @@ if st.button("Train reranker", key="rr_go"):
                               max_steps=int(rr_steps) or None, max_length=int(rr_length), seed=int(seed),
                               device=rr_device)
     out = reranker_out(ws, dataset, options)
-    bar = st.progress(0.0, text="sampling the training pairs")
-    try:
-        with st.status("Training a cross-encoder: this takes minutes on a CPU", expanded=True):
-            manifest = train_reranker(store, dataset, out, options,
-                                      progress=lambda step, total: bar.progress(step / max(total, 1),
-                                                                                text=f"step {step}/{total}"))
-    except UserError as exc:
-        common.user_error(exc)
-    else:
-        bar.progress(1.0, text="done")
+    manifest = with_progress("sampling the training pairs", "Training a cross-encoder: this takes minutes on a CPU",
+                             lambda progress: train_reranker(store, dataset, out, options, progress=progress))
+    if manifest is not None:
         st.success(f"Trained a cross-encoder for {manifest['steps']} steps on {manifest['counts']['pairs']:,} pairs "
                    f"in {manifest['seconds']:.0f}s on {manifest['device']}; saved to {out}")
 rerankers = [m for m in trained_rerankers(ws) if m["dataset"] == dataset]

@@ -13,7 +13,7 @@ from argon2.profiles import CHEAPEST
 
 from core import accounts, labels, roles
 from core.workspace import open_workspace
-from tests.app_helpers import CHROMIUM, CHROMIUM_ARGS as ARGS, ROOT, copy_workspace, streamlit_server
+from tests.app_helpers import CHROMIUM, ROOT, copy_workspace, streamlit_server
 
 PASSWORD = "team-pässword-1"
 LOGIN_DELAY_S = 0.5  # waits after 3, 4, 5 wrong passwords: 0.5, 1, 2 s
@@ -42,18 +42,6 @@ def team(mined, tmp_path, monkeypatch):
     with streamlit_server(env, tmp_path / "streamlit.log") as url:
         yield url, root, store
     store.close()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def settle(page) -> None:

@@ -68,7 +68,8 @@ def histogram(groups: dict[str, np.ndarray], bins: int = BINS) -> Bins:
     present = [np.asarray(v, dtype=float) for v in groups.values() if len(v)]
     low = min((float(v.min()) for v in present), default=0.0)
     high = max((float(v.max()) for v in present), default=1.0)
-    if low == high:
+    if high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+        # One value, or values so close (5e-324 apart) that equal-width bins would have no width.
         low, high = low - 0.5, high + 0.5
     edges = np.linspace(low, high, bins + 1)
     counts = {name: np.histogram(np.asarray(v, dtype=float), bins=bins, range=(low, high))[0]

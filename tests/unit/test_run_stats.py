@@ -179,3 +179,12 @@ def test_survivors_count_queries_per_kept_number():
     table = run_stats.survivors(before, after).set_index("kept")
     pd.testing.assert_frame_equal(table, old, check_names=False)
     assert math.isclose(table["after"].sum(), len(after))
+
+
+@pytest.mark.parametrize("values", [[0.0, 5e-324], [0.3, 0.3], [1e9, 1e9 + 1e-7], [-2.0, -2.0 + 1e-15]])
+def test_histogram_of_values_too_close_for_equal_width_bins_counts_every_value(values):
+    """A run whose scores differ by a denormal (an imported TREC run with scores 0 and 5e-324) must still chart:
+    numpy refuses 60 bins over such a range, so the range is widened around the values."""
+    bins = run_stats.histogram({"kept": np.array(values), "dropped": np.array([])})
+    assert np.all(np.diff(bins.edges) > 0)
+    assert bins.counts["kept"].sum() == len(values) and bins.counts["dropped"].sum() == 0

@@ -8,7 +8,8 @@ existed. The command line is the machine's operator and is never restricted: it 
 
 The app registers an account source once per process (``act_from``): core functions that change what others
 rely on call ``require`` (and ``require_self`` where a verdict is recorded under a name), so a page that forgot
-to hide a button still cannot be used to adjudicate, promote or manage accounts. The source is a function rather
+to hide a button still cannot be used to adjudicate, promote, manage accounts, import, mine, export, train,
+assign work or edit guidelines. The source is a function rather
 than a value set per page run because Streamlit runs a button's callback before the page script, possibly in a
 fresh thread.
 """
@@ -31,6 +32,8 @@ DATASETS = "datasets"  # import datasets
 RUNS = "runs"  # mine, re-rule, score with a cross-encoder, ask an LLM judge
 EXPORT = "export"
 TRAIN = "train"  # train retrievers and rerankers, set the second model of risk
+ASSIGN = "assign"  # split a run's queries among annotators (core.assignments)
+GUIDELINES = "guidelines"  # edit a dataset's annotation guidelines (core.guidelines)
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     JUDGE: frozenset(ROLES),
@@ -41,6 +44,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     RUNS: frozenset({ADMIN}),
     EXPORT: frozenset({ADMIN}),
     TRAIN: frozenset({ADMIN}),
+    ASSIGN: frozenset({ADMIN}),
+    GUIDELINES: frozenset({ADMIN}),
 }
 DESCRIPTIONS = {
     JUDGE: "record and undo their own verdicts, decide suggestions",
@@ -51,6 +56,8 @@ DESCRIPTIONS = {
     RUNS: "mine, re-rule, score runs, ask an LLM judge",
     EXPORT: "export training data",
     TRAIN: "train models, set risk's second model",
+    ASSIGN: "assign a run's queries to annotators",
+    GUIDELINES: "edit annotation guidelines",
 }
 
 

@@ -1,4 +1,5 @@
-"""Label events (verdicts, undos, adjudications) and their annotators: an append-only history."""
+"""Label events (verdicts, undos, adjudications) and their annotators: an append-only history; a verdict carries
+the guideline version its annotator saw (core.guidelines), or NULL."""
 
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ class LabelTables(Connection):
         conn.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (ev["annotator"], now()))
         cur = conn.execute(
             """INSERT INTO label_events (dataset, query_id, doc_id, annotator, label, note, created_at,
-               undoes, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               undoes, kind, guideline_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (ev["dataset"], ev["query_id"], ev["doc_id"], ev["annotator"], ev.get("label"),
              ev.get("note") or "", ev.get("created_at") or now(), ev.get("undoes"),
-             ev.get("kind", "verdict")))
+             ev.get("kind", "verdict"), ev.get("guideline_version")))
         return int(cur.lastrowid)
 
     def events(self, dataset: str, annotator: str | None = None) -> pd.DataFrame:

@@ -138,8 +138,34 @@ def _v10(db: sqlite_utils.Database) -> None:
         password_hash TEXT NOT NULL, created_at TEXT NOT NULL, password_changed_at TEXT NOT NULL)""")
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    """The annotators' workplace (core.assignments, core.guidelines, core.audit): a run's queries split among named
+    annotators with an overlap (``assignment_plans`` says who, with which overlap and seed; ``assignments`` lists
+    each person's queries), a guideline text per dataset whose every save is a new version, the version each
+    verdict's annotator saw (``label_events.guideline_version``, NULL for verdicts given without guidelines and for
+    every verdict from before), and an audit log of the writes that are not label events (who and when, in UTC).
+    A workspace from before gains empty tables and keeps its verdicts unchanged."""
+    db.execute("""CREATE TABLE assignment_plans (
+        run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE, annotators TEXT NOT NULL,
+        overlap INTEGER NOT NULL CHECK (overlap >= 1), seed INTEGER NOT NULL, created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE assignments (
+        run_id TEXT NOT NULL REFERENCES assignment_plans(run_id) ON DELETE CASCADE, annotator TEXT NOT NULL,
+        query_id TEXT NOT NULL,
+        PRIMARY KEY (run_id, annotator, query_id)) WITHOUT ROWID""")
+    db.execute("""CREATE TABLE guidelines (
+        dataset TEXT NOT NULL, version INTEGER NOT NULL CHECK (version >= 1), text TEXT NOT NULL,
+        created_at TEXT NOT NULL, created_by TEXT NOT NULL,
+        PRIMARY KEY (dataset, version))""")
+    db.execute("ALTER TABLE label_events ADD COLUMN guideline_version INTEGER")
+    db.execute("""CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '{}')""")
+
+
 # Forward migrations: MIGRATIONS[i] takes a store at version i to version i + 1. Never edit a released one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
+                                                          _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

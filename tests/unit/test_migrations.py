@@ -99,6 +99,19 @@ def seed_v10(db: sqlite_utils.Database) -> None:
                (T0, T0))
 
 
+def seed_v11(db: sqlite_utils.Database) -> None:
+    """v10's rows plus a split of r1, a guidelines version, ana's verdict again having seen it, and an audit row (v11 added
+    assignment_plans, assignments, guidelines, label_events.guideline_version and audit)."""
+    seed_v10(db)
+    db.execute("""INSERT INTO assignment_plans VALUES ('r1', '["ana", "bob"]', 2, 0, ?, 'lead')""", (T0,))
+    db.execute("INSERT INTO assignments VALUES ('r1', 'ana', 'q1'), ('r1', 'bob', 'q1')")
+    db.execute("INSERT INTO guidelines VALUES ('tiny', 1, '# Rules', ?, 'lead')", (T0,))
+    db.execute("""INSERT INTO label_events (id, dataset, query_id, doc_id, annotator, label, note, created_at, kind,
+                  guideline_version) VALUES (10, 'tiny', 'q1', 'd2', 'ana', 'false_negative', '', ?, 'verdict', 1)""",
+               (T0,))
+    db.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, 'lead', 'assign', 'r1', '{}')", (T0,))
+
+
 def seed_batch(db: sqlite_utils.Database) -> None:
     """A two-verdict batch and its undo, in label_events.batch (added by v4)."""
     for event_id, doc, label, undoes, kind, batch in ((6, "d1", "true_negative", None, "verdict", 6),
@@ -115,7 +128,7 @@ def seed_batch(db: sqlite_utils.Database) -> None:
 SEEDS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: seed_v1, 2: seed_v1,  # v2 dropped an index
                                                               3: seed_v3, 4: seed_v4, 5: seed_v5, 6: seed_v6,
                                                               7: seed_v7, 8: seed_v7,  # v8 added an index
-                                                              9: seed_v9, 10: seed_v10}
+                                                              9: seed_v9, 10: seed_v10, 11: seed_v11}
 # Tables a migration dropped on purpose, with their rows: nothing used them.
 DROPPED = {"models"}
 
@@ -196,6 +209,20 @@ def test_upgrade_from_each_version_keeps_data(tmp_path, fresh_schema, version):
     for table, old_rows in before.items():  # every row of a kept table, in the columns it had, is still there
         if table not in DROPPED:
             assert rows(path, table, [c[0] for c in old[f"table:{table}"]]) == old_rows, table
+
+
+def test_verdicts_from_before_v11_saw_no_guidelines(tmp_path):
+    """A workspace from before guidelines opens with every verdict unchanged and no guideline version (NULL), an
+    empty split, guidelines and audit log."""
+    path = tmp_path / "negspace.sqlite"
+    build_store(path, 10)
+    before = rows(path, "label_events", ["id", "annotator", "label", "kind", "created_at"])
+    store = Store(path)
+    events = store.events("tiny")
+    assert events["guideline_version"].isna().all()
+    assert store.assignment_plan("r1") is None and store.guideline("tiny") is None and store.audit_rows().empty
+    store.close()
+    assert rows(path, "label_events", ["id", "annotator", "label", "kind", "created_at"]) == before
 
 
 def test_fresh_store_has_no_models_table(fresh_schema):

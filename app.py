@@ -13,7 +13,7 @@ import os
 
 import streamlit as st
 
-from core import auth, roles
+from core import audit, auth, roles
 from core.demo import demo_needed, ensure_demo
 from core.errors import UserError
 from core.jobs import Job
@@ -87,6 +87,7 @@ def sign_in_gate() -> None:
     """Show only a sign-in prompt until the visitor is let in (nothing else renders before): an account when the
     server's workspace has accounts, else the shared password when one is configured."""
     roles.act_from(common.signed_in)  # once per run is harmless: core's refusals ask this session who it is
+    audit.attribute_from(common.audit_name)  # who wrote, when nobody is signed in
     store = common.server_store()
     if store.has_accounts():
         account_gate(store)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core import labels, roles
+from core import audit, labels, roles
 from core.errors import UserError
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ def add(store: Store, name: str, role: str, password: str) -> Account:
     """Create an account (admins, or the command line)."""
     roles.require(roles.ACCOUNTS)
     store.add_account(check_account_name(name), roles.check_role(role), _hash(password))
+    audit.record(store, "account add", name, role=role)
     return Account(**store.account_row(name))
 
 
@@ -77,12 +78,14 @@ def set_password(store: Store, name: str, password: str) -> None:
     roles.require(roles.ACCOUNTS)
     _require_account(store, name)
     store.set_account_hash(name, _hash(password), new_password=True)
+    audit.record(store, "account password", name)  # that it changed, never what to
 
 
 def set_role(store: Store, name: str, role: str) -> None:
     roles.require(roles.ACCOUNTS)
     _require_account(store, name)
     store.set_account_role(name, roles.check_role(role))
+    audit.record(store, "account role", name, role=role)
 
 
 def remove(store: Store, name: str) -> None:
@@ -94,6 +97,7 @@ def remove(store: Store, name: str) -> None:
         raise UserError("you cannot remove the account you are signed in with")
     if not store.remove_account(name):
         raise UserError(f"no account {name!r} (see `users list`)")
+    audit.record(store, "account remove", name)
 
 
 def listing(store: Store) -> list[Account]:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core import labels, run_stats
+from core import audit, labels, roles, run_stats
 from core.devices import resolve_device
 from core.encoders import model_fingerprint
 from core.errors import UserError
@@ -228,8 +228,10 @@ def score_run(store: Store, workspace: Workspace, run_id: str, model_dir: str | 
     ``batch_size`` pairs per forward pass, scoring only pairs the cache lacks; record the model as the run's
     teacher and suggest the unjudged candidates it scores above ``suggest_above`` as false negatives.
 
-    ``workspace`` is the workspace of ``store`` (kept for symmetry with the other scoring entry points).
+    ``workspace`` is the workspace of ``store`` (kept for symmetry with the other scoring entry points). Admins
+    only, once accounts exist (core.roles).
     """
+    roles.require(roles.RUNS)
     started = time.perf_counter()
     stage = progress or (lambda message, fraction: None)
     run = require_run(store, run_id)
@@ -273,6 +275,8 @@ def score_run(store: Store, workspace: Workspace, run_id: str, model_dir: str | 
                           changed=bool(todo) or previous is None or previous["model"] != fingerprint)
     stage("suggesting pseudo-positives", 0.97)
     suggested = _suggest(store, run, pairs, ce, fingerprint, suggest_above)
+    audit.record(store, "score", run_id, cross_encoder=fingerprint, model_path=str(path), scored=len(todo),
+                 suggested=suggested)
     stage("done", 1.0)
     return ScoreResult(run_id, len(first), len(todo), cached,
                        round(time.perf_counter() - started, 3), fingerprint, device, suggested)
@@ -284,9 +288,11 @@ def score_job(workspace_root: str | Path, run_id: str, model_dir: str | Path, de
     run takes minutes on a CPU, so a page polls the job instead of waiting, and a second session asking for the same
     scoring polls the first one's. The run and the folder are checked here, before the job starts, so a mistake is
     reported at once; the job opens its own store connection because it outlives the page run that started it.
-    ``Job.result`` is the ``ScoreResult``."""
+    ``Job.result`` is the ``ScoreResult``. The role is checked here too: the job's thread has no signed-in
+    account."""
     from core.workspace import open_workspace
 
+    roles.require(roles.RUNS)
     root = str(Path(workspace_root).resolve())
     path = check_cross_encoder(model_dir)
     store = open_workspace(root).store()

@@ -661,7 +661,11 @@ def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace
     (or do nothing if the content is unchanged); the staging file goes away either way.
 
     Whether the name exists, and with which content, is decided inside that transaction, so of two imports of
-    one name with different content only one can succeed; parsing holds no lock on the workspace."""
+    one name with different content only one can succeed; parsing holds no lock on the workspace. Admins only,
+    once accounts exist (core.roles)."""
+    from core import audit, roles
+
+    roles.require(roles.DATASETS)
     if not name or not name.strip() or len(name) > 200:
         raise UserError("dataset name must be 1-200 characters")
     check_name(name, "dataset name")
@@ -672,6 +676,8 @@ def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace
         sha = content_sha256(staged.sorted_rows(table) for table in ("documents", "queries", "qrels"))
         status = store.save_staged(name, display(path), kind, sha, staged, replace=replace)
         counts = staged.counts
+        if status != "unchanged":  # an identical re-import changes nothing, the audit log included
+            audit.record(store, "ingest", name, status=status, source=display(path), format=kind, **counts)
         return ImportResult(name, status, counts["documents"], counts["queries"], counts["qrels"], staged.splits)
 
 
@@ -679,9 +685,12 @@ def import_qrels(store: Store, dataset: str, path: str | Path, split: str, repla
     """TREC qrels (``qid iteration docid grade``) as split ``split`` of a dataset already in the workspace, every
     line checked against its queries and documents first; the dataset is then replaced by its own content with
     that split's qrels, in one transaction (``Store.save_staged``: promoted positives and labels are kept, and a
-    replace that runs still depend on is refused). An existing split is replaced only with ``replace``."""
+    replace that runs still depend on is refused). An existing split is replaced only with ``replace``. Admins
+    only, once accounts exist (core.roles)."""
+    from core import audit, roles
     from core.lookups import require_dataset
 
+    roles.require(roles.DATASETS)
     found = require_dataset(store, dataset)
     check_name(split, "split name")
     if not split or len(split) > 200 or "/" in split:
@@ -706,4 +715,6 @@ def import_qrels(store: Store, dataset: str, path: str | Path, split: str, repla
         sha = content_sha256(staged.sorted_rows(table) for table in ("documents", "queries", "qrels"))
         status = store.save_staged(dataset, found["source"], found["format"], sha, staged, replace=True)
         counts = staged.counts
+        if status != "unchanged":
+            audit.record(store, "qrels import", dataset, split=split, status=status, source=display(path))
         return ImportResult(dataset, status, counts["documents"], counts["queries"], counts["qrels"], staged.splits)

@@ -22,7 +22,10 @@ class Job:
     """Runs ``fn(stage)`` once in the background; ``stage(message, fraction)`` updates what pollers see."""
 
     def __init__(self, name: str, fn: Callable[[StageProgress], Any]):
+        from core import audit
+
         self.name = name
+        self.by = audit.who()  # the job's writes are audited as its starter's: its thread has no page run to ask
         self.message, self.fraction = "starting", 0.0
         self.result: Any = None
         self.error: BaseException | None = None
@@ -36,8 +39,11 @@ class Job:
         self.message, self.fraction = message, max(0.0, min(1.0, fraction))
 
     def _run(self, fn: Callable[[StageProgress], Any]) -> None:
+        from core import audit
+
         try:
-            self.result = fn(self._stage)
+            with audit.acting_as(self.by):
+                self.result = fn(self._stage)
         except BaseException as exc:  # surfaced to the UI through .error; a thread has no one else to tell
             self.error = exc
         finally:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from core import judging, labels
+from core import audit, judging, labels, roles
 from core.errors import UserError, environment_error
 from core.jobs import Job, StageProgress, shared_job
 from core.lookups import positive_qrels, require_run
@@ -314,6 +314,7 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
     from core.risk import ensure_risk
     from core.triage import triage_queue
 
+    roles.require(roles.RUNS)
     started = time.perf_counter()
     if budget < 1:
         raise UserError("--budget must be at least 1 call")
@@ -369,6 +370,8 @@ def judge_run(store: Store, workspace: Workspace, run_id: str, endpoint: str, mo
         cache.close()
         client.close()
         report.seconds = time.perf_counter() - started
+    audit.record(store, "llm judge", run_id, annotator=who, endpoint=endpoint, calls=report.calls,
+                 recorded=report.recorded)
     return report
 
 
@@ -378,8 +381,6 @@ def judge_job(workspace_root: str | Path, run_id: str, endpoint: str, model: str
     it, one per workspace, run and model in the process (a second session asking sees the first one's progress),
     with its own store connection. ``Job.result`` is the JudgeReport; a UserError is ``Job.error``. Admins only,
     once accounts exist (core.roles): it is checked here, as the job's thread has no signed-in account."""
-    from core import roles
-
     roles.require(roles.RUNS)
     root = str(Path(workspace_root).resolve())
 

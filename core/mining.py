@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core import cross_encoder, labels, rules, run_stats
+from core import audit, cross_encoder, labels, roles, rules, run_stats
 from core.encoders import Encoder, load_encoder
 from core.engines import check_engine
 from core.errors import UserError
@@ -158,7 +158,9 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
 
     False-negative risk is not scored here: it costs more than a warm mine (TF-IDF, neighbour queries, BM25
     agreement) and only reviewing needs it, so ``core.risk.ensure_risk`` scores a run the first time it is opened.
+    Admins only, once accounts exist (core.roles).
     """
+    roles.require(roles.RUNS)
     started = time.perf_counter()
     spec = spec or RuleSpec()
     require_dataset(store, dataset)
@@ -198,6 +200,7 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": encoder.fingerprint,
                     "params": params, "stats": stats}, candidates)
     run_stats.run_shape(store, run_id)  # stored now: the first page to open the run reads kilobytes, not the run
+    audit.record(store, "mine", run_id, dataset=dataset, split=split, rule=spec.describe(), depth=depth)
     return MineResult(run_id, summary["queries"], summary["candidates"], summary["kept"],
                       summary["short_queries"], encoder.stats.encoded, encoder.stats.cached,
                       round(time.perf_counter() - started, 3), index)
@@ -367,8 +370,10 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
     """Commit a rule change as a new run that reuses the parent's candidates: no encoding, no search.
 
     Pass the ``Preview`` the user just looked at to commit it without recomputing it. Only the new kept/rule
-    columns travel through Python; scores, BM25 and risk stay the base run's rows.
+    columns travel through Python; scores, BM25 and risk stay the base run's rows. Admins only, once accounts
+    exist (core.roles).
     """
+    roles.require(roles.RUNS)
     started = time.perf_counter()
     stage = stage or (lambda message, fraction: None)
     parent = require_run(store, run_id)
@@ -389,6 +394,7 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
                             "parent_run": run_id}, candidates[["query_id", "kept", "rule"]])
     stage("summarising the new run", 0.8)
     run_stats.run_shape(store, new_id)
+    audit.record(store, "rerule", new_id, parent=run_id, rule=spec.describe())
     stage("saved", 1.0)
     return MineResult(new_id, stats["queries"], stats["candidates"], stats["kept"], stats["short_queries"],
                       0, 0, round(time.perf_counter() - started, 3))
@@ -397,7 +403,9 @@ def derive_run(store: Store, run_id: str, spec: RuleSpec, previewed: Preview | N
 def derive_job(store: Store, run_id: str, spec: RuleSpec) -> Job:
     """``derive_run`` in a background thread, one per run and rule in the process: a page polls its progress
     instead of blocking for seconds on a 10M-candidate run, and a second session committing the same rule waits
-    on the first one's job. ``Job.result`` is the ``MineResult``."""
+    on the first one's job. ``Job.result`` is the ``MineResult``. The role is checked here: the job's thread has no
+    signed-in account."""
+    roles.require(roles.RUNS)
     name = f"derive:{run_id}:{json.dumps(spec.to_dict(), sort_keys=True)}"
     return shared_job(name, lambda stage: derive_run(store, run_id, spec, stage=stage))
 

@@ -423,15 +423,16 @@ def file_sha256(path: Path) -> str:
 
 def import_run(store: Store, path: str | Path, dataset: str, fmt: str, split: str = "train") -> ImportedRun:
     """Read ``path`` as ``fmt``, match it to ``dataset`` and save it as a run of ``split``; nothing is written
-    unless every listed query and document was found."""
+    unless every listed query and document was found. Admins only, once accounts exist (core.roles)."""
     import numpy as np
     import pandas as pd
 
-    from core import rules, run_stats
+    from core import audit, roles, rules, run_stats
     from core.lookups import positives_by_query, require_dataset
     from core.mining import new_run_id
     from core.rules import RuleSpec
 
+    roles.require(roles.RUNS)
     started = time.perf_counter()
     if fmt not in RUN_FORMATS:
         raise UserError(f"unknown run format {fmt!r} (use {', '.join(RUN_FORMATS)})")
@@ -523,6 +524,8 @@ def import_run(store: Store, path: str | Path, dataset: str, fmt: str, split: st
     store.save_run({"run_id": run_id, "dataset": dataset, "split": split, "model_fingerprint": f"import:{fmt}",
                     "params": params, "stats": stats}, candidates)
     run_stats.run_shape(store, run_id)
+    audit.record(store, "import run", run_id, dataset=dataset, format=fmt, source=display(path),
+                 candidates=len(candidates))
     return ImportedRun(run_id, fmt, len(order), len(candidates), has_scores, has_pos, listed_positives, without,
                        round(time.perf_counter() - started, 3))
 

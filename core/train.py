@@ -358,7 +358,7 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
     ``on_leakage`` receives the leakage report before training starts (the CLI prints it, the app shows it).
     Admins only, once accounts exist (core.roles).
     """
-    from core import leakage, roles
+    from core import audit, leakage, roles
 
     roles.require(roles.TRAIN)
 
@@ -430,4 +430,5 @@ def train(store: Store, run_id: str, out: str | Path, options: TrainOptions | No
         if out.exists():
             out.rmdir()
         shutil.move(str(staged), str(out))
+    audit.record(store, "train", run_id, out=str(out), data=manifest.get("data"), steps=manifest["steps"])
     return manifest

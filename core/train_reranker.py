@@ -175,7 +175,11 @@ def train_reranker(store: Store, dataset: str, out: str | Path, options: Reranke
                    progress: CountProgress | None = None) -> dict:
     """Fine-tune a CrossEncoder on ``training_pairs`` and save it with ``manifest.json`` to ``out``; returns the
     manifest. ``out`` appears only once complete: the model is written to a locked temporary sibling and renamed,
-    and a killed run's leftover sibling is removed by the next writer (``core.files``)."""
+    and a killed run's leftover sibling is removed by the next writer (``core.files``). Admins only, once accounts
+    exist (core.roles)."""
+    from core import audit, roles
+
+    roles.require(roles.TRAIN)
     options = options or RerankerOptions()
     options.validate()
     device = resolve_device(options.device)
@@ -227,4 +231,5 @@ def train_reranker(store: Store, dataset: str, out: str | Path, options: Reranke
             "seconds": round(time.perf_counter() - started, 1),
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    audit.record(store, "train reranker", dataset, out=str(out), steps=manifest["steps"], pairs=manifest["counts"]["pairs"])
     return manifest

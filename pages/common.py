@@ -101,6 +101,14 @@ def signed_in() -> roles.Actor | None:
     return roles.NOBODY if server_store().has_accounts() else None
 
 
+def audit_name() -> str | None:
+    """core.audit's actor when nobody is signed in (no accounts): the annotator name typed in this session's
+    sidebar, "app" when none is; None outside a page run (a background job carries its starter's name)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    return (st.session_state.get(ANNOTATOR) or "").strip() or "app"
+
+
 def may(action: str) -> bool:
     """Whether this session may do ``action`` (core.roles' table): pages draw only what it may use."""
     return roles.may(account(), action)

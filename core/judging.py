@@ -43,7 +43,8 @@ def _spread(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[
 
 
 def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str,
-          note: str = "", adjudication: bool = False, spread_later: bool = False) -> Judgement:
+          note: str = "", adjudication: bool = False, spread_later: bool = False,
+          guideline_version: int | None = None) -> Judgement:
     """Record ``label`` on every (query, doc) pair as one batch, then propagate each verdict as suggestions.
 
     ``adjudication``: the final verdict on a disputed pair (the Team page), which ``labels.resolved`` prefers.
@@ -51,11 +52,12 @@ def judge(store: Store, workspace: Workspace, dataset: str, pairs: list[tuple[st
     an undo that lands first withdraws what it would spread (the store refuses suggestions of an undone verdict).
     An LLM judge's verdict is not propagated: suggestions carry a person's verdict to near-duplicates.
     A signed-in account (core.roles) records only under its own name, and adjudicates only if its role may.
+    ``guideline_version``: the dataset's guidelines version shown beside the verdict (core.guidelines), or None.
     """
     roles.require(roles.ADJUDICATE if adjudication else roles.JUDGE)
     roles.require_self(annotator)
     pairs = list(dict.fromkeys(pairs))
-    events = labels.record_batch(store, dataset, pairs, annotator, label, note, adjudication)
+    events = labels.record_batch(store, dataset, pairs, annotator, label, note, adjudication, guideline_version)
     if labels.is_llm(annotator):
         return Judgement(events)
     if spread_later:

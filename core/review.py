@@ -9,7 +9,7 @@ and the annotator's verdicts, so a verdict click costs the same at ten million c
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,6 +62,17 @@ class RunOutline:
         """Candidates per query in ``scope``."""
         check_scope(scope)
         return self.queries["kept" if scope == "kept" else "candidates"].to_numpy()
+
+    def subset(self, query_ids: Collection[str]) -> RunOutline:
+        """The outline of only these queries, in this outline's order (ids the run lacks are ignored): an
+        annotator's share of the run (core.assignments), which Review and the triage queue then walk instead."""
+        at = np.array(sorted(self.position[q] for q in set(query_ids) if q in self.position), dtype=np.int64)
+        lengths = self.starts[at + 1] - self.starts[at]
+        starts = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        rows = np.repeat(self.starts[at] - starts[:-1], lengths) + np.arange(int(starts[-1]), dtype=np.int64)
+        queries = self.queries.iloc[at].reset_index(drop=True)
+        return RunOutline(queries, starts, self.kept[rows], self.docs_of,
+                          {q: i for i, q in enumerate(queries["query_id"])})
 
     def pair_rows(self, query_ids: list[str], doc_ids: list[str]) -> np.ndarray:
         """The row of each (query, document) pair, -1 where the pair is not a candidate of the run."""

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from core import labels, roles
+from core import audit, labels, roles
 from core.errors import UserError
 from core.lookups import is_positive, require_dataset, require_run
 from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
 
 if TYPE_CHECKING:
+    from core.review import RunOutline
     from core.store import Store
     from core.workspace import Workspace
 
@@ -36,22 +37,26 @@ def _judged_pairs(store: Store, dataset: str, annotator: str | None) -> set[tupl
     return set(zip(judged["query_id"], judged["doc_id"]))
 
 
-def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit: int = 50) -> pd.DataFrame:
+def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit: int = 50,
+                 share: RunOutline | None = None) -> pd.DataFrame:
     """The next ``limit`` candidates to review across all queries, riskiest first (ties by query and rank).
 
-    Skips pairs this annotator already judged (any annotator's, when ``annotator`` is None). ``signals`` is the
-    parsed dict of signal values (see core.risk.SIGNALS); candidates whose risk was never computed come last.
-    Pages of the run's risk index are read until enough unjudged candidates are found (each page twice the last,
-    so a reviewer with thousands of verdicts costs a few reads), never the whole run.
+    Skips pairs this annotator already judged (any annotator's, when ``annotator`` is None). ``share``: only the
+    queries of this outline (an annotator's assignment, core.assignments), in the same risk order.
+    ``signals`` is the parsed dict of signal values (see core.risk.SIGNALS); candidates whose risk was never
+    computed come last. Pages of the run's risk index are read until enough unjudged candidates are found (each
+    page twice the last, so a reviewer with thousands of verdicts costs a few reads), never the whole run.
     """
     run = require_run(store, run_id)
     done = _judged_pairs(store, run["dataset"], annotator)
+    mine = None if share is None else share.position
     want, parts, found = max(int(limit), 0), [], 0
     for scored in (True, False):
         offset, size = 0, max(2 * want, 64)
         while found < want:
             page = store.risk_order(run_id, offset, size, scored)
-            todo = page[[pair not in done for pair in zip(page["query_id"], page["doc_id"])]]
+            todo = page[[pair not in done and (mine is None or pair[0] in mine)
+                         for pair in zip(page["query_id"], page["doc_id"])]]
             if len(todo):
                 parts.append(todo)
                 found += len(todo)
@@ -63,10 +68,15 @@ def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit:
     return todo[QUEUE_COLUMNS]
 
 
-def unjudged(store: Store, run_id: str, annotator: str | None = None) -> int:
+def unjudged(store: Store, run_id: str, annotator: str | None = None, share: RunOutline | None = None) -> int:
     """How many candidates of the run this annotator (anyone, when None) has not judged: the queue's true length,
-    from the run's size and a primary-key probe per verdict."""
+    from the run's size and a primary-key probe per verdict (with ``share``, the queue of those queries: their
+    candidates less the verdicts placed among them)."""
     run = require_run(store, run_id)
+    if share is not None:
+        judged = pd.DataFrame(list(_judged_pairs(store, run["dataset"], annotator)), columns=["query_id", "doc_id"])
+        placed = share.pair_rows(judged["query_id"].tolist(), judged["doc_id"].tolist())
+        return int(share.queries["candidates"].sum()) - int((placed >= 0).sum())
     base = require_run(store, store.rows_of(run_id))
     total = base["stats"].get("candidates")
     if total is None:
@@ -195,12 +205,14 @@ def accept_suggestion(store: Store, suggestion_id: int, annotator: str) -> int:
 
 
 def reject_suggestion(store: Store, suggestion_id: int, annotator: str) -> None:
-    """Close a suggestion without a verdict (the suggestions table records no decider, so none is stored)."""
+    """Close a suggestion without a verdict (the suggestions table records no decider: the audit log does)."""
     roles.require(roles.JUDGE)
     roles.require_self(annotator)
     labels.check_annotator(annotator)
-    _open_suggestion(store, suggestion_id)
+    found = _open_suggestion(store, suggestion_id)
     _decide(store, suggestion_id, "rejected", None)
+    audit.record(store, "reject suggestion", f"{found['dataset']}/{found['query_id']}/{found['doc_id']}",
+                 suggestion=int(suggestion_id), annotator=annotator)
 
 
 def _check_pair(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
@@ -232,6 +244,7 @@ def promote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) 
     if len(existing) and is_positive(existing["score"].iloc[0]):
         raise UserError(f"({query_id}, {doc_id}) is already a positive of {split!r} ({existing['origin'].iloc[0]})")
     store.set_promoted(dataset, split, query_id, doc_id, PROMOTED_SCORE)
+    audit.record(store, "promote", f"{dataset}/{query_id}/{doc_id}", split=split)
 
 
 def demote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -> None:
@@ -243,6 +256,7 @@ def demote(store: Store, dataset: str, split: str, query_id: str, doc_id: str) -
     if row.empty or row["origin"].iloc[0] != "promoted":
         raise UserError(f"({query_id}, {doc_id}) is not a promoted positive of {split!r}")
     store.set_promoted(dataset, split, query_id, doc_id, None)
+    audit.record(store, "demote", f"{dataset}/{query_id}/{doc_id}", split=split)
 
 
 def promoted(store: Store, dataset: str) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 Keyboard: f / t / u judge the current candidate, j / k next / previous candidate, n / p next / previous query
 (or queue item), z undo; the keys live in pages/candidate_list.js, which names the (query, document) each key
-meant. Everything read here comes from stored data (core.review); verdicts go through core.judging.
+meant. Everything read here comes from stored data (core.review); verdicts go through core.judging, each with
+the version of the dataset's guidelines shown beside it (core.guidelines). A person the run's split
+(core.assignments) names reviews only their share: the query list, the triage queue and progress are theirs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import charts, judging, review, roles, triage
+from core import assignments, charts, guidelines, judging, review, roles, triage
 from core.errors import UserError
 from core.risk import explain, risk_model
 from core.store import Store
@@ -56,15 +58,16 @@ def _spreading_news() -> None:
         st.rerun(scope="app")
 
 
-def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str, query_id: str, doc_id: str,
-           who: str, label: str, cursor_after: str | None) -> None:
-    """Record a verdict on exactly this (query, document), spread it, and move the cursor where the screen did."""
+def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str, guideline: int | None, query_id: str,
+           doc_id: str, who: str, label: str, cursor_after: str | None) -> None:
+    """Record a verdict on exactly this (query, document) with the guidelines version on screen, spread it, and
+    move the cursor where the screen did."""
     if store.candidates(run_id, query_id, with_signals=False)["doc_id"].eq(doc_id).sum() != 1:
         state[ERROR] = f"{doc_id} is not a candidate of query {query_id} in this run."
         return
     try:
         done = judging.judge(store, ws, dataset, [(query_id, doc_id)], who, label, state.get(NOTE) or "",
-                             spread_later=True)
+                             spread_later=True, guideline_version=guideline)
     except UserError as exc:
         state[ERROR] = str(exc)
         return
@@ -99,12 +102,12 @@ def _move_triage(state: State, step: int, size: int) -> None:
     state[TRIAGE_POS] = max(0, min(size - 1, (state.get(TRIAGE_POS) or 0) + step))
 
 
-def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, who: str, outline: review.RunOutline,
-               queue_size: int | None, state: State, event: dict) -> None:
+def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, guideline: int | None, who: str,
+               outline: review.RunOutline, queue_size: int | None, state: State, event: dict) -> None:
     """One key from the candidate list; it names the (query, document) that was on screen when it was pressed."""
     query_id, action = str(event.get("query_id")), event["action"]
     if action == "verdict":
-        _judge(state, store, ws, run_id, dataset, query_id, str(event.get("doc_id")), who,
+        _judge(state, store, ws, run_id, dataset, guideline, query_id, str(event.get("doc_id")), who,
                str(event.get("label")), event.get("cursor"))
     elif action == "move" and event.get("cursor"):
         state[common.QUERY], state[CURSOR] = query_id, str(event["cursor"])
@@ -146,6 +149,13 @@ def _next_in(order: list[str], doc_id: str) -> str | None:
     return order[position + 1] if 0 <= position < len(order) - 1 else None
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _share(root: str, run_id: str, who: str, split_at: str) -> review.RunOutline:
+    """``who``'s share of the run as an outline (core.assignments), once per split (``split_at`` is when it was
+    made, so a new split is read again)."""
+    return common.outline(run_id).subset(assignments.share(common.get_store(root), run_id, who) or [])
+
+
 def _jump() -> None:
     choice = st.session_state.get("ns_jump")
     if choice:
@@ -163,11 +173,24 @@ ws = common.workspace()
 run = store.run(run_id)
 dataset = run["dataset"]
 outline = common.outline(run_id)
+assigned = assignments.plan(store, run_id)
+share = None  # this person's part of the run when its split names them; None: the whole run
+if assigned is not None and who in assigned.annotators:
+    share = outline = _share(str(ws.root), run_id, who, assigned.created_at)
 queries = outline.queries
+guide = guidelines.latest(store, dataset)
+guide_version = guide.version if guide else None
 st.header("Review", anchor=False)
+if share is not None:
+    st.caption(f"Your share of this run: {len(queries):,} of {len(common.outline(run_id).queries):,} queries "
+               f"(split among {len(assigned.annotators)} annotators, each query judged by {assigned.overlap}).")
 if queries.empty:
-    st.warning("This run has no candidates (no query had a labelled positive in its split, or the corpus holds "
-               "nothing but positives). Mine another split or dataset on the **Mine** page.")
+    if share is not None:
+        st.info("The run's split gives you no queries (more annotators than queries × overlap). Ask an admin to "
+                "split it again.")
+    else:
+        st.warning("This run has no candidates (no query had a labelled positive in its split, or the corpus holds "
+                   "nothing but positives). Mine another split or dataset on the **Mine** page.")
     st.stop()
 if error := st.session_state.pop(ERROR, None):
     st.toast(error, icon="⚠️")
@@ -206,16 +229,17 @@ if mode == "Triage queue":
                 "it opens by itself when scoring is done. Review query by query meanwhile.")
         st.stop()
     scope = "all"  # the queue ranks every mined candidate, kept or not
-    queue = triage.triage_queue(store, run_id, who, limit=50)
+    queue = triage.triage_queue(store, run_id, who, limit=50, share=share)
     if queue.empty:
-        st.success("The triage queue is empty: every candidate of this run has your verdict.")
+        st.success("The triage queue is empty: every candidate of " + ("your share" if share is not None
+                                                                        else "this run") + " has your verdict.")
         st.stop()
     pos = min(st.session_state.get(TRIAGE_POS, 0), len(queue) - 1)
     item = queue.iloc[pos]
     if st.session_state.get(TRIAGE_ITEM) != (item["query_id"], item["doc_id"]):
         st.session_state[TRIAGE_ITEM] = (item["query_id"], item["doc_id"])
         st.session_state[common.QUERY], st.session_state[CURSOR] = item["query_id"], item["doc_id"]
-    with st.expander(f"Triage queue: {triage.unjudged(store, run_id, who)} unjudged candidates, highest risk "
+    with st.expander(f"Triage queue: {triage.unjudged(store, run_id, who, share)} unjudged candidates, highest risk "
                      f"first (item {pos + 1}; the next {len(queue)} below)"):
         st.dataframe(queue, hide_index=True, height=220)
 
@@ -250,7 +274,7 @@ with left:
             common.show_document(pos_row.doc_id if pos_row.title in ("", pos_row.doc_id)
                                  else f"{pos_row.doc_id} · {pos_row.title}", pos_row.text)
     candidate_list.show(cand, query_id, cursor, st.session_state[TOKEN],
-                        partial(_key_event, store, ws, run_id, dataset, who, outline,
+                        partial(_key_event, store, ws, run_id, dataset, guide_version, who, outline,
                                 None if queue is None else len(queue)),
                         tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO, SPREADING),
                         verdicts_wait=queue is not None,
@@ -263,8 +287,11 @@ with left:
         if st.toggle("Chart this query's scores", key="rv_show_scores"):
             st.plotly_chart(charts.query_scores(cand, float(pos_score)), key="rv_query_scores")
 
-# right: navigation, the current candidate, verdicts ---------------------------------------------------------------
+# right: guidelines, navigation, the current candidate, verdicts --------------------------------------------------
 with right:
+    if guide is not None:  # markdown without HTML or images (core.guidelines.safe_markdown); never unsafe_allow_html
+        with st.expander(f"Guidelines · version {guide.version} ({guide.created_at[:10]})"):
+            st.markdown(guidelines.safe_markdown(guide.text))
     nav = st.columns(2)
     if mode == "Triage queue":
         nav[0].button("Prev item (p)", key="ns_prev_query", icon=":material/arrow_back:", width="stretch",
@@ -307,8 +334,8 @@ with right:
     buttons = st.columns(3)
     for col, (label, title, kind) in zip(buttons, BUTTONS):
         col.button(title, key=f"ns_{label}", type=kind, width="stretch", help=VERDICT_NAME[label],
-                   on_click=_judge, args=(st.session_state, store, ws, run_id, dataset, query_id, doc_id, who, label,
-                                                  _next_in(order, doc_id)))
+                   on_click=_judge, args=(st.session_state, store, ws, run_id, dataset, guide_version, query_id, doc_id,
+                                          who, label, _next_in(order, doc_id)))
     st.text_input("Note", key=NOTE, label_visibility="collapsed",
                   placeholder="Note (saved with the next verdict; Esc returns to the keys)")
     moves = st.columns(3)

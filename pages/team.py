@@ -1,9 +1,12 @@
-"""Team: how far each annotator got, how well they agree (Cohen's κ per pair, Krippendorff's α overall, per
-dataset or per query), and the disagreement queue where an adjudicator records the final verdict.
+"""Team: how far each annotator got (overall and on their share of the run's split), how well they agree
+(Cohen's κ per pair, Krippendorff's α overall, per dataset or per query), and the disagreement queue where an
+adjudicator records the final verdict; admins also split the run's queries among annotators and edit the
+dataset's guidelines here.
 
-All numbers come from core.agreement; the writes are an adjudication through core.judging (the same path as
-every other verdict, marked as an adjudication) and, when asked, an LLM judge's verdicts (core.llm_judge, in a
-background job). Document and query text is shown literally (st.text / dataframes).
+All numbers come from core.agreement and core.assignments; the writes are an adjudication through core.judging
+(the same path as every other verdict, marked as an adjudication), an assignment (core.assignments), a
+guidelines version (core.guidelines) and, when asked, an LLM judge's verdicts (core.llm_judge, in a background
+job). Document and query text is shown literally (st.text / dataframes); guidelines as markdown without HTML.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, judging, labels, llm_judge, roles, run_stats
+from core import agreement, assignments, guidelines, judging, labels, llm_judge, roles, run_stats
 from core.errors import UserError
 from core.jobs import Job
 from pages import common
@@ -35,6 +38,90 @@ def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) 
         return
     st.session_state[MESSAGE] = ("success", f"Final verdict on ({query_id}, {doc_id}): {VERDICT_NAME[label]}, "
                                             f"recorded as an adjudication by {who}.")
+
+
+def _assign(run_id: str, names: str, overlap: int, seed: int) -> None:
+    try:
+        found = assignments.assign(common.store(), run_id, assignments.parse_names(names), overlap, seed)
+    except UserError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE] = ("success", f"Split the run's queries among {', '.join(found.annotators)}, each "
+                                            f"judged by {found.overlap}.")
+
+
+def _unassign(run_id: str) -> None:
+    try:
+        assignments.clear(common.store(), run_id)
+    except UserError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE] = ("success", "Removed the split: everyone reviews every query of the run again.")
+
+
+def _save_guidelines(dataset: str, key: str) -> None:
+    try:
+        saved, new = guidelines.save(common.store(), dataset, st.session_state.get(key) or "")
+    except UserError as exc:
+        st.session_state[MESSAGE] = ("error", str(exc))
+        return
+    st.session_state[MESSAGE] = ("success", f"Saved the guidelines as version {saved.version}." if new else
+                                            f"The guidelines are unchanged (version {saved.version}).")
+
+
+def show_split(store, run_id: str) -> None:
+    """The run's split (core.assignments): each person's progress on their share and the overlap reached; admins
+    make, replace or remove it."""
+    plan = assignments.plan(store, run_id)
+    if plan is not None:
+        done = assignments.progress(store, run_id, common.outline(run_id))
+        st.subheader("Assignments", anchor=False)
+        cols = st.columns(3)
+        cols[0].metric("annotators", len(plan.annotators))
+        cols[1].metric("overlap (judges per query)", plan.overlap)
+        cols[2].metric(f"kept candidates judged by {plan.overlap}", f"{done.reached:,} of {done.candidates:,}")
+        st.dataframe(done.people, hide_index=True, column_config={
+            "queries": st.column_config.NumberColumn("queries in share"),
+            "candidates": st.column_config.NumberColumn("kept candidates in share"),
+            "share": st.column_config.ProgressColumn("done", min_value=0.0, max_value=1.0, format="percent"),
+            "complete": st.column_config.NumberColumn("queries complete")})
+        st.caption(f"Split {plan.created_at[:16].replace('T', ' ')} UTC by {plan.created_by} (seed {plan.seed}). "
+                   "Each person's Review and triage queue hold only their queries; others see the whole run. "
+                   "Judged by: " + ", ".join(f"{i}{'+' if i == plan.overlap else ''} people: {n:,}"
+                                             for i, n in enumerate(done.by_count)) + ".")
+    if not common.may(roles.ASSIGN):  # core.assignments refuses other roles anyway
+        return
+    with st.expander("Split this run's queries among annotators" if plan is None else "Split the run again"):
+        st.caption("Each query goes to *overlap* of the named annotators (2 or more gives κ and α something to "
+                   "measure); shares differ by at most one query and the same names, overlap and seed give the "
+                   "same split. A new split replaces the old one; verdicts are kept.")
+        with st.form("ns_assign_form"):
+            names = st.text_input("Annotators (comma-separated)", key="ns_assign_names",
+                                  value=", ".join(plan.annotators) if plan else "")
+            cols = st.columns(2)
+            overlap = cols[0].number_input("Overlap", min_value=1, value=plan.overlap if plan else 2,
+                                           key="ns_assign_overlap")
+            seed = cols[1].number_input("Seed", min_value=0, value=plan.seed if plan else 0, key="ns_assign_seed")
+            if st.form_submit_button("Assign"):
+                _assign(run_id, names, int(overlap), int(seed))
+                st.rerun()
+        if plan is not None:
+            st.button("Remove the split", key="ns_unassign", on_click=_unassign, args=(run_id,))
+
+
+def guideline_editor(store, dataset: str) -> None:
+    """Admins edit the dataset's guidelines; every save is a new version, shown beside Review."""
+    current = guidelines.latest(store, dataset)
+    title = "Guidelines" + (f" (version {current.version})" if current else " (none yet)")
+    with st.expander(title):
+        st.caption("Markdown, shown beside the Review page without HTML or images; each verdict records the "
+                   "version its annotator saw. Saving makes a new version (earlier ones are kept).")
+        key = "ns_guidelines_text"
+        st.text_area("Guidelines", value=current.text if current else "", key=key, height=240)
+        st.button("Save as a new version", key="ns_guidelines_save", on_click=_save_guidelines, args=(dataset, key))
+        history = guidelines.versions(store, dataset)
+        if history:
+            st.dataframe(pd.DataFrame(history), hide_index=True)
 
 
 def shown(annotator: str) -> str:
@@ -71,6 +158,8 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
     cols[1].metric("judged pairs", f"{result.items:,}")
     cols[2].metric("judged by 2+", f"{result.shared_items:,}")
     cols[3].metric("Krippendorff's α", "—" if result.alpha is None else f"{result.alpha:.3f}")
+    st.caption(f"κ and α count only the {result.shared_items:,} shared items (pairs judged by two or more "
+               "annotators): a pair's κ uses the items both judged, α leaves out items one person judged alone.")
     if result.alpha_reason:
         st.caption(f"α undefined: {result.alpha_reason}.")
     if len(result.annotators) < 2:
@@ -208,6 +297,8 @@ else:
                                                           max_value=1.0, format="percent")
     st.dataframe(progress, hide_index=True, column_config=config)
     st.caption("Counts are current verdicts (undone ones excluded); adjudications are counted separately.")
+if run_id:
+    show_split(store, run_id)
 
 st.subheader("Agreement", anchor=False)
 by_query = agreement.agreement_by_query(store, dataset)
@@ -220,6 +311,8 @@ if not by_query.empty:
             "observed": st.column_config.NumberColumn("observed agreement", format="percent"),
             "alpha": st.column_config.NumberColumn("α", format="%.3f")})
 
+if common.may(roles.GUIDELINES):  # core.guidelines refuses other roles anyway
+    guideline_editor(store, dataset)
 if common.may(roles.ADJUDICATE):  # core.judging refuses an adjudication by other roles anyway
     show_queue(store, dataset, who)
 show_verdicts(store, dataset, who)

@@ -127,3 +127,38 @@ def test_empty_dataset_and_single_annotator(workspace, beir_dir):
     at = open_page(workspace.root)
     assert any("at least two annotators" in i.value for i in at.info)
     assert any("No open disagreements" in s.value for s in at.success)
+
+
+def test_split_progress_overlap_and_kappa_over_shared_items_only(ws):
+    """The run split between ana and bob with overlap 2: each one's progress on their share and the overlap
+    reached; a verdict only ana gave leaves κ and the 'judged by 2+' count at the shared items."""
+    from core import assignments
+
+    workspace, store = ws
+    assignments.assign(store, RUN, ["ana", "bob"], overlap=2)
+    labels.record(store, "tiny", "q5", "geo-2", "ana", "false_negative")  # judged by ana alone
+    at = open_page(workspace.root)
+    assert any("Assignments" == s.value for s in at.subheader)
+    people = next(d.value for d in at.dataframe if "queries" in d.value.columns).set_index("annotator")
+    assert people.loc["ana", "judged"] == people.loc["bob", "judged"] == 4 and people.loc["ana", "queries"] == 3
+    assert metric(at, "kept candidates judged by 2") == "4 of 4"
+    assert metric(at, "judged pairs") == "5" and metric(at, "judged by 2+") == "4"
+    assert any("count only the 4 shared items" in c.value for c in at.caption)
+    pairs = next(d.value for d in at.dataframe if "shared items" in d.value.columns)
+    assert pairs["shared items"].tolist() == [4]
+
+
+def test_an_admin_splits_the_run_and_edits_guidelines_on_the_page(ws):
+    workspace, store = ws
+    at = open_page(workspace.root)
+    at.text_input(key="ns_assign_names").input("ana, bob")
+    at.number_input(key="ns_assign_overlap").set_value(1)
+    at.button[[b.label for b in at.button].index("Assign")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    from core import assignments, guidelines
+    plan = assignments.plan(store, RUN)
+    assert (plan.annotators, plan.overlap) == (["ana", "bob"], 1)
+    at.text_area(key="ns_guidelines_text").input("Judge the <b>document</b>.")
+    at.button(key="ns_guidelines_save").click().run()
+    assert guidelines.latest(store, "tiny").text == "Judge the <b>document</b>."
+    assert any("version 1" in s.value for s in at.success)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core import __version__
+from core import __version__, argilla_dataset, label_studio
 from core.errors import UserError
 from core.files import atomic_dir
 from core.validation import display, user_path
@@ -200,6 +200,11 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("trec-run", "TREC run file (qid Q0 docid rank score tag) of the selected negatives", _trec_run),
     ExportFormat("trec-qrels", "TREC qrels (qid 0 docid grade) per split, promoted positives added when curated",
                  _trec_qrels),
+    ExportFormat("label-studio", "Label Studio tasks (one per query, a choice per candidate) and the labeling config "
+                                 "to create the project; its JSON export comes back with labels import --from "
+                                 "label-studio", label_studio.write_tasks),
+    ExportFormat("argilla", "Argilla 2.x dataset folder for rg.Dataset.from_disk (a record per candidate, a label "
+                            "question); comes back with labels import --from argilla", argilla_dataset.write_dataset),
 )}
 FORMATS = tuple(EXPORT_FORMATS)  # the built-in formats; EXPORT_FORMATS also holds any registered later
 
@@ -320,10 +325,13 @@ def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | Non
     ``out`` is checked by ``check_out`` against the store's workspace before anything is written.
     ``llm_verdicts``: ``ignore`` curates with people's verdicts only, ``count`` lets LLM judges' verdicts vote
     (core.llm_judge); the manifest records which. ``as_datasets``: the rows as a Hugging Face ``datasets`` folder
-    (``OUT/datasets``) instead of JSONL, for any format with rows."""
+    (``OUT/datasets``) instead of JSONL, for any format with rows. Admins only, once accounts exist
+    (core.roles)."""
+    from core import audit, roles
     from core.cross_encoder import export_scores
     from core.selection import select
 
+    roles.require(roles.EXPORT)
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r} (use {', '.join(EXPORT_FORMATS)})")
     rows_file = EXPORT_FORMATS[fmt].rows_file
@@ -353,4 +361,5 @@ def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | Non
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     except OSError as exc:  # disk full, no permission, a read-only file system
         raise UserError(f"--out {display(out)}: cannot write the export ({exc.strerror or exc})") from None
+    audit.record(store, "export", run_id, format=fmt, data=td.data, out=display(out), rows=manifest.get("rows"))
     return manifest

@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Container
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from core import audit
 from core.datasets import lines as split_lines
 from core.datasets import read_text
 from core.errors import DatasetError, UserError
@@ -62,12 +64,13 @@ def record(store: Store, dataset: str, query_id: str, doc_id: str, annotator: st
 
 
 def record_batch(store: Store, dataset: str, pairs: list[tuple[str, str]], annotator: str, label: str, note: str = "",
-                 adjudication: bool = False) -> list[int]:
+                 adjudication: bool = False, guideline_version: int | None = None) -> list[int]:
     """Append the same verdict on several (query, doc) pairs as one batch in one transaction; returns event ids.
 
     A batch (e.g. a lasso selection on the map) is undone by a single ``undo``. Open suggestions on the judged
     pairs are closed: the person decided them directly. An LLM judge's verdicts are appended as plain events
-    (never batched) and leave the suggestions open for a person.
+    (never batched) and leave the suggestions open for a person. ``guideline_version``: the version of the
+    dataset's guidelines (core.guidelines) the annotator saw, None when none was shown.
     """
     if not pairs:
         raise UserError("no candidates selected")
@@ -75,7 +78,8 @@ def record_batch(store: Store, dataset: str, pairs: list[tuple[str, str]], annot
     kind = "adjudication" if adjudication else "verdict"
     append = store.add_events if is_llm(who) else store.add_verdicts
     return append([{"dataset": dataset, "query_id": q, "doc_id": d, "annotator": who, "label": value,
-                    "note": note or "", "kind": kind} for q, d in dict.fromkeys(pairs)])
+                    "note": note or "", "kind": kind, "guideline_version": guideline_version}
+                   for q, d in dict.fromkeys(pairs)])
 
 
 def undo(store: Store, dataset: str, annotator: str, query_id: str | None = None,
@@ -186,14 +190,32 @@ class LabelImport:
         return f"imported {self.added} new verdicts into {self.dataset!r} ({self.unchanged} unchanged)"
 
 
-def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | None = None) -> LabelImport:
-    """Validate a whole labels TSV, then append its verdicts in one transaction.
+@dataclass(frozen=True)
+class KnownIds:
+    """A dataset's query and document ids, against which every imported verdict's pair is checked before
+    anything is written (a verdict on a pair the dataset lacks could never be shown or exported)."""
 
-    A row equal to that annotator's current verdict on the pair (same label and note) adds no event, so
-    importing the same file (or an export) again changes nothing.
-    """
-    path = user_path(path, "labels file", must_exist=True, kind="file")
+    dataset: str
+    queries: Container[str]
+    docs: Container[str]
+
+
+def known_ids(store: Store, dataset: str) -> KnownIds:
     _require_dataset(store, dataset)
+    return KnownIds(dataset, set(store.queries(dataset)["query_id"]), set(store.documents(dataset)["doc_id"]))
+
+
+def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | None = None) -> LabelImport:
+    """Validate a whole labels TSV, then append its verdicts in one transaction (``import_verdicts`` with
+    format ``tsv``)."""
+    from core.verdict_import import import_verdicts
+
+    return import_verdicts(store, dataset, path, "tsv", annotator)
+
+
+def read_tsv(path: Path, known: KnownIds, annotator: str | None = None) -> list[dict]:
+    """The verdict events of a labels TSV (query-id, corpus-id, label[, annotator, note]), every row checked;
+    ``annotator`` names the rows that name none."""
     lines = split_lines(read_text(path))
     if not lines or not lines[0].strip():
         raise DatasetError(path, 1, None, "file is empty (expected header query-id, corpus-id, label)")
@@ -205,8 +227,6 @@ def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | No
         if needed not in header:
             raise DatasetError(path, 1, needed, f"missing column (header is {header})")
     col = {name: header.index(name) for name in TSV_COLUMNS if name in header}
-    known_queries = set(store.queries(dataset)["query_id"])
-    known_docs = set(store.documents(dataset)["doc_id"])
     events = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
@@ -222,10 +242,7 @@ def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | No
             except ValueError as exc:
                 raise DatasetError(path, number, name, str(exc)) from None
         query_id, doc_id = parts[col["query-id"]].strip(), parts[col["corpus-id"]].strip()
-        if query_id not in known_queries:
-            raise DatasetError(path, number, "query-id", f"unknown query id {query_id!r}")
-        if doc_id not in known_docs:
-            raise DatasetError(path, number, "corpus-id", f"unknown corpus id {doc_id!r}")
+        check_pair(known, query_id, doc_id, path, number, ("query-id", "corpus-id"))
         try:
             label = normalise_label(parts[col["label"]])
         except UserError as exc:
@@ -238,11 +255,27 @@ def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | No
         except UserError as exc:
             raise DatasetError(path, number, "annotator", str(exc)) from None
         note = parts[col["note"]] if "note" in col else ""
-        events.append({"dataset": dataset, "query_id": query_id, "doc_id": doc_id, "annotator": who,
+        events.append({"dataset": known.dataset, "query_id": query_id, "doc_id": doc_id, "annotator": who,
                        "label": label, "note": note})
     if not events:
         raise DatasetError(path, None, None, "no label rows")
+    return events
 
+
+def check_pair(known: KnownIds, query_id: str, doc_id: str, path: Path, line: int | None,
+               fields: tuple[str, str]) -> None:
+    """Refuse a verdict on a query or document the dataset lacks, naming the file's field for each."""
+    if query_id not in known.queries:
+        raise DatasetError(path, line, fields[0], f"unknown query id {query_id!r} in dataset {known.dataset!r}")
+    if doc_id not in known.docs:
+        raise DatasetError(path, line, fields[1], f"unknown corpus id {doc_id!r} in dataset {known.dataset!r}")
+
+
+def append_verdicts(store: Store, dataset: str, events: list[dict], source: Path) -> LabelImport:
+    """Append validated verdict events read from ``source`` in one transaction. An event equal to that
+    annotator's current verdict on the pair (same label and note) adds nothing, so importing the same file (or
+    an export) again changes nothing; events are taken in the order given (oldest first, so the latest becomes
+    the current verdict)."""
     def write(conn) -> LabelImport:
         # Compared with the current verdicts inside the write transaction, so a concurrent import of the same
         # file cannot slip its copies in between.
@@ -256,7 +289,11 @@ def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | No
                 store.insert_verdict(conn, event)
                 added += 1
         return LabelImport(dataset, added, len(events) - added)
-    return store.write(write)
+    result = store.write(write)
+    if result.added:  # importing the same file again changes nothing, the audit log included
+        audit.record(store, "labels import", dataset, source=str(source), added=result.added,
+                     unchanged=result.unchanged)
+    return result
 
 
 def export_tsv(store: Store, dataset: str, out: str | Path, history: bool = False) -> int:

@@ -1,5 +1,6 @@
 """Import: bring your own BEIR folder, sentence-transformers pairs/triplets file or Hugging Face datasets folder,
-another miner's negatives as a run (core.run_import), or TREC qrels as a split; uploaded or from a path.
+another miner's negatives as a run (core.run_import), TREC qrels as a split, or verdicts from a labels TSV or an
+annotation tool's export (core.verdict_import); uploaded or from a path.
 
 Uploads are written under fixed names into a temporary folder (the browser's file names never become paths);
 the importer validates everything before writing, and its file / line / field errors are shown as given,
@@ -19,6 +20,7 @@ from core.datasets import FORMATS, PAIR_SUFFIXES, import_qrels, ingest
 from core.errors import UserError
 from core.run_import import RUN_FORMATS, import_run
 from core.validation import check_upload_size, confined_path, max_upload_mb
+from core.verdict_import import VERDICT_FORMATS, import_verdicts
 from pages import common
 
 common.through_app(__file__)
@@ -172,6 +174,17 @@ def import_split(path: Path, renames: dict[str, str]) -> None:
     st.rerun()
 
 
+def import_verdict_file(path: Path, renames: dict[str, str]) -> None:
+    try:
+        imported = import_verdicts(common.store(), st.session_state["imp_lab_dataset"], path,
+                                   st.session_state["imp_lab_fmt"], st.session_state["imp_lab_annotator"] or None)
+    except UserError as exc:
+        show_refusal(exc, renames)
+        return
+    st.session_state["imp_done"] = imported.summary().capitalize() + "."
+    st.rerun()
+
+
 st.divider()
 st.subheader("Another miner's negatives, as a run")
 st.write("Output of sentence-transformers' `mine_hard_negatives`, FlagEmbedding's `hn_mine`, Tevatron or a TREC "
@@ -196,3 +209,14 @@ else:
     cols[1].text_input("Split", key="imp_qrels_split", max_chars=200)
     cols[2].checkbox("Replace the split's qrels if it exists", key="imp_qrels_replace")
     one_file("imp_qrels", "Qrels file", import_split)
+
+    st.subheader("Verdicts: a labels TSV, Label Studio or Argilla")
+    st.write("A Label Studio project's JSON export (made from *Export → label-studio*) or an Argilla dataset folder "
+             "written by `to_disk` (made from *Export → argilla*; upload its `records.json`) brings each annotator's "
+             "verdicts back; the whole file is checked first, and a file imported again adds nothing.")
+    cols = st.columns(3)
+    cols[0].selectbox("Dataset", datasets, key="imp_lab_dataset")
+    cols[1].selectbox("Verdict format", list(VERDICT_FORMATS), key="imp_lab_fmt",
+                      format_func=lambda n: f"{n}: {VERDICT_FORMATS[n].description}")
+    cols[2].text_input("Annotator of rows that name none", key="imp_lab_annotator", max_chars=100)
+    one_file("imp_lab", "Verdicts file", import_verdict_file)

@@ -26,7 +26,8 @@ from core.rules import RuleSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Negative Space: mine, review and clean hard negatives for dense retrievers.")
-labels_app = typer.Typer(no_args_is_help=True, help="Import and export verdicts as TSV.")
+labels_app = typer.Typer(no_args_is_help=True, help="Import and export verdicts (TSV; in from Label Studio and "
+                                                    "Argilla too).")
 app.add_typer(labels_app, name="labels")
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $NEGSPACE_WORKSPACE or "
@@ -192,16 +193,24 @@ def diff(run_a: str, run_b: str, workspace: Optional[Path] = WorkspaceOpt) -> No
     typer.echo(changed.to_csv(sep="\t", index=False), nl=False)
 
 
+def _verdict_format_help() -> str:
+    from core.verdict_import import VERDICT_FORMATS
+
+    return "; ".join(f"{f.name}: {f.description}" for f in VERDICT_FORMATS.values())
+
+
 @labels_app.command("import")
 def labels_import(file: Path, workspace: Optional[Path] = WorkspaceOpt,
                   dataset: str = typer.Option(..., "--dataset"),
                   annotator: Optional[str] = typer.Option(None, "--annotator",
-                                                          help="Annotator for rows that name none.")) -> None:
-    """Append verdicts from a TSV (query-id, corpus-id, label[, annotator, note])."""
-    from core.labels import import_tsv
+                                                          help="Annotator for rows (TSV) or annotations (Label "
+                                                               "Studio) that name none."),
+                  source: str = typer.Option("tsv", "--from", help=_verdict_format_help())) -> None:
+    """Append verdicts from a labels TSV or an annotation tool's export (every row checked first)."""
+    from core.verdict_import import import_verdicts
 
     _, store = _store(workspace)
-    typer.echo(import_tsv(store, dataset, file, annotator).summary())
+    typer.echo(import_verdicts(store, dataset, file, source, annotator).summary())
 
 
 @labels_app.command("export")
@@ -561,6 +570,99 @@ def users_list(workspace: Optional[Path] = WorkspaceOpt,
         return
     for account in listed:
         typer.echo(f"{account.name}\t{account.role}\t{account.created_at}")
+
+
+@app.command()
+def assign(run: str = typer.Option(..., "--run", help="The run whose queries are split."),
+           annotators: Optional[str] = typer.Option(None, "--annotators", help="Comma-separated names, e.g. "
+                                                                               "ana,bob,cy (replaces the run's "
+                                                                               "split)."),
+           overlap: int = typer.Option(1, "--overlap", help="How many of them judge each query."),
+           seed: int = typer.Option(0, "--seed", help="Seeds the split (same inputs, same shares)."),
+           clear: bool = typer.Option(False, "--clear", help="Remove the run's split: everyone sees every query."),
+           workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Split a run's queries among annotators, each query judged by --overlap of them; without --annotators,
+    show the split and its progress."""
+    from core import assignments
+    from core.review import run_outline
+
+    _, store = _store(workspace)
+    if clear:
+        if annotators is not None:
+            raise UserError("--clear removes the split; give --annotators only to make a new one")
+        removed = assignments.clear(store, run)
+        typer.echo(f"removed the split of {run}" if removed else f"run {run} had no split")
+        return
+    if annotators is not None:
+        assignments.assign(store, run, assignments.parse_names(annotators), overlap, seed)
+    found = assignments.plan(store, run)
+    if found is None:
+        typer.echo(f"run {run} has no split: everyone reviews every query")
+        return
+    done = assignments.progress(store, run, run_outline(store, run))
+    typer.echo(f"{run}: {len(found.annotators)} annotators, overlap {found.overlap}, seed {found.seed}, set "
+               f"{found.created_at} by {found.created_by}; {done.reached} of {done.candidates} kept candidates "
+               f"judged by {found.overlap}")
+    for row in done.people.itertuples(index=False):
+        typer.echo(f"{row.annotator}\t{row.queries} queries\t{row.judged}/{row.candidates} judged\t"
+                   f"{row.complete} complete")
+
+
+guidelines_app = typer.Typer(no_args_is_help=True, help="Annotation guidelines per dataset (each save a new "
+                                                        "version; every verdict records the version shown).")
+app.add_typer(guidelines_app, name="guidelines")
+
+
+@guidelines_app.command("set")
+def guidelines_set(dataset: str = typer.Option(..., "--dataset"),
+                   file: Path = typer.Option(..., "--file", help="A UTF-8 text or markdown file."),
+                   workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Save a file as the dataset's next guidelines version (unchanged text adds none)."""
+    from core import guidelines
+
+    _, store = _store(workspace)
+    saved, new = guidelines.save(store, dataset, guidelines.read_file(file))
+    typer.echo(f"{'saved' if new else 'unchanged:'} version {saved.version} of the guidelines of {dataset}")
+
+
+@guidelines_app.command("show")
+def guidelines_show(dataset: str = typer.Option(..., "--dataset"),
+                    version: Optional[int] = typer.Option(None, "--version", help="Default: the latest."),
+                    history: bool = typer.Option(False, "--history", help="List the versions instead."),
+                    workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Print the dataset's guidelines (or, with --history, every version's number, time and author)."""
+    from core import guidelines
+
+    _, store = _store(workspace)
+    if history:
+        for row in guidelines.versions(store, dataset):
+            typer.echo(f"{row['version']}\t{row['created_at']}\t{row['created_by']}\t{row['characters']} chars")
+        return
+    found = guidelines.latest(store, dataset, version)
+    if found is None:
+        raise UserError(f"dataset {dataset!r} has no guidelines" + (f" version {version}" if version else "")
+                        + " (set them with `guidelines set`)")
+    typer.echo(f"version {found.version}, {found.created_at} by {found.created_by}", err=True)
+    typer.echo(found.text, nl=not found.text.endswith("\n"))
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="Who wrote what, and when.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: stdout)."),
+                 format: str = typer.Option("tsv", "--format", help="tsv|jsonl"),
+                 workspace: Optional[Path] = WorkspaceOpt) -> None:
+    """Every audited write and label event, oldest first: time (UTC), actor, action, target, detail."""
+    from core import audit
+
+    _, store = _store(workspace)
+    if out is None:
+        text, _ = audit.render(store, format)
+        typer.echo(text, nl=False)
+        return
+    typer.echo(f"wrote {audit.export(store, out, format)} rows to {out}", err=True)
 
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C

@@ -16,7 +16,9 @@ fresh thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from core.errors import UserError
@@ -83,6 +85,8 @@ class NotPermitted(UserError):
 
 
 _source: Callable[[], Actor | None] | None = None
+_UNSET = object()
+_acting: contextvars.ContextVar[object] = contextvars.ContextVar("negspace_actor", default=_UNSET)
 
 
 def act_from(source: Callable[[], Actor | None] | None) -> None:
@@ -93,7 +97,23 @@ def act_from(source: Callable[[], Actor | None] | None) -> None:
 
 def current() -> Actor | None:
     """The signed-in account, or None (no accounts, the command line, a background job's thread)."""
+    if (actor := _acting.get()) is not _UNSET:
+        return actor  # type: ignore[return-value]
     return _source() if _source is not None else None
+
+
+@contextmanager
+def acting(actor: Actor | None) -> Iterator[None]:
+    """Answer ``current()`` with ``actor`` inside, in this thread, without asking the account source.
+
+    The Review page's key events are applied where nothing may call into Streamlit (a call there can abandon the
+    callback half-way, after a verdict is stored but before the event is marked applied, and the next key would
+    store it again): the page asks who is signed in first and applies the events under this."""
+    token = _acting.set(actor)
+    try:
+        yield
+    finally:
+        _acting.reset(token)
 
 
 def check_role(role: str) -> str:

@@ -5,6 +5,7 @@
 const VERDICT_KEYS = { f: "false_negative", t: "true_negative", u: "unsure" };
 const VERDICT_NAME = { false_negative: "false negative", true_negative: "true negative", unsure: "unsure" };
 const WAITING = new Set(["query", "undo"]);  // actions whose result the client cannot predict
+const GAP_MS = 5000;  // how long keys still count after the list left the page (a slow remount)
 
 function typingTarget(el) {
   if (!el) return false;
@@ -27,22 +28,31 @@ function fmt(value, digits, signed) {
 }
 
 export default function (component) {
-  const { data, setStateValue, parentElement } = component;
+  const { setStateValue, parentElement } = component;
   const box = parentElement.querySelector(".ns-list");
   const status = parentElement.querySelector(".ns-status");
   // One state per browser session token, kept across reruns (the function runs again on every render).
   const all = (window.__nsReview = window.__nsReview || {});
-  const state = (all[data.token] = all[data.token] || { seq: data.acked, queue: [], deferred: [] });
-  state.seq = Math.max(state.seq, data.acked);
-  state.queue = state.queue.filter((e) => e.seq > data.acked);
-  state.data = data;
+  const state = (all[component.data.token] = all[component.data.token] ||
+    { seq: component.data.acked, queue: [], deferred: [], data: component.data, renders: new Map() });
+  // Streamlit may hold two copies of the list for a moment (when it remounts it), and the older copy can run
+  // again with its older data: every copy reads the newest screen the server sent (data.rev), never its own
+  // closure, so a key is applied against the cursor the server last acknowledged.
+  const newest = component.data.rev >= state.data.rev;
+  if (newest) {
+    state.data = component.data;
+    state.setStateValue = setStateValue;  // events go through the newest copy, which stays mounted
+  }
+  const data = () => state.data;
+  state.seq = Math.max(state.seq, data().acked);
+  state.queue = state.queue.filter((e) => e.seq > data().acked);
 
   function view() {
     // The server's screen with the still-unacknowledged predictable events replayed on top of it.
     const labels = {};
-    let cursor = data.cursor;
+    let cursor = data().cursor;
     for (const e of state.queue) {
-      if (e.query_id !== data.query_id) continue;
+      if (e.query_id !== data().query_id) continue;
       if (e.action === "verdict") labels[e.doc_id] = e.label;
       if (e.cursor) cursor = e.cursor;
     }
@@ -50,38 +60,53 @@ export default function (component) {
   }
 
   function waiting() {
-    return state.queue.some((e) => WAITING.has(e.action) || (e.action === "verdict" && data.verdicts_wait));
+    return state.queue.some((e) => WAITING.has(e.action) || (e.action === "verdict" && data().verdicts_wait));
   }
 
   function send(event) {
-    state.seq += 1;
-    state.queue.push({ ...event, seq: state.seq });
-    setStateValue("events", { token: data.token, events: state.queue });
+    // event null: send the queue again (it went out while no copy of the list was mounted)
+    if (event) {
+      state.seq += 1;
+      state.queue.push({ ...event, seq: state.seq });
+    }
+    state.unsent = !onPage();
+    state.setStateValue("events", { token: data().token, events: state.queue });
   }
 
   function act(key) {
-    const order = data.rows.map((r) => r.doc_id);
+    const order = data().rows.map((r) => r.doc_id);
     const { cursor } = view();
     const at = Math.max(0, order.indexOf(cursor));
     if (key in VERDICT_KEYS) {
       if (!order.length) return;
       const next = order[Math.min(order.length - 1, at + 1)];
-      send({ action: "verdict", label: VERDICT_KEYS[key], query_id: data.query_id, doc_id: order[at], cursor: next });
+      send({ action: "verdict", label: VERDICT_KEYS[key], query_id: data().query_id, doc_id: order[at], cursor: next });
     } else if (key === "j" || key === "k") {
       if (!order.length) return;
       const to = order[Math.max(0, Math.min(order.length - 1, at + (key === "j" ? 1 : -1)))];
-      send({ action: "move", query_id: data.query_id, cursor: to });
+      send({ action: "move", query_id: data().query_id, cursor: to });
     } else if (key === "n" || key === "p") {
-      send({ action: "query", query_id: data.query_id, step: key === "n" ? 1 : -1 });
+      send({ action: "query", query_id: data().query_id, step: key === "n" ? 1 : -1 });
     } else if (key === "z") {
-      send({ action: "undo", query_id: data.query_id });
+      send({ action: "undo", query_id: data().query_id });
     }
   }
 
   function press(key) {
     if (waiting()) state.deferred.push(key);
     else act(key);
-    render();
+    renderAll();
+  }
+
+  function onPage() {
+    // whether a copy of the list is on the page now (not so between two copies)
+    const shown = [...state.renders.keys()].some((b) => b.isConnected);
+    if (shown) state.seen = Date.now();
+    return shown;
+  }
+
+  function renderAll() {
+    for (const draw of state.renders.values()) draw();
   }
 
   function render() {
@@ -95,7 +120,7 @@ export default function (component) {
       head.appendChild(th);
     }
     table.appendChild(head);
-    for (const r of data.rows) {
+    for (const r of data().rows) {
       const tr = document.createElement("tr");
       const label = labels[r.doc_id] || r.label;
       const pending = r.doc_id in labels;
@@ -107,12 +132,12 @@ export default function (component) {
       cell(tr, fmt(r.score, 3));
       cell(tr, fmt(r.margin, 3, true));
       cell(tr, r.rule);
-      cell(tr, data.risk_pending ? "scoring…" : fmt(r.risk, 2), data.risk_pending ? "ns-pending" : "");
+      cell(tr, data().risk_pending ? "scoring…" : fmt(r.risk, 2), data().risk_pending ? "ns-pending" : "");
       cell(tr, r.doc_id, "ns-doc");
       cell(tr, r.text, "ns-text");
       tr.onclick = () => {
-        if (!waiting()) send({ action: "move", query_id: data.query_id, cursor: r.doc_id });
-        render();
+        if (!waiting()) send({ action: "move", query_id: data().query_id, cursor: r.doc_id });
+        renderAll();
       };
       table.appendChild(tr);
     }
@@ -135,15 +160,21 @@ export default function (component) {
       else act(key);
     }
   }
+  state.renders.set(box, render);
   render();
 
-  // One key listener at a time: each render replaces the previous one, unmounting removes it.
+  // Streamlit remounts the list when a rerun replaces it, and for a moment no copy is on the page: a listener that
+  // came and went with each copy lost a key pressed in that gap. So the window keeps one listener for good, and
+  // it hands each key to the newest copy's handler, which works from the shared state even between copies; an
+  // event sent while no copy was on the page is sent again by the next one. Once the list has been gone for
+  // longer than a remount (another page), keys are left alone.
   const onKey = (ev) => {
     const active = document.activeElement;
+    if (!onPage() && (location.pathname !== state.path || Date.now() - state.seen > GAP_MS)) return;
     if (ev.key === "Escape" && typingTarget(active)) {
       active.blur();
       ev.preventDefault();
-      render();
+      renderAll();
       return;
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey || typingTarget(active)) return;
@@ -153,17 +184,19 @@ export default function (component) {
     ev.stopPropagation();
     press(key);
   };
-  const onFocus = () => setTimeout(render, 0);
-  if (all.detach) all.detach();
-  document.addEventListener("keydown", onKey, true);
-  document.addEventListener("focusin", onFocus);
-  document.addEventListener("focusout", onFocus);
-  const detach = () => {
-    document.removeEventListener("keydown", onKey, true);
-    document.removeEventListener("focusin", onFocus);
-    document.removeEventListener("focusout", onFocus);
-    if (all.detach === detach) all.detach = null;
-  };
-  all.detach = detach;
-  return detach;
+  if (!all.listening) {
+    all.listening = true;
+    document.addEventListener("keydown", (ev) => all.onKey && all.onKey(ev), true);
+    const onFocus = () => setTimeout(() => all.onFocus && all.onFocus(), 0);
+    document.addEventListener("focusin", onFocus);
+    document.addEventListener("focusout", onFocus);
+  }
+  for (const old of state.renders.keys()) if (old !== box && !old.isConnected) state.renders.delete(old);
+  if (newest) {
+    all.onKey = onKey;
+    all.onFocus = renderAll;
+    state.path = location.pathname;
+    if (state.unsent && state.queue.length) send(null);
+  }
+  return () => state.renders.delete(box);
 }

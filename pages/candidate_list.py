@@ -19,6 +19,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core import audit, roles
+
 HERE = Path(__file__).resolve().parent
 _COMPONENT = st.components.v2.component(
     "ns_candidate_list",
@@ -48,6 +50,7 @@ class _Stream:
 
     applied: int = 0
     unwritten: dict[str, Any] = field(default_factory=dict)
+    shown: int = 0  # screens sent: the list keeps the newest when Streamlit briefly holds two copies of it
 
 
 _STREAMS: OrderedDict[str, _Stream] = OrderedDict()
@@ -75,8 +78,10 @@ def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str
     in the background, and the risk column says so instead of showing nothing.
     """
     with _LOCK:
-        acked = _stream(token).applied
-    _COMPONENT(key=KEY, data={"token": token, "acked": acked, "query_id": query_id, "cursor": cursor,
+        stream = _stream(token)
+        stream.shown += 1
+        acked, rev = stream.applied, stream.shown
+    _COMPONENT(key=KEY, data={"token": token, "acked": acked, "rev": rev, "query_id": query_id, "cursor": cursor,
                               "rows": rows(candidates), "verdicts_wait": verdicts_wait,
                               "risk_pending": risk_pending},
                on_events_change=partial(_receive, token, on_event, tuple(tracked)))
@@ -85,14 +90,16 @@ def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str
 def _receive(token: str, on_event: Callable[[MutableMapping[str, Any], dict], None], tracked: tuple[str, ...]) -> None:
     """Apply the new key events exactly once.
 
-    Streamlit may abandon a callback at any session-state access when a newer rerun request arrives (keys pressed
-    meanwhile), so everything is read first, the events are applied under a lock with no Streamlit call in
-    between, and their session-state effects stay with the stream until written (``catch_up`` finishes the job
-    for a callback that was cut off).
+    Streamlit may abandon a callback at any Streamlit call when a newer rerun request arrives (keys pressed
+    meanwhile): cut off after a verdict is stored but before its event is marked applied, the next key would store
+    it again. So everything is read first (the session state, who is signed in, whom writes are attributed to),
+    the events are applied under a lock with no Streamlit call in between, and their session-state effects stay
+    with the stream until written (``catch_up`` finishes the job for a callback that was cut off).
     """
     value = st.session_state.get(KEY)
     read = {key: st.session_state.get(key) for key in tracked}
-    with _LOCK:
+    actor, name = roles.current(), audit.who()  # asked now: they read the session state
+    with _LOCK, roles.acting(actor), audit.acting_as(name):
         stream = _stream(token)
         events = _pending(value, token, stream.applied)
         if not events:

@@ -211,3 +211,20 @@ def test_sessions_expire_when_idle_removed_or_the_password_changes(store, monkey
     fresh = auth.start_session(accounts.get(store, "ana"), now=0.0)
     accounts.remove(store, "ana")
     assert auth.resume(store, fresh, now=1.0, idle_s=7200.0) is None
+
+
+def test_acting_answers_for_the_account_source_without_asking_it(store, monkeypatch):
+    """The Review page applies key events under ``roles.acting`` with the account it read beforehand: inside, the
+    account source (which reads Streamlit's session state) is never called, and the refusals still apply."""
+    ana = accounts.add(store, "ana", roles.ANNOTATOR, PASSWORD)
+    asked: list[int] = []
+    monkeypatch.setattr(roles, "_source", lambda: asked.append(1) or None)
+    with roles.acting(ana):
+        assert roles.current() is ana
+        with pytest.raises(NotPermitted, match="signed in as ana"):
+            roles.require_self("root")
+        with roles.acting(None):  # no accounts: nobody to tell apart
+            roles.require(roles.ADJUDICATE)
+        assert roles.current() is ana
+    assert asked == []
+    assert roles.current() is None and asked == [1]  # outside, the source answers again

@@ -2,7 +2,7 @@
 verdict with its annotator and time.
 
 The server is the ``label-studio`` package in its own virtual environment (its Django stack clashes with our
-pins), made by .ci/run at ``.cache/label-studio-venv``; without it the test is skipped. One server per session:
+pins), made by .ci/label-studio-venv at ``.cache/label-studio-venv``; without it the test is skipped. One server per session:
 a temporary data folder, a free loopback port, the first user and its API token from environment variables; a
 second user signs up through the server's own sign-up form and annotates with its own token. The project is
 created through the REST API with our labeling config, our tasks imported, annotations submitted as both users

@@ -67,6 +67,43 @@ class Agreement:
         return out
 
 
+KAPPA_BANDS = ((0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial"),
+               (1.0, "almost perfect"))  # (highest κ of the band, its name) above 0; below 0: poor
+ALPHA_BANDS = ((0.667, "too low to rely on"), (0.8, "tentative"))  # (α where the next band starts, this band)
+
+
+def reading(statistic: str, value: float | None) -> str | None:
+    """A κ or α value in words, so the Team page's numbers say whether the verdicts can be trusted by someone who
+    does not know the scales; None where the value is undefined.
+
+    ``statistic`` is ``"kappa"`` (Cohen's κ), read with Landis & Koch's (1977) bands: below 0 poor, 0–0.20 slight,
+    0.21–0.40 fair, 0.41–0.60 moderate, 0.61–0.80 substantial, 0.81–1 almost perfect agreement (a band's upper
+    bound belongs to it). Or ``"alpha"`` (Krippendorff's α), read with Krippendorff's (2004, *Content Analysis*,
+    2nd ed.) thresholds for relying on data: below 0.667 too low to rely on, 0.667 up to 0.8 tentative, 0.8 and
+    above reliable.
+    """
+    if value is None or math.isnan(value):
+        return None
+    if statistic == "kappa":
+        band = "poor" if value < 0 else next((words for top, words in KAPPA_BANDS if value <= top), "almost perfect")
+        return f"{band} agreement"
+    if statistic == "alpha":
+        return next((words for start, words in ALPHA_BANDS if value < start), "reliable")
+    raise ValueError(f"unknown statistic {statistic!r} (kappa or alpha)")
+
+
+def scale(statistic: str) -> str:
+    """The bands ``reading`` uses for ``"kappa"`` or ``"alpha"``, in words with their source: the legend a page
+    shows beside the readings, generated here so the bands are written down once."""
+    if statistic == "kappa":
+        return ("Landis & Koch (1977): below 0 poor, " + ", ".join(f"up to {top:g} {words}" for top, words in
+                                                                    KAPPA_BANDS) + " agreement")
+    if statistic == "alpha":
+        return ("Krippendorff (2004): " + ", ".join(f"below {start:g} {words}" for start, words in ALPHA_BANDS)
+                + f", {ALPHA_BANDS[-1][0]:g} and above reliable")
+    raise ValueError(f"unknown statistic {statistic!r} (kappa or alpha)")
+
+
 def independent_verdicts(store: Store, dataset: str, query_id: str | None = None) -> pd.DataFrame:
     """Current independent verdicts: columns query_id, doc_id, annotator, label (adjudications excluded)."""
     frame = labels.current(store, dataset, kind="verdict")
@@ -152,10 +189,11 @@ def agreement_by_query(store: Store, dataset: str) -> pd.DataFrame:
 
 def disagreements(store: Store, dataset: str, llm: bool = True) -> pd.DataFrame:
     """The adjudication queue: pairs whose current independent verdicts differ and that no active adjudication
-    settles. Columns query_id, doc_id, verdicts ({annotator: label}), labels (distinct, sorted), annotators,
-    last_at (latest verdict time); oldest disagreement first, so nothing waits forever. ``llm=False`` leaves LLM
+    settles. Columns query_id, doc_id, verdicts ({annotator: label}), notes ({annotator: note}, only those who
+    wrote one: the reasons an adjudicator weighs), labels (distinct, sorted), annotators, last_at (latest verdict
+    time); oldest disagreement first, so nothing waits forever. ``llm=False`` leaves LLM
     judges out (what an export that ignores their verdicts has to settle)."""
-    columns = ["query_id", "doc_id", "verdicts", "labels", "annotators", "last_at"]
+    columns = ["query_id", "doc_id", "verdicts", "notes", "labels", "annotators", "last_at"]
     current = labels.current(store, dataset, kind="verdict")
     if not llm:
         current = current[~current["annotator"].map(labels.is_llm).astype(bool)]
@@ -171,6 +209,8 @@ def disagreements(store: Store, dataset: str, llm: bool = True) -> pd.DataFrame:
     grouped = rows.groupby(PAIR, sort=False)
     out = pd.DataFrame({
         "verdicts": grouped.apply(lambda g: dict(zip(g["annotator"], g["label"])), include_groups=False),
+        "notes": grouped.apply(lambda g: {a: n for a, n in zip(g["annotator"], g["note"]) if isinstance(n, str)
+                                          and n}, include_groups=False),
         "labels": grouped["label"].agg(lambda s: sorted(set(s))),
         "annotators": grouped.size(),
         "last_at": grouped["created_at"].max(),

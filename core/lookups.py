@@ -51,6 +51,18 @@ def positives_by_query(store: Store, dataset: str, split: str) -> dict[str, list
     return out
 
 
+def snippet(text: str, width: int = 100) -> str:
+    """``text`` on one line, cut on a word boundary to at most ``width`` characters with "…" marking the cut: enough
+    to recognise a query or document in a table row or beside a verdict without its whole body (a single word
+    longer than that is cut inside)."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= width:
+        return flat
+    cut = flat[:width - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip() + "…"
+
+
 def document_texts(documents: pd.DataFrame) -> list[str]:
     """The text each document is encoded and matched as (``document_text``), for a frame with title and text."""
     return [document_text(t, x) for t, x in zip(documents["title"], documents["text"])]

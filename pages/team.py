@@ -17,15 +17,28 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, assignments, guidelines, judging, labels, llm_judge, roles, run_stats
+from core import agreement, assignments, guidelines, judging, labels, llm_judge, lookups, roles, run_stats
 from core.errors import UserError
 from core.jobs import Job
 from pages import common
 
 QUEUE_PAGE = 10
 VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
-MESSAGE = "ns_team_message"
+MESSAGE = "ns_team_message"  # (place, kind, text): what the last action said, shown beside that action
 JUDGE_JOB = "ns_team_llm_job"  # the LLM judge this session started, while it runs and until its report is shown
+
+
+def _say(place: str, kind: str, text: str) -> None:
+    """Keep what an action said for the next run, which shows it at ``place`` (beside the action, not on top)."""
+    st.session_state[MESSAGE] = (place, kind, text)
+
+
+def _said(place: str) -> None:
+    """Show the last action's message here when that action belongs to ``place`` (once)."""
+    message = st.session_state.get(MESSAGE)
+    if message is not None and message[0] == place:
+        del st.session_state[MESSAGE]
+        getattr(st, message[1])(message[2])
 
 
 def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) -> None:
@@ -34,39 +47,39 @@ def _adjudicate(dataset: str, query_id: str, doc_id: str, who: str, label: str) 
         judging.judge(common.store(), common.workspace(), dataset, [(query_id, doc_id)], who, label,
                       adjudication=True)
     except UserError as exc:
-        st.session_state[MESSAGE] = ("error", str(exc))
+        _say("queue", "error", str(exc))
         return
-    st.session_state[MESSAGE] = ("success", f"Final verdict on ({query_id}, {doc_id}): {VERDICT_NAME[label]}, "
-                                            f"recorded as an adjudication by {who}.")
+    _say("queue", "success", f"Final verdict on ({query_id}, {doc_id}): {VERDICT_NAME[label]}, recorded as an "
+                             f"adjudication by {who}.")
 
 
 def _assign(run_id: str, names: str, overlap: int, seed: int) -> None:
     try:
         found = assignments.assign(common.store(), run_id, assignments.parse_names(names), overlap, seed)
     except UserError as exc:
-        st.session_state[MESSAGE] = ("error", str(exc))
+        _say("split", "error", str(exc))
         return
-    st.session_state[MESSAGE] = ("success", f"Split the run's queries among {', '.join(found.annotators)}, each "
-                                            f"judged by {found.overlap}.")
+    _say("split", "success", f"Split the run's queries among {', '.join(found.annotators)}, each judged by "
+                             f"{found.overlap}.")
 
 
 def _unassign(run_id: str) -> None:
     try:
         assignments.clear(common.store(), run_id)
     except UserError as exc:
-        st.session_state[MESSAGE] = ("error", str(exc))
+        _say("split", "error", str(exc))
         return
-    st.session_state[MESSAGE] = ("success", "Removed the split: everyone reviews every query of the run again.")
+    _say("split", "success", "Removed the split: everyone reviews every query of the run again.")
 
 
 def _save_guidelines(dataset: str, key: str) -> None:
     try:
         saved, new = guidelines.save(common.store(), dataset, st.session_state.get(key) or "")
     except UserError as exc:
-        st.session_state[MESSAGE] = ("error", str(exc))
+        _say("guidelines", "error", str(exc))
         return
-    st.session_state[MESSAGE] = ("success", f"Saved the guidelines as version {saved.version}." if new else
-                                            f"The guidelines are unchanged (version {saved.version}).")
+    _say("guidelines", "success", f"Saved the guidelines as version {saved.version}." if new else
+                                  f"The guidelines are unchanged (version {saved.version}).")
 
 
 def show_split(store, run_id: str) -> None:
@@ -91,6 +104,7 @@ def show_split(store, run_id: str) -> None:
                                              for i, n in enumerate(done.by_count)) + ".")
     if not common.may(roles.ASSIGN):  # core.assignments refuses other roles anyway
         return
+    _said("split")
     with st.expander("Split this run's queries among annotators" if plan is None else "Split the run again"):
         st.caption("Each query goes to *overlap* of the named annotators (2 or more gives κ and α something to "
                    "measure); shares differ by at most one query and the same names, overlap and seed give the "
@@ -113,6 +127,7 @@ def guideline_editor(store, dataset: str) -> None:
     """Admins edit the dataset's guidelines; every save is a new version, shown beside Review."""
     current = guidelines.latest(store, dataset)
     title = "Guidelines" + (f" (version {current.version})" if current else " (none yet)")
+    _said("guidelines")
     with st.expander(title):
         st.caption("Markdown, shown beside the Review page without HTML or images; each verdict records the "
                    "version its annotator saw. Saving makes a new version (earlier ones are kept).")
@@ -144,7 +159,9 @@ def kappa_heatmap(result: agreement.Agreement) -> go.Figure:
 
 
 def agreement_table(pairs: pd.DataFrame) -> None:
-    """Annotator pairs (core.agreement's columns items, observed, kappa, reason) as a table with readable headers."""
+    """Annotator pairs (core.agreement's columns items, observed, kappa, reason) as a table with readable headers
+    and κ in words (core.agreement.reading)."""
+    pairs = pairs.assign(reading=[agreement.reading("kappa", k) or "" for k in pairs["kappa"]])
     st.dataframe(pairs.rename(columns={"items": "shared items", "observed": "observed agreement", "kappa": "Cohen's κ",
                                        "reason": "why undefined"}).fillna({"why undefined": ""}),
                  hide_index=True, column_config={
@@ -157,7 +174,10 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
     cols[0].metric("annotators", len(result.annotators))
     cols[1].metric("judged pairs", f"{result.items:,}")
     cols[2].metric("judged by 2+", f"{result.shared_items:,}")
-    cols[3].metric("Krippendorff's α", "—" if result.alpha is None else f"{result.alpha:.3f}")
+    cols[3].metric("Krippendorff's α", "—" if result.alpha is None else f"{result.alpha:.3f}",
+                   help=agreement.scale("alpha") + ".")
+    if result.alpha is not None:
+        cols[3].caption(f"α reads: **{agreement.reading('alpha', result.alpha)}**")
     st.caption(f"κ and α count only the {result.shared_items:,} shared items (pairs judged by two or more "
                "annotators): a pair's κ uses the items both judged, α leaves out items one person judged alone.")
     if result.alpha_reason:
@@ -167,6 +187,7 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
         return
     st.plotly_chart(kappa_heatmap(result), key=f"team_kappa_{key}")
     agreement_table(result.pairs)
+    st.caption(f"κ in words after {agreement.scale('kappa')}.")
     judges = agreement.llm_agreement(result)
     if not judges.empty:
         st.subheader("LLM judges against people", anchor=False)
@@ -177,9 +198,17 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
         agreement_table(judges.rename(columns={"judge": "LLM judge"}))
 
 
+def positive_snippets(store, dataset: str, doc_ids: list[str]) -> pd.DataFrame:
+    """A query's labelled positives as short texts: what the candidate is weighed against when adjudicating."""
+    docs = store.documents(dataset, doc_ids)
+    return pd.DataFrame({"positive": docs["doc_id"],
+                         "text": [lookups.snippet(t, 160) for t in lookups.document_texts(docs)]})
+
+
 def show_queue(store, dataset: str, who: str) -> None:
     queue = agreement.disagreements(store, dataset)
     st.subheader(f"Disagreements to adjudicate ({len(queue)})", anchor=False)
+    _said("queue")  # the last adjudication's outcome: its card has left the queue
     if queue.empty:
         st.success("No open disagreements: every pair judged differently has a final verdict.")
         return
@@ -199,6 +228,11 @@ def show_queue(store, dataset: str, who: str) -> None:
             with left:
                 st.caption(f"query {item.query_id}")
                 st.text(queries.get(item.query_id, "(query no longer in the dataset)"))
+                positives = store.positives(dataset, None, item.query_id)
+                st.caption(f"labelled positive{'s' if len(positives) > 1 else ''} of the query"
+                           if positives else "no labelled positive")
+                if positives:
+                    st.dataframe(positive_snippets(store, dataset, positives), hide_index=True)
                 st.caption(f"document {item.doc_id}")
                 if item.doc_id in docs.index:
                     common.show_document(docs.at[item.doc_id, "title"], docs.at[item.doc_id, "text"])
@@ -206,7 +240,8 @@ def show_queue(store, dataset: str, who: str) -> None:
                     st.text("(document no longer in the dataset)")
             with right:
                 st.dataframe(pd.DataFrame({"annotator": list(item.verdicts),
-                                           "verdict": [VERDICT_NAME[v] for v in item.verdicts.values()]}),
+                                           "verdict": [VERDICT_NAME[v] for v in item.verdicts.values()],
+                                           "note": [item.notes.get(a, "") for a in item.verdicts]}),
                              hide_index=True)
                 buttons = st.columns(len(labels.LABELS))
                 for column, label in zip(buttons, labels.LABELS):
@@ -278,8 +313,6 @@ st.header("Team", anchor=False)
 dataset = common.require_dataset()
 store = common.store()
 who = (st.session_state.get(common.ANNOTATOR) or "").strip()
-if message := st.session_state.pop(MESSAGE, None):
-    getattr(st, message[0])(message[1])
 
 st.subheader("Progress", anchor=False)
 run_id = st.session_state.get(common.RUN)
@@ -307,9 +340,12 @@ scope = st.selectbox("Over", [None, *by_query["query_id"]], key="ns_team_scope",
 show_agreement(agreement.dataset_agreement(store, dataset, scope), "all" if scope is None else "query")
 if not by_query.empty:
     with st.expander(f"Agreement per query ({len(by_query)} queries with verdicts, least agreement first)"):
+        by_query.insert(by_query.columns.get_loc("alpha") + 1, "reading",
+                        [agreement.reading("alpha", a) or "" for a in by_query["alpha"]])
         st.dataframe(by_query, hide_index=True, column_config={
             "observed": st.column_config.NumberColumn("observed agreement", format="percent"),
-            "alpha": st.column_config.NumberColumn("α", format="%.3f")})
+            "alpha": st.column_config.NumberColumn("α", format="%.3f"),
+            "reading": st.column_config.TextColumn("α reads")})
 
 if common.may(roles.GUIDELINES):  # core.guidelines refuses other roles anyway
     guideline_editor(store, dataset)

@@ -15,6 +15,7 @@ from tests.fixtures import DOCS
 PAGE = str(ROOT / "pages" / "team.py")
 RUN = "run-team"
 MARKUP_DOC = "misc-5"  # "<script>alert('x')</script> **not bold** and a [link](...)"
+NOTE = "reads like os.path.join's own docs"  # ana's reason on her (q1, MARKUP_DOC) verdict
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def ws(workspace, beir_dir):
                     "params": {}, "stats": {"kept": len(kept)}}, candidates)
     for (q, d), ana, bob in zip(kept, ["false_negative", "true_negative", "unsure", "true_negative"],
                                 ["false_negative", "false_negative", "true_negative", "true_negative"]):
-        labels.record(store, "tiny", q, d, "ana", ana)
+        labels.record(store, "tiny", q, d, "ana", ana, note=NOTE if d == MARKUP_DOC else "")
         labels.record(store, "tiny", q, d, "bob", bob)
     return workspace, store
 
@@ -68,6 +69,27 @@ def test_agreement_progress_and_queue_show_core_numbers(ws):
     assert all(not b.disabled for b in adjudicate_buttons(at))
 
 
+def test_agreement_reads_in_words(ws):
+    """α and every pair's κ come with core.agreement.reading's words and the scale they are read on."""
+    workspace, store = ws
+    at = open_page(workspace.root)
+    expected = agreement.dataset_agreement(store, "tiny")
+    assert any(f"α reads: **{agreement.reading('alpha', expected.alpha)}**" == c.value for c in at.caption)
+    pairs = next(d.value for d in at.dataframe if "shared items" in d.value.columns)
+    assert pairs["reading"].tolist() == [agreement.reading("kappa", expected.pairs["kappa"].iloc[0])]
+    assert any("Landis & Koch (1977)" in c.value for c in at.caption)
+
+
+def test_adjudication_card_shows_positive_and_notes(ws):
+    workspace, _ = ws
+    at = open_page(workspace.root)
+    positives = [d.value for d in at.dataframe if "positive" in d.value.columns]
+    assert [p["positive"].tolist() for p in positives] == [["py-join"], ["py-sort"]]  # q1's card, then q2's
+    assert DOCS["py-join"][1][:40] in positives[0]["text"].iloc[0]
+    verdicts = [d.value for d in at.dataframe if "note" in d.value.columns and "verdict" in d.value.columns]
+    assert verdicts[0].set_index("annotator")["note"].to_dict() == {"ana": NOTE, "bob": ""}
+
+
 def test_per_query_scope(ws):
     workspace, store = ws
     at = open_page(workspace.root)
@@ -90,8 +112,10 @@ def test_adjudicate_button_records_final_verdict(ws):
         [query_id, doc_id, "true_negative", "adjudication"]]
     final = labels.resolved(store, "tiny").set_index(["query_id", "doc_id"]).loc[(query_id, doc_id)]
     assert (final["label"], final["source"]) == ("true_negative", "adjudicated")
-    assert any("recorded as an adjudication by lead" in s.value for s in at.success)
     assert any("Disagreements to adjudicate (1)" in s.value for s in at.subheader)
+    shown = [e for e in at.main if e.type in ("subheader", "success")]  # the page's elements in order
+    said = next(i for i, e in enumerate(shown) if "recorded as an adjudication by lead" in e.value)
+    assert "Disagreements to adjudicate" in shown[said - 1].value  # beside the queue, not on top of the page
 
 
 def test_own_verdicts_unless_asked_for_all(ws):

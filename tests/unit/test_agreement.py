@@ -201,3 +201,26 @@ def test_progress_counts_and_share_of_targets(store):
     assert (table.loc["lead", "judged"], table.loc["lead", "adjudications"]) == (0, 1)
     assert table.loc["ana", "done"] == 4 and table.loc["ana", "share"] == pytest.approx(4 / 5)
     assert agreement.annotator_progress(store, "tiny").columns[-1] == "last_at"
+
+
+@pytest.mark.parametrize("value, words", [(-0.01, "poor agreement"), (0.0, "slight agreement"),
+                                          (0.2, "slight agreement"), (0.21, "fair agreement"),
+                                          (0.4, "fair agreement"), (0.41, "moderate agreement"),
+                                          (0.6, "moderate agreement"), (0.61, "substantial agreement"),
+                                          (0.8, "substantial agreement"), (0.81, "almost perfect agreement"),
+                                          (1.0, "almost perfect agreement")])
+def test_kappa_reads_in_landis_and_koch_bands(value, words):
+    assert agreement.reading("kappa", value) == words
+
+
+@pytest.mark.parametrize("value, words", [(-0.3, "too low to rely on"), (0.666, "too low to rely on"),
+                                          (0.667, "tentative"), (0.799, "tentative"), (0.8, "reliable"),
+                                          (1.0, "reliable")])
+def test_alpha_reads_in_krippendorffs_thresholds(value, words):
+    assert agreement.reading("alpha", value) == words
+
+
+def test_undefined_values_have_no_reading():
+    assert agreement.reading("kappa", None) is None and agreement.reading("alpha", math.nan) is None
+    with pytest.raises(ValueError):
+        agreement.reading("pi", 0.5)

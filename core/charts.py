@@ -10,6 +10,9 @@ with each query's s_P).
 
 from __future__ import annotations
 
+import html
+import math
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +20,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core.lookups import snippet
 from core.rules import RuleSpec
 
 if TYPE_CHECKING:
@@ -86,13 +90,17 @@ def ce_histogram(ce: Bins, pos_scores: np.ndarray, spec: RuleSpec,
 
 
 def survivors_histogram(survivors: pd.DataFrame, num_negatives: int) -> go.Figure:
-    """How many queries keep 0, 1, 2 … negatives before and after a rule change (``run_stats.survivors``)."""
-    fig = go.Figure([go.Bar(x=survivors["kept"], y=survivors[column], name=name, marker_color=colour)
+    """How many queries keep 0, 1, 2 … negatives before and after a rule change (``run_stats.survivors``): one bin
+    per count, on an axis that labels whole numbers only (a query keeps 3 negatives, never 2.5)."""
+    counts = survivors["kept"].astype(int)
+    fig = go.Figure([go.Bar(x=counts, y=survivors[column], name=name, marker_color=colour,
+                            hovertemplate="%{y:,} queries keep %{x} negatives<extra>" + name + "</extra>")
                      for column, name, colour in (("before", "current run", "#7f7f7f"),
                                                   ("after", "preview", "#1f77b4"))])
     fig.add_vline(x=num_negatives - 0.5, line_dash="dash", annotation_text=f"short of {num_negatives}")
-    fig.update_layout(**_LAYOUT, title="Negatives kept per query", barmode="group", xaxis_title="kept",
-                      yaxis_title="queries")
+    fig.update_layout(**_LAYOUT, title="Negatives kept per query", barmode="group", yaxis_title="queries",
+                      xaxis=dict(title="negatives kept", tickmode="linear", tick0=0, tickformat="d",
+                                 dtick=max(1, math.ceil(len(counts) / 25))))  # ≤ 25 labels, each a whole number
     return fig
 
 
@@ -111,17 +119,29 @@ def query_scores(candidates: pd.DataFrame, pos_score: float) -> go.Figure:
     return fig
 
 
+HOVER_WIDTH = 60  # characters per hover line: a map point's text stays a readable box, not one screen-wide line
+HOVER_CHARS = 300  # of a document's text on hover (the list below the map shows all of it)
+
+
+def hover_lines(text: object, width: int = HOVER_WIDTH) -> str:
+    """A point's hover text for Plotly: cut to ``HOVER_CHARS``, wrapped on word boundaries every ``width``
+    characters with <br> (Plotly draws one line otherwise), each line HTML-escaped first, so a document's own
+    "<b>" or "&" shows literally and only our line breaks are markup."""
+    return "<br>".join(html.escape(line) for line in textwrap.wrap(snippet(str(text), HOVER_CHARS), width))
+
+
 def map_figure(points: pd.DataFrame, colour: str, title: str, continuous: bool = False) -> go.Figure:
     """Scatter of projected points. ``points`` has x, y, ``colour``, kind, id, hover; customdata = id.
 
     Queries are drawn as diamonds so they stand out from documents; selection (box/lasso) returns the ids.
     """
     frame = points.copy()
-    frame["hover"] = frame["hover"].astype(str).str.slice(0, 200)
+    frame["hover"] = [hover_lines(text) for text in frame["hover"]]
     kwargs = dict(color_continuous_scale="Viridis") if continuous else dict(
         color_discrete_map={**VERDICT_COLOURS, **KEPT_COLOURS, "query": "#1f77b4"})
-    fig = px.scatter(frame, x="x", y="y", color=colour, symbol="kind", custom_data=["id"],
-                     hover_name="id", hover_data={"hover": True, "x": False, "y": False, "kind": True},
+    fig = px.scatter(frame, x="x", y="y", color=colour, symbol="kind", custom_data=["id"], labels={"hover": "text"},
+                     hover_name="id", hover_data={"hover": True, "x": False, "y": False, "kind": True,
+                                                  colour: ":.3f" if continuous else True},
                      symbol_map={"query": "diamond", "document": "circle", "positive": "star"},
                      title=title, **kwargs)
     fig.update_traces(marker=dict(size=7, opacity=0.8))

@@ -33,6 +33,7 @@ from core.lookups import (
     positives_by_query,
     require_dataset,
     require_run,
+    snippet,
 )
 from core.rules import RuleSpec
 from core.run_import import require_scores
@@ -411,6 +412,8 @@ def derive_job(store: Store, run_id: str, spec: RuleSpec) -> Job:
 
 
 DIFF_CHANGES = ("appears", "disappears", "rank changed", "same")
+DIFF_WORDS = {"appears": "appear (kept only in B)", "disappears": "disappear (kept only in A)",
+              "rank changed": "change rank", "same": "stay the same"}  # "negatives that …", as a page says it
 _DIFF_COLUMNS = ["query_id", "doc_id", "rank_a", "score_a", "rank_b", "score_b", "change"]
 
 
@@ -427,6 +430,29 @@ class RunDiff:
         """Per query, how many negatives made each change other than ``same`` (a column per change that occurs)."""
         changed = self.rows[self.rows["change"] != "same"]
         return changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
+
+    def table(self, store: Store, dataset: str, limit: int) -> pd.DataFrame:
+        """The first ``limit`` changed negatives as the Mine page lists them: query and document ids with short
+        texts, the change, and rank and score as "A → B" with "—" where a run does not keep the pair (a blank
+        cell would read as missing data, when it means the pair appears or disappears)."""
+        rows = self.rows.head(limit)
+        queries = store.queries(dataset, rows["query_id"].unique().tolist()).set_index("query_id")["text"]
+        docs = store.documents(dataset, rows["doc_id"].unique().tolist())
+        doc_text = dict(zip(docs["doc_id"], document_texts(docs)))
+
+        def arrow(a: pd.Series, b: pd.Series, form: str) -> list[str]:
+            return [" → ".join("—" if pd.isna(v) else format(v, form) for v in pair) for pair in zip(a, b)]
+
+        out = pd.DataFrame({"query": rows["query_id"].to_numpy(),
+                            "query text": [snippet(queries.get(q, ""), 60) for q in rows["query_id"]],
+                            "document": rows["doc_id"].to_numpy(),
+                            "document text": [snippet(doc_text.get(d, ""), 80) for d in rows["doc_id"]],
+                            "change": rows["change"].to_numpy(),
+                            "rank A → B": arrow(rows["rank_a"], rows["rank_b"], ".0f"),
+                            "score A → B": arrow(rows["score_a"], rows["score_b"], ".3f")})
+        if "ce" in rows:
+            out["ce p"] = rows["ce"].round(3).to_numpy()
+        return out
 
 
 def _kept(store: Store, run_id: str) -> pa.Table:

@@ -10,7 +10,7 @@ from core.engines import ENGINES
 from core.errors import UserError
 from core.cross_encoder import score_job
 from core.jobs import Job
-from core.mining import compare_runs, derive_job, mine, preview, run_spec
+from core.mining import DIFF_WORDS, compare_runs, derive_job, mine, preview, run_spec
 from core.risk import ensure_risk
 from core.rules import RuleSpec
 from pages import common
@@ -209,13 +209,12 @@ def show_diff(ids: list[str]) -> None:
     diff = compare_runs(store, a, b)
     cols = st.columns(4)
     for col, (change, count) in zip(cols, diff.totals.items()):
-        col.metric(f"negatives that {change}" if change in ("appears", "disappears") else change, f"{count:,}")
-    left, right = st.columns([1, 2])
-    left.markdown("**Per query**")
-    left.dataframe(diff.per_query, height=300)
-    right.markdown(f"**Changed negatives:** {len(diff.rows):,}"
-                   + (f" (the first {PAGE:,} shown)" if len(diff.rows) > PAGE else ""))
-    right.dataframe(diff.rows.head(PAGE), hide_index=True, height=300)
+        col.metric(f"negatives that {DIFF_WORDS[change]}", f"{count:,}")
+    st.markdown("**Per query**")
+    st.dataframe(diff.per_query, height=240)
+    st.markdown(f"**Changed negatives:** {len(diff.rows):,}"
+                + (f" (the first {PAGE:,} shown)" if len(diff.rows) > PAGE else ""))
+    st.dataframe(diff.table(store, dataset, PAGE), hide_index=True, height=300)
 
 
 tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])

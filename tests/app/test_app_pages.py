@@ -83,7 +83,15 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     assert at.session_state["ns_run"] == runs[0]["run_id"]  # the sidebar now shows the new run
     at.toggle(key="diff_go").set_value(True).run()
     diff_metrics = {m.label: m.value for m in at.metric}
-    assert int(diff_metrics["negatives that disappears"]) > 0 or int(diff_metrics["negatives that appears"]) > 0
+    gone, new = (int(diff_metrics[f"negatives that {w} (kept only in {r})"]) for w, r in (("disappear", "A"),
+                                                                                           ("appear", "B")))
+    assert gone > 0 or new > 0
+    changed = at.dataframe[-1].value  # ids, short texts and "A → B" with "—" where a run does not keep the pair
+    assert list(changed.columns[:7]) == ["query", "query text", "document", "document text", "change", "rank A → B",
+                                         "score A → B"]
+    assert changed.notna().all().all() and changed["query text"].str.len().gt(0).all()
+    gone_rows = changed[changed["change"] == "disappears"]
+    assert gone_rows["rank A → B"].str.endswith(" → —").all() and len(gone_rows) == gone
 
 
 def test_mine_skip_judged_refills_in_the_preview(monkeypatch, ws_root):

@@ -12,6 +12,7 @@ document text, so a re-uploaded copy under another id is masked as well.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import tempfile
@@ -305,6 +306,77 @@ def trained_models(workspace: Workspace) -> list[dict]:
     for manifest in workspace.models_dir.glob(f"*/{MANIFEST}"):
         found.append({**json.loads(manifest.read_text(encoding="utf-8")), "path": str(manifest.parent)})
     return sorted(found, key=lambda m: m["finished"], reverse=True)
+
+
+# -- time estimate ---------------------------------------------------------------------------------------------------
+# Forward passes a training step costs per text, counting a backward pass as two forwards (the usual 2N vs 6N
+# FLOPs per token of a forward against a forward + backward): Cached MNRL embeds each mini-batch twice (GradCache),
+# GIST also embeds the batch with its guide model.
+FORWARD_PASSES = {"mnrl": 3.0, "cmnrl": 4.0, "gist": 4.0}
+
+
+@dataclass(frozen=True)
+class TrainEstimate:
+    """What a training with these options would run and roughly how long, known before it is started: the Train
+    page shows it beside the button so nobody starts an hour of CPU training by surprise."""
+
+    rows: int
+    steps: int
+    seconds_per_step: float | None  # None: nothing was timed on this device in this workspace yet
+    basis: str  # where seconds_per_step comes from, in words (or why there is none)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.seconds_per_step is None else self.steps * self.seconds_per_step
+
+    def describe(self) -> str:
+        """One sentence for the page: the size of the job, then its time, marked as an estimate with its basis."""
+        size = f"{self.steps:,} steps on {self.rows:,} training rows"
+        if self.seconds is None:
+            return f"{size}; no time estimate: {self.basis}."
+        seconds = self.seconds
+        took = (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 90 * 60
+                else f"{seconds / 3600:.1f} h")
+        return (f"About {took} for {size} ({self.seconds_per_step:.2f} s per step; an estimate, {self.basis}; loading "
+                "and saving the model come on top).")
+
+
+def estimate(store: Store, workspace: Workspace, training: TrainingData, options: TrainOptions) -> TrainEstimate:
+    """Steps × seconds per step for ``train(…, options)`` on ``training`` (what ``select`` returns for the run).
+
+    Rows are counted as ``build_rows`` makes them (a query with no negative left gets one random one; a query that
+    cannot be topped up is counted anyway); steps as the trainer counts them (``max_steps``, else epochs × batches).
+    Seconds per step are measured, never guessed: the newest model trained in this workspace on the same device
+    with the same loss, rows, batch size and length gives its own seconds per step; otherwise the newest mining
+    run of the dataset on that device gives its encoding speed, times the texts a step embeds and
+    ``FORWARD_PASSES``; otherwise there is no estimate yet.
+    """
+    device = resolve_device(options.device)
+    width = 1 if options.row_layout == "triplet" else max((len(e.negatives) for e in training.examples), default=1)
+    rows = sum(len(e.positives) * (max(len(e.negatives), 1) if options.row_layout == "triplet" else 1)
+               for e in training.examples)
+    batch = max(1, min(options.batch_size, rows))
+    steps = options.max_steps or max(1, math.ceil(options.epochs * math.ceil(rows / batch)))
+    same = ("loss", "row_layout", "batch_size", "max_seq_length")
+    for manifest in trained_models(workspace):
+        if manifest.get("device") == device and manifest.get("steps") and all(
+                manifest.get(key) == getattr(options, key) for key in same):
+            return TrainEstimate(rows, steps, manifest["seconds"] / manifest["steps"],
+                                 f"measured: the last training with these settings on {device} "
+                                 f"({manifest['finished'][:16].replace('T', ' ')} UTC) took "
+                                 f"{manifest['seconds'] / manifest['steps']:.2f} s per step")
+    for run in store.runs(training.run["dataset"]):
+        stats = run.get("stats") or {}
+        if str(stats.get("device", "")).split(":")[0] == device.split(":")[0] and stats.get("encoded") and \
+                stats.get("encode_seconds"):
+            per_text = stats["encode_seconds"] / stats["encoded"]
+            texts = batch * (2 + width)  # query, positive and the row's negatives
+            return TrainEstimate(rows, steps, per_text * texts * FORWARD_PASSES[options.loss],
+                                 f"from the encoding speed of mining run {run['run_id']} on {device} "
+                                 f"({1 / per_text:,.0f} texts/s) × {texts} texts per step × "
+                                 f"{FORWARD_PASSES[options.loss]:g} for forward and backward")
+    return TrainEstimate(rows, steps, None, f"nothing was timed on {device} in this workspace yet (the first "
+                                            "training or mining on it gives the speed)")
 
 
 def require_empty_out(out: str | Path) -> Path:

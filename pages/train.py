@@ -12,8 +12,8 @@ from core import leakage, risk
 from core.errors import UserError
 from core.evaluate import METRICS, collection_from_store, comparison_table, evaluate
 from core.jobs import CountProgress
-from core.selection import select
-from core.train import LOSSES, TrainOptions, default_out, train, trained_models
+from core.selection import TrainingData, select
+from core.train import LOSSES, TrainOptions, default_out, estimate, train, trained_models
 from core.train_reranker import RerankerOptions, train_reranker, trained_rerankers
 from core.train_reranker import default_out as reranker_out
 from pages import common
@@ -21,10 +21,16 @@ from pages import common
 common.through_app(__file__)
 
 
+@st.cache_resource(ttl=common.CACHE_TTL_S, show_spinner=False, max_entries=4)
+def training_data(path: str, run_id: str, data: str) -> TrainingData:
+    """The run's raw or curated training data (core.selection), read once for the leakage check and the estimate;
+    shared, not copied: nothing here changes it."""
+    return select(common.get_store(path), run_id, data)
+
+
 @st.cache_data(ttl=common.CACHE_TTL_S, show_spinner=False, max_entries=16)
 def leakage_report(path: str, run_id: str, data: str, split: str) -> leakage.LeakageReport:
-    store = common.get_store(path)
-    return leakage.check(store, select(store, run_id, data), split)
+    return leakage.check(common.get_store(path), training_data(path, run_id, data), split)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -92,12 +98,14 @@ if eval_split:
         st.warning(report.summary(), icon="⚠️")
         exclude = st.checkbox("Exclude the leaked queries and documents from training", key="tr_exclude")
 
+options = TrainOptions(data=data, loss=loss, row_layout=layout, epochs=float(epochs), batch_size=int(batch_size),
+                       max_steps=int(max_steps) or None, seed=int(seed), max_seq_length=int(max_seq_length) or None,
+                       eval_split=eval_split, exclude_leaks=exclude, device=device)
+try:
+    st.caption(estimate(store, ws, training_data(path, run_id, data), options).describe())
+except UserError as exc:  # e.g. a device torch cannot see: the same error training would stop with
+    common.user_error(exc)
 if st.button("Train", type="primary", key="tr_go"):
-    options = TrainOptions(data=data, loss=loss, row_layout=layout, epochs=float(epochs),
-                           batch_size=int(batch_size),
-                           max_steps=int(max_steps) or None, seed=int(seed),
-                           max_seq_length=int(max_seq_length) or None, eval_split=eval_split,
-                           exclude_leaks=exclude, device=device)
     out = default_out(ws, run_id, options)
     manifest = with_progress("preparing the training data", "Training: this takes minutes on a CPU",
                              lambda progress: train(store, run_id, out, options, progress=progress))

@@ -163,6 +163,14 @@ def test_map_shows_projection_views(monkeypatch, ws_root):
     assert len(at.get("plotly_chart")) == 1
 
 
+def test_train_page_estimates_the_time_before_training(monkeypatch, ws_root):
+    """Steps × seconds per step, from the mining run's encoding speed while nothing was trained here yet."""
+    at = open_app(monkeypatch, ws_root, "pages/train.py")
+    at.number_input(key="tr_steps").set_value(7).run()
+    said = next(c.value for c in at.caption if "training rows" in c.value)
+    assert said.startswith("About ") and "for 7 steps on " in said and "an estimate, from the encoding speed" in said
+
+
 def test_password_gate(monkeypatch, ws_root):
     at = open_app(monkeypatch, ws_root, password="s3cret")
     assert [t.value for t in at.title] == ["Negative Space"]

@@ -190,6 +190,9 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     at.button(key="tr_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Trained 1 steps" in s.value for s in at.success)
+    at.run()  # the same settings again: the estimate now reads the training just timed
+    assert any("1 steps on" in c.value and "an estimate, measured: the last training with these settings" in c.value
+               for c in at.caption)
     manifest = trained_models(open_workspace_at(root))[0]
     assert manifest["data"] == "curated" and manifest["leakage"]["excluded"]
     at.button(key="tr_eval").click().run()

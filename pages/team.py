@@ -161,7 +161,9 @@ def kappa_heatmap(result: agreement.Agreement) -> go.Figure:
 def agreement_table(pairs: pd.DataFrame) -> None:
     """Annotator pairs (core.agreement's columns items, observed, kappa, reason) as a table with readable headers
     and κ in words (core.agreement.reading)."""
-    pairs = pairs.assign(reading=[agreement.reading("kappa", k) or "" for k in pairs["kappa"]])
+    pairs = pairs.copy()
+    pairs.insert(pairs.columns.get_loc("kappa") + 1, "κ reads",
+                 [agreement.reading("kappa", k) or "" for k in pairs["kappa"]])
     st.dataframe(pairs.rename(columns={"items": "shared items", "observed": "observed agreement", "kappa": "Cohen's κ",
                                        "reason": "why undefined"}).fillna({"why undefined": ""}),
                  hide_index=True, column_config={
@@ -198,11 +200,11 @@ def show_agreement(result: agreement.Agreement, key: str) -> None:
         agreement_table(judges.rename(columns={"judge": "LLM judge"}))
 
 
-def positive_snippets(store, dataset: str, doc_ids: list[str]) -> pd.DataFrame:
-    """A query's labelled positives as short texts: what the candidate is weighed against when adjudicating."""
+def positive_lines(store, dataset: str, doc_ids: list[str]) -> list[str]:
+    """A query's labelled positives as "id: short text" lines: what the candidate is weighed against when
+    adjudicating."""
     docs = store.documents(dataset, doc_ids)
-    return pd.DataFrame({"positive": docs["doc_id"],
-                         "text": [lookups.snippet(t, 160) for t in lookups.document_texts(docs)]})
+    return [f"{d}: {lookups.snippet(t, 160)}" for d, t in zip(docs["doc_id"], lookups.document_texts(docs))]
 
 
 def show_queue(store, dataset: str, who: str) -> None:
@@ -219,10 +221,10 @@ def show_queue(store, dataset: str, who: str) -> None:
                "and stays in the history; undo it on the Review page like any verdict.")
     pages = max(1, math.ceil(len(queue) / QUEUE_PAGE))
     page = st.number_input("Page", 1, pages, 1, key="ns_team_page") if pages > 1 else 1
-    shown = queue.iloc[(page - 1) * QUEUE_PAGE: page * QUEUE_PAGE]
-    queries = store.queries(dataset, list(shown["query_id"])).set_index("query_id")["text"]
-    docs = store.documents(dataset, list(shown["doc_id"])).set_index("doc_id")
-    for item in shown.itertuples(index=False):
+    on_page = queue.iloc[(page - 1) * QUEUE_PAGE: page * QUEUE_PAGE]
+    queries = store.queries(dataset, list(on_page["query_id"])).set_index("query_id")["text"]
+    docs = store.documents(dataset, list(on_page["doc_id"])).set_index("doc_id")
+    for item in on_page.itertuples(index=False):
         with st.container(border=True):
             left, right = st.columns([3, 2])
             with left:
@@ -231,18 +233,17 @@ def show_queue(store, dataset: str, who: str) -> None:
                 positives = store.positives(dataset, None, item.query_id)
                 st.caption(f"labelled positive{'s' if len(positives) > 1 else ''} of the query"
                            if positives else "no labelled positive")
-                if positives:
-                    st.dataframe(positive_snippets(store, dataset, positives), hide_index=True)
+                for line in positive_lines(store, dataset, positives):
+                    st.text(line)
                 st.caption(f"document {item.doc_id}")
                 if item.doc_id in docs.index:
                     common.show_document(docs.at[item.doc_id, "title"], docs.at[item.doc_id, "text"])
                 else:
                     st.text("(document no longer in the dataset)")
             with right:
-                st.dataframe(pd.DataFrame({"annotator": list(item.verdicts),
-                                           "verdict": [VERDICT_NAME[v] for v in item.verdicts.values()],
-                                           "note": [item.notes.get(a, "") for a in item.verdicts]}),
-                             hide_index=True)
+                for annotator, verdict in item.verdicts.items():  # st.text: notes shown literally, wrapped
+                    note = item.notes.get(annotator)
+                    st.text(f"{shown(annotator)}: {VERDICT_NAME[verdict]}" + (f" — note: {note}" if note else ""))
                 buttons = st.columns(len(labels.LABELS))
                 for column, label in zip(buttons, labels.LABELS):
                     column.button(VERDICT_NAME[label], key=f"ns_adj|{item.query_id}|{item.doc_id}|{label}",
@@ -340,12 +341,11 @@ scope = st.selectbox("Over", [None, *by_query["query_id"]], key="ns_team_scope",
 show_agreement(agreement.dataset_agreement(store, dataset, scope), "all" if scope is None else "query")
 if not by_query.empty:
     with st.expander(f"Agreement per query ({len(by_query)} queries with verdicts, least agreement first)"):
-        by_query.insert(by_query.columns.get_loc("alpha") + 1, "reading",
+        by_query.insert(by_query.columns.get_loc("alpha") + 1, "α reads",
                         [agreement.reading("alpha", a) or "" for a in by_query["alpha"]])
         st.dataframe(by_query, hide_index=True, column_config={
             "observed": st.column_config.NumberColumn("observed agreement", format="percent"),
-            "alpha": st.column_config.NumberColumn("α", format="%.3f"),
-            "reading": st.column_config.TextColumn("α reads")})
+            "alpha": st.column_config.NumberColumn("α", format="%.3f")})
 
 if common.may(roles.GUIDELINES):  # core.guidelines refuses other roles anyway
     guideline_editor(store, dataset)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import agreement, labels
+from core import agreement, labels, lookups
 from core.datasets import ingest
 from tests.app_helpers import ROOT
 from tests.fixtures import DOCS
@@ -76,18 +76,17 @@ def test_agreement_reads_in_words(ws):
     expected = agreement.dataset_agreement(store, "tiny")
     assert any(f"α reads: **{agreement.reading('alpha', expected.alpha)}**" == c.value for c in at.caption)
     pairs = next(d.value for d in at.dataframe if "shared items" in d.value.columns)
-    assert pairs["reading"].tolist() == [agreement.reading("kappa", expected.pairs["kappa"].iloc[0])]
+    assert pairs["κ reads"].tolist() == [agreement.reading("kappa", expected.pairs["kappa"].iloc[0])]
     assert any("Landis & Koch (1977)" in c.value for c in at.caption)
 
 
 def test_adjudication_card_shows_positive_and_notes(ws):
     workspace, _ = ws
     at = open_page(workspace.root)
-    positives = [d.value for d in at.dataframe if "positive" in d.value.columns]
-    assert [p["positive"].tolist() for p in positives] == [["py-join"], ["py-sort"]]  # q1's card, then q2's
-    assert DOCS["py-join"][1][:40] in positives[0]["text"].iloc[0]
-    verdicts = [d.value for d in at.dataframe if "note" in d.value.columns and "verdict" in d.value.columns]
-    assert verdicts[0].set_index("annotator")["note"].to_dict() == {"ana": NOTE, "bob": ""}
+    texts = [t.value for t in at.text]
+    join, sort = (f"{d}: {lookups.snippet(' '.join(DOCS[d]), 160)}" for d in ("py-join", "py-sort"))
+    assert join in texts and sort in texts and texts.index(join) < texts.index(sort)  # q1's card, then q2's
+    assert f"ana: true negative — note: {NOTE}" in texts and "bob: false negative" in texts  # q1's verdicts
 
 
 def test_per_query_scope(ws):

@@ -432,9 +432,9 @@ class RunDiff:
         return changed.groupby(["query_id", "change"]).size().unstack(fill_value=0)
 
     def table(self, store: Store, dataset: str, limit: int) -> pd.DataFrame:
-        """The first ``limit`` changed negatives as the Mine page lists them: query and document ids with short
-        texts, the change, and rank and score as "A → B" with "—" where a run does not keep the pair (a blank
-        cell would read as missing data, when it means the pair appears or disappears)."""
+        """The first ``limit`` changed negatives as the Mine page lists them: query and document ids, the change,
+        rank and score as "A → B" with "—" where a run does not keep the pair (a blank cell would read as missing
+        data, when it means the pair appears or disappears), then short texts of the query and the document."""
         rows = self.rows.head(limit)
         queries = store.queries(dataset, rows["query_id"].unique().tolist()).set_index("query_id")["text"]
         docs = store.documents(dataset, rows["doc_id"].unique().tolist())
@@ -443,16 +443,14 @@ class RunDiff:
         def arrow(a: pd.Series, b: pd.Series, form: str) -> list[str]:
             return [" → ".join("—" if pd.isna(v) else format(v, form) for v in pair) for pair in zip(a, b)]
 
-        out = pd.DataFrame({"query": rows["query_id"].to_numpy(),
-                            "query text": [snippet(queries.get(q, ""), 60) for q in rows["query_id"]],
-                            "document": rows["doc_id"].to_numpy(),
-                            "document text": [snippet(doc_text.get(d, ""), 80) for d in rows["doc_id"]],
+        out = pd.DataFrame({"query": rows["query_id"].to_numpy(), "document": rows["doc_id"].to_numpy(),
                             "change": rows["change"].to_numpy(),
                             "rank A → B": arrow(rows["rank_a"], rows["rank_b"], ".0f"),
                             "score A → B": arrow(rows["score_a"], rows["score_b"], ".3f")})
         if "ce" in rows:
             out["ce p"] = rows["ce"].round(3).to_numpy()
-        return out
+        return out.assign(**{"query text": [snippet(queries.get(q, ""), 60) for q in rows["query_id"]],
+                             "document text": [snippet(doc_text.get(d, ""), 80) for d in rows["doc_id"]]})
 
 
 def _kept(store: Store, run_id: str) -> pa.Table:

@@ -87,8 +87,8 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
                                                                                            ("appear", "B")))
     assert gone > 0 or new > 0
     changed = at.dataframe[-1].value  # ids, short texts and "A → B" with "—" where a run does not keep the pair
-    assert list(changed.columns[:7]) == ["query", "query text", "document", "document text", "change", "rank A → B",
-                                         "score A → B"]
+    assert list(changed.columns) == ["query", "document", "change", "rank A → B", "score A → B", "query text",
+                                     "document text"]
     assert changed.notna().all().all() and changed["query text"].str.len().gt(0).all()
     gone_rows = changed[changed["change"] == "disappears"]
     assert gone_rows["rank A → B"].str.endswith(" → —").all() and len(gone_rows) == gone

@@ -144,6 +144,6 @@ def map_figure(points: pd.DataFrame, colour: str, title: str, continuous: bool =
                                                   colour: ":.3f" if continuous else True},
                      symbol_map={"query": "diamond", "document": "circle", "positive": "star"},
                      title=title, **kwargs)
-    fig.update_traces(marker=dict(size=7, opacity=0.8))
+    fig.update_traces(marker=dict(size=7, opacity=0.8), hoverlabel_align="left")  # wrapped lines read from the left
     fig.update_layout(**{**_LAYOUT, "height": 600}, dragmode="lasso", xaxis_title=None, yaxis_title=None)
     return fig

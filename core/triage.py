@@ -19,6 +19,7 @@ import pandas as pd
 from core import audit, labels, roles
 from core.errors import UserError
 from core.lookups import is_positive, require_dataset, require_run
+from core.risk import SIGNALS, RiskModel
 from core.vectors import NEAR_DUPLICATE_COSINE, Vectors, run_encoder, tfidf_matrix
 
 if TYPE_CHECKING:
@@ -66,6 +67,20 @@ def triage_queue(store: Store, run_id: str, annotator: str | None = None, limit:
     todo = pd.concat(parts, ignore_index=True).head(want) if parts else store.risk_order(run_id, 0, 0)
     todo = todo.assign(signals=[json.loads(s) if isinstance(s, str) else {} for s in todo["signals"]])
     return todo[QUEUE_COLUMNS]
+
+
+def readable(queue: pd.DataFrame, model: RiskModel, top: int = 2) -> pd.DataFrame:
+    """The queue as a person reads it: instead of the signal values, the ``top`` signals that raised each
+    candidate's risk most under ``model`` (the one that scored the run, core.risk.risk_model), each in the words
+    declared with it in core.risk and with its value, so nobody has to know what "bm25_norm" is."""
+    values = pd.DataFrame(list(queue["signals"]), index=queue.index).reindex(columns=list(SIGNALS)).astype(float)
+    share = np.nan_to_num(model.contributions(values).to_numpy(), nan=0.0)
+    names, why = list(SIGNALS), []
+    for shares, own in zip(share, values.to_numpy()):
+        raised = [i for i in np.argsort(-shares, kind="stable")[:top] if shares[i] > 0]
+        why.append("; ".join(f"{SIGNALS[names[i]].description}: {own[i]:.3g}" for i in raised) or
+                   "no signal raised it above the model's baseline")
+    return queue.drop(columns="signals").assign(**{"raised most by": why})
 
 
 def unjudged(store: Store, run_id: str, annotator: str | None = None, share: RunOutline | None = None) -> int:
@@ -125,6 +140,7 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
     label = labels.normalise_label(label)
     if label == "unsure":
         return 0
+    words = label.replace("_", " ")  # the reason is read by people: "false negative", not "false_negative"
     runs = store.runs(dataset)
     if not runs:
         return 0
@@ -151,7 +167,7 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
                 if cosine[i] >= NEAR_DUPLICATE_COSINE or overlap[i] >= NEAR_DUPLICATE_OVERLAP:
                     rows.append({"query_id": query_id, "doc_id": d, "similarity": float(cosine[i]),
                                  "reason": f"near-copy of {doc_id} (cosine {cosine[i]:.2f}, word overlap "
-                                           f"{overlap[i]:.2f}) judged {label} for this query"})
+                                           f"{overlap[i]:.2f}) judged {words} for this query"})
 
     ids, row, vecs = _query_vectors(store, dataset, runs, vectors)
     if query_id in row:
@@ -165,7 +181,7 @@ def propagate(store: Store, workspace: Workspace, dataset: str, query_id: str, d
             q = ids[i]
             if not skipped(q, doc_id) and not store.candidate_pairs(dataset, query_id=q, doc_id=doc_id).empty:
                 rows.append({"query_id": q, "doc_id": doc_id, "similarity": float(cosine[i]),
-                             "reason": f"judged {label} for the similar query {query_id} (cosine {cosine[i]:.2f})"})
+                             "reason": f"judged {words} for the similar query {query_id} (cosine {cosine[i]:.2f})"})
     return store.add_suggestions([{**r, "dataset": dataset, "label": label, "source_event": source_event}
                                   for r in rows])
 

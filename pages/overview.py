@@ -49,7 +49,8 @@ above = shape.above
 right.markdown(f"**{above.candidates:,}** candidates ({above.share:.1%}) score above their query's weakest "
                f"positive, in **{above.queries:,}** queries; **{above.kept:,}** of "
                "them are kept as negatives by this run's rule. Those are the likeliest false negatives — "
-               "start reviewing there (Review → sort by risk).")
+               "start reviewing there: **Review → Triage queue** ranks every mined candidate of the run, kept or "
+               "dropped, by false-negative risk, riskiest first.")
 
 st.subheader("Verdicts")
 verdicts = labels.resolved(store, dataset)

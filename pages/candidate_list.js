@@ -1,11 +1,27 @@
 // The Review page's candidate list and keyboard: every key is applied here, at once, to what is on screen, and
 // sent to the server as an event that names its (query, document). Events wait in a queue until the server
 // acknowledges them (data.acked), so a key pressed while the page reruns is neither lost nor re-targeted.
-// Keys whose outcome only the server knows (next/previous query, undo) hold later keys back until it answers.
+// Keys whose outcome only the server knows (next/previous query, undo, a suggestion, a verdict on the query's last
+// candidate, which opens the next query) hold later keys back until it answers.
 const VERDICT_KEYS = { f: "false_negative", t: "true_negative", u: "unsure" };
 const VERDICT_NAME = { false_negative: "false negative", true_negative: "true negative", unsure: "unsure" };
-const WAITING = new Set(["query", "undo"]);  // actions whose result the client cannot predict
+const WAITING = new Set(["query", "undo", "suggestion"]);  // actions whose result the client cannot predict
+// Every key, as the help (`?`) lists it; the single letters among them are the shortcuts this list takes.
+const KEYS = [
+  [["f"], "verdict: false negative, then the next candidate (after the query's last one, the next query)"],
+  [["t"], "verdict: true negative, then the next candidate"],
+  [["u"], "verdict: unsure, then the next candidate"],
+  [["j", "k"], "next / previous candidate (a click on a row moves there too)"],
+  [["n", "p"], "next / previous query (in the triage queue: next / previous item)"],
+  [["z"], "undo your latest verdict (a Map selection's whole batch at once)"],
+  [["a", "r"], "accept / reject the query's first open suggestion (marked in the verdict column)"],
+  [["Esc"], "leave a text box: shortcuts pause while you type; closes this help"],
+  [["?"], "show / hide this help"],
+];
+const SHORTCUTS = new Set(KEYS.flatMap(([keys]) => keys).filter((k) => /^[a-z]$/.test(k)));
 const GAP_MS = 5000;  // how long keys still count after the list left the page (a slow remount)
+const RETRY_MS = 2500;  // unacknowledged events are sent again after this long without an answer (then 2x, 4x…)
+const RETRY_MAX_MS = 20000;
 
 function typingTarget(el) {
   if (!el) return false;
@@ -31,6 +47,8 @@ export default function (component) {
   const { setStateValue, parentElement } = component;
   const box = parentElement.querySelector(".ns-list");
   const status = parentElement.querySelector(".ns-status");
+  const notice = parentElement.querySelector(".ns-notice");
+  const help = parentElement.querySelector(".ns-help");
   // One state per browser session token, kept across reruns (the function runs again on every render).
   const all = (window.__nsReview = window.__nsReview || {});
   const state = (all[component.data.token] = all[component.data.token] ||
@@ -60,17 +78,36 @@ export default function (component) {
   }
 
   function waiting() {
-    return state.queue.some((e) => WAITING.has(e.action) || (e.action === "verdict" && data().verdicts_wait));
+    return state.queue.some((e) => WAITING.has(e.action) ||
+      (e.action === "verdict" && (data().verdicts_wait || !e.cursor)));
   }
 
   function send(event) {
-    // event null: send the queue again (it went out while no copy of the list was mounted)
+    // event null: send the queue again (it went out while no copy of the list was mounted, or got no answer)
     if (event) {
       state.seq += 1;
       state.queue.push({ ...event, seq: state.seq });
     }
     state.unsent = !onPage();
-    state.setStateValue("events", { token: data().token, events: state.queue });
+    state.sends = (state.sends || 0) + 1;  // a resend differs from the last value, so it reaches the server
+    state.setStateValue("events", { token: data().token, events: state.queue, sent: state.sends });
+    watch(state.retryMs || RETRY_MS);
+  }
+
+  function watch(ms) {
+    // Streamlit drops a key callback that a newer rerun request (the page's 1 s polling fragment, another key)
+    // interrupts before it has applied anything, and does not call it again for the same value: the events would
+    // wait for the next key, and a key waiting for the server's answer (a query change, an undo) for ever. So an
+    // event the server has not acknowledged after a while is sent again (applied once: the server skips the
+    // numbers it has applied), backing off while the server stays silent, so a slow server is not interrupted
+    // over and over.
+    clearTimeout(state.retry);
+    if (!state.queue.length) return;
+    state.retry = setTimeout(() => {
+      if (!state.queue.length) return;
+      state.retryMs = Math.min(RETRY_MAX_MS, 2 * ms);
+      send(null);
+    }, ms);
   }
 
   function act(key) {
@@ -79,7 +116,7 @@ export default function (component) {
     const at = Math.max(0, order.indexOf(cursor));
     if (key in VERDICT_KEYS) {
       if (!order.length) return;
-      const next = order[Math.min(order.length - 1, at + 1)];
+      const next = at + 1 < order.length ? order[at + 1] : null;  // null: the server opens the next query
       send({ action: "verdict", label: VERDICT_KEYS[key], query_id: data().query_id, doc_id: order[at], cursor: next });
     } else if (key === "j" || key === "k") {
       if (!order.length) return;
@@ -89,6 +126,8 @@ export default function (component) {
       send({ action: "query", query_id: data().query_id, step: key === "n" ? 1 : -1 });
     } else if (key === "z") {
       send({ action: "undo", query_id: data().query_id });
+    } else if ((key === "a" || key === "r") && data().suggestions.length) {
+      send({ action: "suggestion", query_id: data().query_id, id: data().suggestions[0].id, accept: key === "a" });
     }
   }
 
@@ -109,8 +148,40 @@ export default function (component) {
     for (const draw of state.renders.values()) draw();
   }
 
+  function renderHelp() {
+    help.hidden = !state.help;
+    if (!state.help) return;
+    help.replaceChildren();
+    const title = document.createElement("div");
+    title.className = "ns-help-title";
+    title.textContent = "Keys (Esc or ? closes)";
+    const close = document.createElement("button");
+    close.type = "button";
+    close.textContent = "×";
+    close.title = "Close";
+    close.onclick = () => { state.help = false; renderAll(); };
+    title.appendChild(close);
+    help.appendChild(title);
+    const table = document.createElement("table");
+    for (const [keys, what] of KEYS) {
+      const tr = document.createElement("tr");
+      const td = cell(tr, "");
+      for (const k of keys) {
+        const kbd = document.createElement("kbd");
+        kbd.textContent = k;
+        td.appendChild(kbd);
+      }
+      cell(tr, what);
+      table.appendChild(tr);
+    }
+    help.appendChild(table);
+  }
+
   function render() {
     const { labels, cursor } = view();
+    const suggested = {};  // doc id -> its open suggestion (the first of a document wins)
+    for (const s of data().suggestions) if (!(s.doc_id in suggested)) suggested[s.doc_id] = s;
+    const first = data().suggestions[0];
     box.replaceChildren();
     const table = document.createElement("table");
     const head = document.createElement("tr");
@@ -128,7 +199,10 @@ export default function (component) {
       if (r.doc_id === cursor) tr.className = "ns-cursor";
       cell(tr, r.doc_id === cursor ? "▶" : "");
       cell(tr, String(r.rank));
-      cell(tr, label ? VERDICT_NAME[label] + (pending ? " …" : "") : "", label ? "ns-" + label : "");
+      const hint = suggested[r.doc_id];
+      if (label) cell(tr, VERDICT_NAME[label] + (pending ? " …" : ""), "ns-" + label);
+      else if (hint) cell(tr, "suggested: " + hint.label + (hint === first ? " (a / r)" : ""), "ns-suggested");
+      else cell(tr, "");
       cell(tr, fmt(r.score, 3));
       cell(tr, fmt(r.margin, 3, true));
       cell(tr, r.rule);
@@ -145,11 +219,15 @@ export default function (component) {
     const current = box.querySelector("tr.ns-cursor");
     if (current && current.scrollIntoView) current.scrollIntoView({ block: "nearest" });
     const typing = typingTarget(document.activeElement);
+    const keys = "Keys: f t u judge · j k move · n p query · z undo" + (first ? " · a r suggestion" : "") +
+      " · ? all keys";
     status.className = "ns-status" + (typing ? " ns-paused" : "");
     status.textContent = typing
       ? "Shortcuts paused while you type — press Esc to return to judging"
-      : waiting() ? "Keys: f t u judge · j k move · n p query · z undo — waiting for the page…"
-      : "Keys: f t u judge · j k move · n p query · z undo";
+      : waiting() ? keys + " — waiting for the page…" : keys;
+    notice.textContent = data().notice || "";
+    notice.hidden = !data().notice;
+    renderHelp();
   }
 
   // Keys buffered behind a query change or an undo run once the server has answered it.
@@ -178,10 +256,17 @@ export default function (component) {
       return;
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey || typingTarget(active)) return;
+    if (ev.key === "?" || (ev.key === "Escape" && state.help)) {
+      state.help = ev.key === "?" && !state.help;
+      ev.preventDefault();
+      renderAll();
+      return;
+    }
     const key = ev.key.length === 1 ? ev.key.toLowerCase() : "";
-    if (!key || !"ftujknpz".includes(key)) return;
+    if (!SHORTCUTS.has(key)) return;
     ev.preventDefault();
     ev.stopPropagation();
+    state.help = false;  // a shortcut closes the help, which covers the rows it acts on
     press(key);
   };
   if (!all.listening) {
@@ -196,7 +281,10 @@ export default function (component) {
     all.onKey = onKey;
     all.onFocus = renderAll;
     state.path = location.pathname;
+    if (data().acked > (state.ackedSeen || 0)) state.retryMs = RETRY_MS;  // the server answers: back to quick
+    state.ackedSeen = Math.max(state.ackedSeen || 0, data().acked);
     if (state.unsent && state.queue.length) send(null);
+    else watch(state.retryMs || RETRY_MS);  // a screen from the server: wait afresh before sending again
   }
   return () => state.renders.delete(box);
 }

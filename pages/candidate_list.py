@@ -24,12 +24,13 @@ from core import audit, roles
 HERE = Path(__file__).resolve().parent
 _COMPONENT = st.components.v2.component(
     "ns_candidate_list",
-    html='<div class="ns-status"></div><div class="ns-list"></div>',
+    html=('<div class="ns-bar"><span class="ns-status"></span><span class="ns-notice"></span></div>'
+          '<div class="ns-frame"><div class="ns-list"></div><div class="ns-help" role="dialog" hidden></div></div>'),
     css=(HERE / "candidate_list.css").read_text(encoding="utf-8"),
     js=(HERE / "candidate_list.js").read_text(encoding="utf-8"),
 )
 KEY = "ns_candidate_list"
-ACTIONS = ("verdict", "move", "query", "undo")
+ACTIONS = ("verdict", "move", "query", "undo", "suggestion")
 
 
 def rows(candidates: pd.DataFrame) -> list[dict[str, Any]]:
@@ -69,13 +70,16 @@ def _stream(token: str) -> _Stream:
 
 def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str,
          on_event: Callable[[MutableMapping[str, Any], dict], None], tracked: Sequence[str],
-         verdicts_wait: bool = False, risk_pending: bool = False) -> None:
+         verdicts_wait: bool = False, risk_pending: bool = False, suggestions: Sequence[dict[str, Any]] = (),
+         notice: str | None = None) -> None:
     """Mount the list for one query. Each key event is passed once, in order, to ``on_event(state, event)``, where
     ``state`` holds the ``tracked`` session-state keys; what it sets there is written to the session state.
 
     ``verdicts_wait``: the server, not the list, decides where a verdict moves the cursor (the triage queue jumps
     to the next riskiest item), so keys after a verdict wait for its answer. ``risk_pending``: risk is being scored
-    in the background, and the risk column says so instead of showing nothing.
+    in the background, and the risk column says so instead of showing nothing. ``suggestions``: the query's open
+    suggestions (id, doc_id, label in words, reason), oldest first; the a / r keys decide the first one shown.
+    ``notice``: what the last key did that the rows cannot show (an undo, a decided suggestion), said beside them.
     """
     with _LOCK:
         stream = _stream(token)
@@ -83,7 +87,7 @@ def show(candidates: pd.DataFrame, query_id: str, cursor: str | None, token: str
         acked, rev = stream.applied, stream.shown
     _COMPONENT(key=KEY, data={"token": token, "acked": acked, "rev": rev, "query_id": query_id, "cursor": cursor,
                               "rows": rows(candidates), "verdicts_wait": verdicts_wait,
-                              "risk_pending": risk_pending},
+                              "risk_pending": risk_pending, "suggestions": list(suggestions), "notice": notice},
                on_events_change=partial(_receive, token, on_event, tuple(tracked)))
 
 

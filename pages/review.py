@@ -1,10 +1,12 @@
 """Review: one query at a time, judge each mined candidate as false negative / true negative / unsure.
 
-Keyboard: f / t / u judge the current candidate, j / k next / previous candidate, n / p next / previous query
-(or queue item), z undo; the keys live in pages/candidate_list.js, which names the (query, document) each key
-meant. Everything read here comes from stored data (core.review); verdicts go through core.judging, each with
-the version of the dataset's guidelines shown beside it (core.guidelines). A person the run's split
-(core.assignments) names reviews only their share: the query list, the triage queue and progress are theirs.
+Keyboard: f / t / u judge the current candidate (after a query's last candidate, the next query opens), j / k
+next / previous candidate, n / p next / previous query (or queue item), z undo, a / r accept / reject the query's
+first open suggestion, ? the list of keys; the keys live in pages/candidate_list.js, which names the (query,
+document or suggestion) each key meant. Everything read here comes from stored data (core.review); verdicts go
+through core.judging, each with the version of the dataset's guidelines shown beside it (core.guidelines). A
+person the run's split (core.assignments) names reviews only their share: the query list, the triage queue and
+progress are theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from core.workspace import Workspace
 from pages import candidate_list, common
 
 CURSOR, NOTE, SEARCH, TRIAGE_POS, TRIAGE_ITEM = "ns_cursor", "ns_note", "ns_search", "ns_triage_pos", "ns_triage_item"
+QUEUE_SHOWN = 50  # triage queue items read per page run: those n / p walk through before the queue is read again
 TOKEN = "ns_keys_token"  # names this browser session's stream of key events (pages/candidate_list.py)
 VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
 BUTTONS = (("false_negative", "False neg. (f)", "primary"), ("true_negative", "True neg. (t)", "secondary"),
@@ -35,6 +38,7 @@ BUTTONS = (("false_negative", "False neg. (f)", "primary"), ("true_negative", "T
 # key event (a plain dict, see pages/candidate_list.py) run the same code ----------------------------------------
 State = MutableMapping[str, Any]
 ERROR, INFO = "ns_review_error", "ns_review_info"
+NOTICE = "ns_review_notice"  # what an undo or a suggestion decision did, said beside the list (it shows no toast)
 SPREADING, SPREAD_TOLD = "ns_spreading", "ns_spread_told"  # this session's verdicts being spread; those told of
 
 
@@ -59,9 +63,11 @@ def _spreading_news() -> None:
 
 
 def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str, guideline: int | None, query_id: str,
-           doc_id: str, who: str, label: str, cursor_after: str | None) -> None:
+           doc_id: str, who: str, label: str, cursor_after: str | None, outline: review.RunOutline | None) -> None:
     """Record a verdict on exactly this (query, document) with the guidelines version on screen, spread it, and
-    move the cursor where the screen did."""
+    move the cursor where the screen did. ``cursor_after`` None: that was the query's last candidate, so the next
+    query of ``outline`` opens instead of the last candidate staying under the cursor to be judged again (None
+    in the triage queue, which moves on to its next item by itself)."""
     if store.candidates(run_id, query_id, with_signals=False)["doc_id"].eq(doc_id).sum() != 1:
         state[ERROR] = f"{doc_id} is not a candidate of query {query_id} in this run."
         return
@@ -77,15 +83,24 @@ def _judge(state: State, store: Store, ws: Workspace, run_id: str, dataset: str,
     state[common.QUERY] = query_id
     if cursor_after is not None:
         state[CURSOR] = cursor_after
+    elif outline is not None:
+        if outline.neighbour(query_id, 1) == query_id:
+            state[INFO] = "That was the last candidate of the last query in the list."
+        else:
+            _step_query(state, outline, query_id, 1)
 
 
 def _undo(state: State, store: Store, dataset: str, who: str) -> None:
+    """Undo the latest verdict (or its batch), go back to it and say what was undone: the list alone cannot show
+    it when the undone verdict was on another query or the candidate was already judged before."""
     undone = judging.undo(store, dataset, who)
     if not undone:
         state[ERROR] = "Nothing to undo."
         return
-    if len(undone) > 1:
-        state[INFO] = f"Undid a batch of {len(undone)} verdicts."
+    last = undone[0]
+    what = f"{VERDICT_NAME.get(last['label'], last['label'])} on {last['doc_id']} (query {last['query_id']})"
+    state[NOTICE] = (f"Undid: {what}" if len(undone) == 1
+                     else f"Undid a batch of {len(undone)} verdicts, the last {what}")
     state[common.QUERY], state[CURSOR] = undone[-1]["query_id"], undone[-1]["doc_id"]
 
 
@@ -102,13 +117,29 @@ def _move_triage(state: State, step: int, size: int) -> None:
     state[TRIAGE_POS] = max(0, min(size - 1, (state.get(TRIAGE_POS) or 0) + step))
 
 
+def _decide_suggestion(state: State, store: Store, suggestion_id: int, who: str, accept: bool) -> None:
+    """Accept (a verdict) or reject one suggestion, by its id: the one on screen when the key or button was used."""
+    try:
+        found = store.suggestion(suggestion_id)
+        if accept:
+            triage.accept_suggestion(store, suggestion_id, who)
+        else:
+            triage.reject_suggestion(store, suggestion_id, who)
+    except UserError as exc:
+        state[ERROR] = str(exc)
+        return
+    state[NOTICE] = (f"{'Accepted' if accept else 'Rejected'} the suggestion "
+                     f"{VERDICT_NAME.get(found['label'], found['label'])} on {found['doc_id']}")
+
+
 def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, guideline: int | None, who: str,
                outline: review.RunOutline, queue_size: int | None, state: State, event: dict) -> None:
-    """One key from the candidate list; it names the (query, document) that was on screen when it was pressed."""
+    """One key from the candidate list; it names the (query, document) or the suggestion that was on screen when
+    it was pressed."""
     query_id, action = str(event.get("query_id")), event["action"]
     if action == "verdict":
         _judge(state, store, ws, run_id, dataset, guideline, query_id, str(event.get("doc_id")), who,
-               str(event.get("label")), event.get("cursor"))
+               str(event.get("label")), event.get("cursor"), outline if queue_size is None else None)
     elif action == "move" and event.get("cursor"):
         state[common.QUERY], state[CURSOR] = query_id, str(event["cursor"])
     elif action == "query":
@@ -119,19 +150,11 @@ def _key_event(store: Store, ws: Workspace, run_id: str, dataset: str, guideline
             _move_triage(state, step, queue_size)
     elif action == "undo":
         _undo(state, store, dataset, who)
+    elif action == "suggestion" and isinstance(event.get("id"), int):
+        _decide_suggestion(state, store, event["id"], who, event.get("accept") is True)
 
 
 # -- button callbacks: run before the next script run, so they may set any session key --------------------------
-def _decide_suggestion(suggestion_id: int, who: str, accept: bool) -> None:
-    try:
-        if accept:
-            triage.accept_suggestion(common.store(), suggestion_id, who)
-        else:
-            triage.reject_suggestion(common.store(), suggestion_id, who)
-    except UserError as exc:
-        st.session_state[ERROR] = str(exc)
-
-
 def _promotion(dataset: str, split: str, query_id: str, doc_id: str, promote: bool) -> None:
     try:
         (triage.promote if promote else triage.demote)(common.store(), dataset, split, query_id, doc_id)
@@ -196,8 +219,7 @@ if error := st.session_state.pop(ERROR, None):
     st.toast(error, icon="⚠️")
 if info := st.session_state.pop(INFO, None):
     st.toast(info, icon="💡")
-if any(job.name not in st.session_state.get(SPREAD_TOLD, ()) for job in st.session_state.get(SPREADING) or []):
-    _spreading_news()
+notice = st.session_state.pop(NOTICE, None)
 scored = common.risk_ready(run_id)  # if not, scoring runs in the background and the page shows rank order
 
 judged = review.own_verdicts(store, dataset, who)
@@ -205,7 +227,9 @@ modes = ["Queries", "Triage queue"]
 top = st.columns([1.2, 1.5, 0.9, 2])
 mode = top[0].segmented_control("Mode", modes, default="Queries", key="ns_mode") or "Queries"
 scope = top[1].segmented_control("Candidates", review.SCOPES, default="kept", key="ns_scope",
-                                 format_func={"kept": "kept negatives", "all": "all mined"}.get) or "kept"
+                                 format_func={"kept": "kept negatives", "all": "all mined"}.get,
+                                 help="The candidates a query shows in *Queries* mode; the triage queue always "
+                                      "ranks all mined candidates.") or "kept"
 sort = top[2].segmented_control("Sort by", review.SORTS, default="rank", key="ns_sort", disabled=not scored,
                                 help=None if scored else "Sorting by risk waits until risk is scored.") or "rank"
 if not scored:
@@ -228,8 +252,8 @@ if mode == "Triage queue":
         st.info("The triage queue orders every candidate by false-negative risk, which is still being scored; "
                 "it opens by itself when scoring is done. Review query by query meanwhile.")
         st.stop()
-    scope = "all"  # the queue ranks every mined candidate, kept or not
-    queue = triage.triage_queue(store, run_id, who, limit=50, share=share)
+    scope = "all"  # the queue ranks every mined candidate, kept or not (the caption below says so)
+    queue = triage.triage_queue(store, run_id, who, limit=QUEUE_SHOWN, share=share)
     if queue.empty:
         st.success("The triage queue is empty: every candidate of " + ("your share" if share is not None
                                                                         else "this run") + " has your verdict.")
@@ -239,9 +263,16 @@ if mode == "Triage queue":
     if st.session_state.get(TRIAGE_ITEM) != (item["query_id"], item["doc_id"]):
         st.session_state[TRIAGE_ITEM] = (item["query_id"], item["doc_id"])
         st.session_state[common.QUERY], st.session_state[CURSOR] = item["query_id"], item["doc_id"]
-    with st.expander(f"Triage queue: {triage.unjudged(store, run_id, who, share)} unjudged candidates, highest risk "
-                     f"first (item {pos + 1}; the next {len(queue)} below)"):
-        st.dataframe(queue, hide_index=True, height=220)
+    left_to_judge = triage.unjudged(store, run_id, who, share)
+    st.caption(f"The triage queue ranks **all mined candidates** of {'your share' if share is not None else 'this run'}"
+               f" (kept by the rule or dropped; the *Candidates* choice does not apply) by false-negative risk, "
+               f"riskiest first. This is item {pos + 1} of the {left_to_judge:,} you have not judged.")
+    with st.expander(f"The next {len(queue)} of the {left_to_judge:,} in the queue, and why their risk is high"):
+        st.dataframe(triage.readable(queue, risk_model(store, run_id)), hide_index=True, height=220,
+                     column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                    "pos_score": st.column_config.NumberColumn("s_P", format="%.3f"),
+                                    "risk": st.column_config.NumberColumn(format="%.3f"),
+                                    "raised most by": st.column_config.TextColumn(width="large")})
 
 query_id = st.session_state.get(common.QUERY)
 if query_id not in outline.position:
@@ -251,6 +282,9 @@ view = review.query_view(store, run_id, query_id, judged, scope, sort)
 cand = view.candidates if scored else view.candidates.assign(risk=float("nan"), signals=None)
 order = list(cand["doc_id"])
 cursor = st.session_state.get(CURSOR)
+open_here = triage.suggestions(store, dataset, query_id)
+suggestion_rows = [{"id": int(row.id), "doc_id": str(row.doc_id), "label": VERDICT_NAME.get(row.label, row.label),
+                    "reason": str(row.reason)} for row in open_here.itertuples(index=False)]
 if cursor not in order:
     unjudged = [d for d, lab in zip(order, cand["label"]) if lab is None]
     cursor = unjudged[0] if unjudged else (order[0] if order else None)
@@ -276,9 +310,9 @@ with left:
     candidate_list.show(cand, query_id, cursor, st.session_state[TOKEN],
                         partial(_key_event, store, ws, run_id, dataset, guide_version, who, outline,
                                 None if queue is None else len(queue)),
-                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO, SPREADING),
+                        tracked=(common.QUERY, CURSOR, NOTE, TRIAGE_POS, ERROR, INFO, NOTICE, SPREADING),
                         verdicts_wait=queue is not None,
-                        risk_pending=not scored)
+                        risk_pending=not scored, suggestions=suggestion_rows, notice=notice)
     if cand.empty:
         st.info("No candidates in this scope for this query (the rule kept none). Switch *Candidates* to "
                 "'all mined' to see everything retrieved.")
@@ -286,6 +320,10 @@ with left:
         # drawn only when asked: building the figure is a fifth of a Review rerun, and every key reruns the page
         if st.toggle("Chart this query's scores", key="rv_show_scores"):
             st.plotly_chart(charts.query_scores(cand, float(pos_score)), key="rv_query_scores")
+# after the list, never above it: an element that comes and goes above the list moves it in the page's element
+# tree, and Streamlit then mounts it anew (a key pressed meanwhile meets no list)
+if any(job.name not in st.session_state.get(SPREAD_TOLD, ()) for job in st.session_state.get(SPREADING) or []):
+    _spreading_news()
 
 # right: guidelines, navigation, the current candidate, verdicts --------------------------------------------------
 with right:
@@ -308,7 +346,8 @@ with right:
     st.progress(done.query_done / done.query_total if done.query_total else 1.0,
                 text=f"This query: {done.query_done} / {done.query_total} judged")
     st.progress(done.done / done.total if done.total else 1.0,
-                text=f"Overall: {done.done} / {done.total} judged · {done.complete} of {done.queries} queries complete")
+                text=f"Overall ({'all mined' if scope == 'all' else 'kept negatives'}): {done.done} / {done.total} "
+                     f"judged · {done.complete} of {done.queries} queries complete")
     if cursor is None:
         st.stop()
     current = cand.iloc[order.index(cursor)]
@@ -330,12 +369,16 @@ with right:
                 model = risk_model(store, run_id)
                 st.caption(f"Each signal's share of the risk's logit (positive raises it) under the model that "
                            f"scored this run: {model.source}.")
-                st.dataframe(explain(model, signals), hide_index=True)
+                why = explain(model, signals)
+                st.dataframe(why.drop(columns="what it measures"), hide_index=True)
+                # under the table, not in it: a table cell in this narrow column cuts the words off
+                st.markdown("\n".join(f"- **{name}**: {measures}"
+                                       for name, measures in zip(why["signal"], why["what it measures"])))
     buttons = st.columns(3)
     for col, (label, title, kind) in zip(buttons, BUTTONS):
         col.button(title, key=f"ns_{label}", type=kind, width="stretch", help=VERDICT_NAME[label],
                    on_click=_judge, args=(st.session_state, store, ws, run_id, dataset, guide_version, query_id, doc_id,
-                                          who, label, _next_in(order, doc_id)))
+                                          who, label, _next_in(order, doc_id), outline if queue is None else None))
     st.text_input("Note", key=NOTE, label_visibility="collapsed",
                   placeholder="Note (saved with the next verdict; Esc returns to the keys)")
     moves = st.columns(3)
@@ -348,16 +391,16 @@ with right:
 
 # suggestions propagated from verdicts on near-duplicates, and promotion of confirmed false negatives --------------
 with right:
-    open_here = triage.suggestions(store, dataset, query_id)
-    if not open_here.empty:
-        with st.expander(f"Suggestions for this query ({len(open_here)})", expanded=True):
-            for row in open_here.itertuples(index=False):
-                st.text(f"{row.doc_id}: {VERDICT_NAME.get(row.label, row.label)} — {row.reason}")
+    if suggestion_rows:
+        with st.expander(f"Suggestions for this query ({len(suggestion_rows)}) · a / r decide the first",
+                         expanded=True):
+            for i, row in enumerate(suggestion_rows):  # the keys decide the first, as the list marks it
+                st.text(f"{row['doc_id']}: {row['label']} — {row['reason']}")
                 accept, reject = st.columns(2)
-                accept.button("Confirm", key=f"ns_accept_{row.id}", width="stretch",
-                              on_click=_decide_suggestion, args=(row.id, who, True))
-                reject.button("Reject", key=f"ns_reject_{row.id}", width="stretch",
-                              on_click=_decide_suggestion, args=(row.id, who, False))
+                accept.button("Accept (a)" if i == 0 else "Accept", key=f"ns_accept_{row['id']}", width="stretch",
+                              on_click=_decide_suggestion, args=(st.session_state, store, row["id"], who, True))
+                reject.button("Reject (r)" if i == 0 else "Reject", key=f"ns_reject_{row['id']}", width="stretch",
+                              on_click=_decide_suggestion, args=(st.session_state, store, row["id"], who, False))
     split = run["split"]
     is_promoted = doc_id in store.positives(dataset, split, query_id)
     promoter = common.may(roles.PROMOTE)  # other roles see no button, and core.triage refuses them anyway

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import numpy as np
 import pandas as pd
+from streamlit.testing.v1.element_tree import ElementTree
 
 from core import labels, risk, triage
 from tests.app_helpers import candidate_list, open_app, store_at, timed
@@ -28,6 +30,27 @@ def _wait_until_scored(root, run_id: str, timeout: float = 180.0) -> None:
 
 def _texts(at) -> list[str]:
     return [t.value for t in at.text]
+
+
+def _keys(monkeypatch, at, *events: dict) -> None:
+    """Run the page with ``events`` from the candidate list, numbered after those it acknowledged, as the browser
+    sends them (the component's "events" state): they reach the page through the exactly-once path
+    (pages/candidate_list.py), which AppTest has no widget for."""
+    shown = candidate_list(at)
+    mounted = next(e for e in at.get("bidi_component") if e.proto.component_name == "ns_candidate_list")
+    sent = [{**event, "seq": shown["acked"] + i} for i, event in enumerate(events, 1)]
+    real = ElementTree.get_widget_states
+
+    def with_keys(tree):
+        states = real(tree)
+        state = states.widgets.add()
+        state.id = mounted.proto.id
+        state.json_value = json.dumps({"events": {"token": shown["token"], "events": sent}})
+        return states
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ElementTree, "get_widget_states", with_keys)
+        timed(at)
 
 
 def test_review_shows_query_positives_and_candidates(monkeypatch, ws_root):
@@ -57,6 +80,38 @@ def test_verdict_then_undo_round_trip(monkeypatch, ws_root):
     timed(at)
     assert labels.current(store, "tiny", "reviewer").empty
     assert at.session_state["ns_cursor"] == first  # undo returns to the undone candidate
+
+
+def test_a_verdict_on_a_querys_last_candidate_opens_the_next_query(monkeypatch, ws_root):
+    """The list sends no cursor after the last candidate (pages/candidate_list.js); the server opens the next query
+    rather than leaving the last candidate under the cursor to be judged again, by key and by button alike."""
+    at = open_app(monkeypatch, ws_root, PAGE)
+    store = _store(ws_root)
+    last = candidate_list(at)["rows"][-1]["doc_id"]
+    _keys(monkeypatch, at, {"action": "verdict", "label": "true_negative", "query_id": "q1", "doc_id": last,
+                            "cursor": None})
+    assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist() == [last]
+    shown = candidate_list(at)
+    assert shown["query_id"] == "q2" and shown["cursor"] == shown["rows"][0]["doc_id"]
+    at.session_state["ns_cursor"] = shown["rows"][-1]["doc_id"]
+    timed(at)
+    at.button(key="ns_true_negative").click()
+    timed(at)
+    assert candidate_list(at)["query_id"] == "q3"
+    assert labels.current(store, "tiny", "reviewer")["query_id"].tolist() == ["q1", "q2"]
+
+
+def test_undo_says_what_it_undid_beside_the_list(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    first = candidate_list(at)["rows"][0]["doc_id"]
+    _keys(monkeypatch, at, {"action": "verdict", "label": "true_negative", "query_id": "q1", "doc_id": first,
+                            "cursor": candidate_list(at)["rows"][1]["doc_id"]},
+          {"action": "undo", "query_id": "q1"})
+    assert labels.current(_store(ws_root), "tiny", "reviewer").empty
+    shown = candidate_list(at)
+    assert shown["notice"] == f"Undid: true negative on {first} (query q1)" and shown["cursor"] == first
+    timed(at)
+    assert candidate_list(at)["notice"] is None, "said once, beside the list, until the next key"
 
 
 def test_next_previous_query_and_candidate(monkeypatch, ws_root):
@@ -198,6 +253,48 @@ def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, 
     assert "py-join-dup" not in store.positives("tiny", "train", "q1")
 
 
+def test_suggestions_are_decided_by_key_and_read_in_words(monkeypatch, mined_twins):
+    """The list carries the query's open suggestions with their labels in words; `a` accepts the first one it
+    showed (by id), through the same exactly-once path as a verdict key, and says so beside the list."""
+    ws, store, _ = mined_twins
+    at = open_app(monkeypatch, ws.root, PAGE)
+    at.session_state["ns_cursor"] = "py-join-dup"
+    timed(at)
+    at.button(key="ns_false_negative").click()
+    timed(at)
+    _spread(at)
+    shown = candidate_list(at)["suggestions"]
+    first = shown[0]
+    assert first["doc_id"] == "py-join-mirror" and first["label"] == "false negative"
+    assert "judged false negative" in first["reason"] and "false_negative" not in first["reason"]
+    _keys(monkeypatch, at, {"action": "suggestion", "query_id": "q1", "id": first["id"], "accept": True})
+    current = labels.current(store, "tiny", "reviewer").set_index("doc_id")["label"].to_dict()
+    assert current == {"py-join-dup": "false_negative", "py-join-mirror": "false_negative"}
+    assert candidate_list(at)["notice"] == "Accepted the suggestion false negative on py-join-mirror"
+    assert first["id"] not in [s["id"] for s in candidate_list(at)["suggestions"]]
+    _keys(monkeypatch, at, {"action": "suggestion", "query_id": "q1", "id": first["id"], "accept": False})
+    assert labels.current(store, "tiny", "reviewer")["doc_id"].tolist().count("py-join-mirror") == 1
+    assert triage.suggestions(store, "tiny", status="accepted")["id"].tolist() == [first["id"]], \
+        "a key on a suggestion decided meanwhile changes nothing"
+
+
+def test_the_triage_queue_says_its_scope_its_count_and_why_in_words(monkeypatch, ws_root):
+    at = open_app(monkeypatch, ws_root, PAGE)
+    run_id = at.session_state["ns_run"]
+    _wait_until_scored(ws_root, run_id)
+    at.session_state["ns_mode"] = "Triage queue"
+    timed(at)
+    store = _store(ws_root)
+    total = triage.unjudged(store, run_id, "reviewer")
+    assert total == len(store.candidates(run_id)) > 50, "the count is the queue's length, not the 50 read"
+    assert any("all mined candidates" in c.value and f"item 1 of the {total:,}" in c.value for c in at.caption)
+    queue = next(d.value for d in at.dataframe if "raised most by" in d.value.columns)
+    assert "signals" not in queue.columns and len(queue) == 50
+    descriptions = [s.description for s in risk.SIGNALS.values()]
+    assert all(any(d in why for d in descriptions) for why in queue["raised most by"])
+    assert not any("{" in why for why in queue["raised most by"])
+
+
 def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monkeypatch, mined_twins):
     ws, store, _ = mined_twins
     columns = ["query_id", "doc_id", "label", "reason"]
@@ -269,4 +366,7 @@ def test_an_unscored_run_is_reviewed_in_rank_order_while_one_background_job_scor
     assert np.isfinite(risks).all() and (risks[:-1] >= risks[1:]).all(), "sorted by risk once it exists"
     assert "Why this risk" in [e.label for e in at.expander]
     why = [d.value for d in at.dataframe if "share of the logit" in d.value.columns]
-    assert len(why) == 1 and set(why[0]["signal"]) == set(risk.SIGNALS), "each signal's share, in words"
+    assert len(why) == 1 and set(why[0]["signal"]) == set(risk.SIGNALS), "each signal's share"
+    # what each measures, whole, under the table (a cell of the narrow column cut it off), in the table's order
+    words = next(m.value for m in at.markdown if m.value.startswith("- **"))
+    assert words.splitlines() == [f"- **{name}**: {risk.SIGNALS[name].description}" for name in why[0]["signal"]]

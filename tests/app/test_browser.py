@@ -1,6 +1,6 @@
 """The real app in headless Chromium, typed at as an annotator would: every key lands on the candidate that was on
 screen when it was pressed, a reload keeps who is judging, shortcuts pause while typing, one z undoes a lasso
-batch, and document markup stays text."""
+batch, document markup stays text, `?` lists the keys and a verdict on a query's last candidate opens the next."""
 
 from __future__ import annotations
 
@@ -150,8 +150,9 @@ def test_one_z_undoes_a_map_lasso_batch(server, browser):
     assert labels.current(store, "tiny", "ana")["doc_id"].tolist() == ["py-rev"]
 
 
-def test_markup_in_documents_stays_text(server, browser):
-    url, _ = server
+def test_markup_in_documents_stays_text_and_the_keys_help_and_the_last_candidate(server, browser):
+    url, root = server
+    store = open_workspace(root).store()
     page = _open_review(browser, url, annotator="reviewer")
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -166,3 +167,28 @@ def test_markup_in_documents_stays_text(server, browser):
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     page.screenshot(path=str(artifacts / "review-browser.png"))
+
+    # `?` lists every key over the list and Esc closes it; a `?` typed in a text box stays in the box
+    page.get_by_role("heading", name="Review").click()
+    page.keyboard.press("?")
+    keys_help = page.locator(".ns-help")
+    keys_help.wait_for(state="visible", timeout=10_000)
+    assert all(word in keys_help.inner_text() for word in ("false negative", "undo", "accept / reject", "Esc"))
+    page.screenshot(path=str(artifacts / "review-keys-help.png"))
+    page.keyboard.press("Escape")
+    keys_help.wait_for(state="hidden", timeout=10_000)
+    note = page.get_by_placeholder("Note (saved with the next verdict", exact=False)
+    note.type("?")
+    assert note.input_value() == "?" and not keys_help.is_visible()
+    page.keyboard.press("Escape")
+
+    # a verdict on the query's last candidate opens the next query, and the key right after it (100 ms later)
+    # waits for that query instead of judging the old one's last candidate again
+    last = _rows(page)[-1]
+    page.locator(f'.ns-list tr[data-doc="{last}"]').click()
+    _type(page, "tu")
+    page.get_by_text("Query q2 ·", exact=False).first.wait_for(timeout=30_000)
+    assert _wait_for(lambda: len(_verdict_events(store, "reviewer")) >= 2, timeout=60), \
+        _verdict_events(store, "reviewer")
+    time.sleep(1.0)  # nothing more may arrive
+    assert _verdict_events(store, "reviewer") == [("q1", last, "true_negative"), ("q2", _rows(page)[0], "unsure")]

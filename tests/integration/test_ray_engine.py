@@ -47,36 +47,40 @@ def local_ray():
     ray.shutdown()
 
 
+PRECISION = "fp32"
+
+
 @needs_ray
 def test_ray_fills_the_cache_so_mining_matches_the_local_engine(mined, tmp_path, local_ray, monkeypatch):
-    # two private copies of the session's mined workspace: `local` keeps the vectors the local engine cached;
-    # `cold` has its vectors deleted (its measured model facts stay, so both choose the same precision)
+    # two private copies of the session's mined workspace: `local` mines with the local engine; `cold` has its
+    # vectors deleted and mines with Ray. Both in fp32: under bf16 (precision=auto on a CPU with AVX512-BF16) a
+    # vector's rounding depends on the batch it was encoded in, and Ray batches differently
     local = open_workspace(copy_workspace(mined[0].root, tmp_path / "local"))
     cold = open_workspace(copy_workspace(mined[0].root, tmp_path / "ray"))
     for path in cold.embeddings_dir.glob("*.sqlite*"):
         path.unlink()
     texts = mined_texts(cold.store())
-    encoder = load_encoder(cache_dir=cold.embeddings_dir)
+    encoder = load_encoder(cache_dir=cold.embeddings_dir, precision=PRECISION)
     assert len(encoder.cache) == 0
 
     # `mine --engine ray`: Ray encodes what the cache lacks, the corpus streamed in chunks; the local pass after it
     # encodes nothing
     monkeypatch.setattr(ray_engine, "FILL_CHUNK", 10)
-    after_ray = mine(cold.store(), cold, "tiny", "train", depth=100, spec=SPEC, engine="ray")
+    after_ray = mine(cold.store(), cold, "tiny", "train", depth=100, spec=SPEC, engine="ray", precision=PRECISION)
     stats = cold.store().run(after_ray.run_id)["stats"]
     assert stats["engine"] == "ray" and stats["engine_encoded"] == len(set(texts)) > 2 * ray_engine.FILL_CHUNK
     assert after_ray.encoded == 0 and after_ray.cached > 0
     assert fill_cache(encoder, iter(texts + texts[:4]), None) == 0, "a filled cache sends nothing to Ray"
 
     # (a) the vectors Ray stored are the local engine's
-    ray_encoder = load_encoder(cache_dir=cold.embeddings_dir)
-    local_encoder = load_encoder(cache_dir=local.embeddings_dir)
+    by_local = mine(local.store(), local, "tiny", "train", depth=100, spec=SPEC, precision=PRECISION)
+    ray_encoder = load_encoder(cache_dir=cold.embeddings_dir, precision=PRECISION)
+    local_encoder = load_encoder(cache_dir=local.embeddings_dir, precision=PRECISION)
     from_ray, from_local = ray_encoder.encode(texts), local_encoder.encode(texts)
     assert ray_encoder.stats.encoded == 0 and local_encoder.stats.encoded == 0, "both answered from their caches"
     np.testing.assert_allclose(from_ray, from_local, atol=1e-5)
 
     # (b) the same top-100 candidates and scores as the local engine
-    by_local = mine(local.store(), local, "tiny", "train", depth=100, spec=SPEC)
     ray_cands = cold.store().candidates(after_ray.run_id).sort_values(["query_id", "rank"], ignore_index=True)
     local_cands = local.store().candidates(by_local.run_id).sort_values(["query_id", "rank"], ignore_index=True)
     assert len(ray_cands) == after_ray.candidates > 0

@@ -86,7 +86,7 @@ def old_propagation(store, workspace, dataset: str, query_id: str, doc_id: str, 
                 i = row[d]
                 if cosine[i] >= NEAR_DUPLICATE_COSINE or overlap[i] >= triage.NEAR_DUPLICATE_OVERLAP:
                     reason = (f"near-copy of {doc_id} (cosine {cosine[i]:.2f}, word overlap {overlap[i]:.2f}) "
-                              f"judged {label} for this query")
+                              f"judged {label.replace('_', ' ')} for this query")
                     rows.append((query_id, d, float(cosine[i]), reason))
     others = [q for q in store.candidate_pairs(dataset, doc_id=doc_id)["query_id"] if (q, doc_id) not in skip]
     if others:

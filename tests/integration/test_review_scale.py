@@ -96,7 +96,7 @@ def old_propagation(store, workspace, dataset: str, query_id: str, doc_id: str, 
             for q in others:
                 if cosine[row[q]] >= triage.SIMILAR_QUERY_COSINE:
                     rows.append((q, doc_id, float(cosine[row[q]]),
-                                 f"judged {label} for the similar query {query_id} (cosine {cosine[row[q]]:.2f})"))
+                                 f"judged {label.replace('_', ' ')} for the similar query {query_id} (cosine {cosine[row[q]]:.2f})"))
     return rows
 
 

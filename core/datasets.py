@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import DatasetError, UserError
-from core.validation import check_name, display, user_path
+from core.validation import DuplicateKey, check_name, display, user_path, unique_keys
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -169,26 +169,11 @@ def _id_field(obj: dict, key: str, path: Path, line: int) -> str:
     return value
 
 
-class _DuplicateKey(ValueError):
-    """A JSON object names the same key twice (``json`` would silently keep the last value)."""
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-_LINE_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_LINE_JSON = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
 def _json_line(line: str) -> object:
-    """``json.loads(line, object_pairs_hook=_unique_keys)`` without building a decoder for every line."""
+    """``json.loads(line, object_pairs_hook=unique_keys)`` without building a decoder for every line."""
     if line.startswith("\ufeff"):
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", line, 0)
     return _LINE_JSON.decode(line)
@@ -201,7 +186,7 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
             continue
         try:
             obj = _json_line(line)
-        except _DuplicateKey as exc:
+        except DuplicateKey as exc:
             raise DatasetError(path, number, str(exc), "duplicate key in one JSON object") from None
         except RecursionError:
             raise DatasetError(path, number, None, "invalid JSON (nested too deeply)") from None

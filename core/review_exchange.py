@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import DatasetError
+from core.validation import DuplicateKey, unique_keys
 
 if TYPE_CHECKING:
     from core.labels import KnownIds
@@ -75,18 +76,7 @@ def write_json(path: Path, value: object) -> None:
 
 
 # -- reading an export back ---------------------------------------------------------------------------------------
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"the key {key!r} twice in one object")
-            seen.add(key)
-    return obj
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
 def json_array(path: Path, name: str) -> Iterator[tuple[int, str, object]]:
@@ -122,7 +112,9 @@ def json_array(path: Path, name: str) -> Iterator[tuple[int, str, object]]:
         raise DatasetError(path, exc.lineno, None, f"invalid JSON ({exc.msg})") from None
     except RecursionError:
         raise DatasetError(path, None, None, "invalid JSON (nested too deeply)") from None
-    except ValueError as exc:  # a duplicate key, or an integer longer than int() converts
+    except DuplicateKey as exc:
+        raise DatasetError(path, None, None, f"invalid JSON (the key {str(exc)!r} twice in one object)") from None
+    except ValueError as exc:  # an integer longer than int() converts
         raise DatasetError(path, None, None, f"invalid JSON ({exc})") from None
     if _skip_space(text, position) != len(text):
         raise DatasetError(path, _line(text, position), None, "text after the JSON array")

@@ -151,3 +151,20 @@ def relative_to_root(text: str, root: Path | None) -> str:
         return text
     base = re.escape(str(root))
     return re.sub(base + r"(?=$|[\s'\"),:;])", ".", re.sub(base + "/", "", text))
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice (``json`` would silently keep the last value); ``str`` is the key."""
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` for ``json``: the object, or ``DuplicateKey`` when a key is repeated, so an import
+    never takes one of two contradicting values silently."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj

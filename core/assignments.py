@@ -100,6 +100,11 @@ def assign(store: Store, run_id: str, annotators: Sequence[str], overlap: int, s
     roles.require(roles.ASSIGN)
     require_run(store, run_id)
     names = _check(annotators, int(overlap))
+    if store.has_accounts():  # a team workspace: a share for a name nobody can sign in as would never be judged
+        unknown = [name for name in names if store.account_row(name) is None]
+        if unknown:
+            raise UserError(f"no account named {', '.join(map(repr, unknown))}: assign queries to accounts of "
+                            "this workspace (`users list`)")
     queries = run_outline(store, run_id).queries["query_id"].tolist()
     if not queries:
         raise UserError(f"run {run_id!r} has no candidates to assign")

@@ -126,3 +126,19 @@ def test_kappa_counts_only_items_judged_by_both(run):
     result = agreement.dataset_agreement(store, "tiny")
     assert result.items == 3 and result.shared_items == 2
     assert result.pairs.set_index(["a", "b"]).loc[("ana", "bob"), "items"] == 2
+
+
+def test_a_team_workspace_assigns_only_to_its_accounts(run, monkeypatch):
+    from argon2 import PasswordHasher
+    from argon2.profiles import CHEAPEST
+
+    from core import accounts
+
+    store, run_id = run
+    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
+    accounts.add(store, "ana", "annotator", "correct horse battery")
+    with pytest.raises(UserError, match="no account named 'bob'"):
+        assignments.assign(store, run_id, ["ana", "bob"], overlap=1)
+    assert assignments.plan(store, run_id) is None
+    accounts.add(store, "bob", "annotator", "correct horse battery")
+    assert assignments.assign(store, run_id, ["ana", "bob"], overlap=1).annotators == ["ana", "bob"]

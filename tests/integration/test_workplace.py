@@ -109,6 +109,8 @@ def test_every_write_is_audited_with_its_actor_and_utc_time(ws, tmp_path, signed
     workspace, store, run_id = ws
     cli = f"cli:{getpass.getuser()}"
     boss = accounts.add(store, "boss", roles.ADMIN, PASSWORD)  # the command line: no account signed in
+    for name in ("ana", "bob"):  # a team workspace splits work among its accounts
+        accounts.add(store, name, roles.ANNOTATOR, PASSWORD)
     signed_in(boss)
     assignments.assign(store, run_id, ["ana", "bob"], 2)
     guidelines.save(store, "tiny", "rules")
@@ -126,7 +128,7 @@ def test_every_write_is_audited_with_its_actor_and_utc_time(ws, tmp_path, signed
         assignments.clear(store, run_id)
     log = audit.log(store)
     assert sorted(map(tuple, log[["actor", "action"]].values.tolist())) == sorted([  # in time order, to the ms
-        (cli, "ingest"), (cli, "mine"), (cli, "account add"), ("boss", "assign"), ("boss", "guidelines"),
+        (cli, "ingest"), (cli, "mine"), *[(cli, "account add")] * 3, ("boss", "assign"), ("boss", "guidelines"),
         ("boss", "verdict"), ("boss", "promote"), ("boss", "demote"), ("boss", "undo"), ("boss", "account role"),
         ("boss", "export"), (cli, "job write"), ("starter", "unassign")])
     assert log["at"].str.endswith("+00:00").all() and log["at"].is_monotonic_increasing

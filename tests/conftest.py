@@ -38,6 +38,17 @@ def static_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def cheap_hashes(monkeypatch) -> None:
+    """Argon2 at its cheapest parameters: tests of accounts are about what is stored and checked, not about cost."""
+    from argon2 import PasswordHasher
+    from argon2.profiles import CHEAPEST
+
+    from core import accounts
+
+    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
+
+
+@pytest.fixture
 def beir_dir(tmp_path) -> Path:
     return make_beir(tmp_path / "tiny")
 

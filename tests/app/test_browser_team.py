@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from argon2 import PasswordHasher
-from argon2.profiles import CHEAPEST
 
 from core import accounts, labels, roles
 from core.workspace import open_workspace
@@ -23,10 +21,9 @@ pytestmark = [pytest.mark.browser,
 
 
 @pytest.fixture
-def team(mined, tmp_path, monkeypatch):
+def team(mined, tmp_path, cheap_hashes):
     """The mined workspace inside a server root, with an annotator, an adjudicator and an admin, a disagreement
     between two people, and a link inside the root that leads out of it."""
-    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
     ws, _, _ = mined
     root = tmp_path / "srv"
     copy_workspace(ws.root, root / "ws")

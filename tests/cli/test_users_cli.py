@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
-from argon2.profiles import CHEAPEST
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -105,11 +103,6 @@ def main(args: list[str], stdin: str) -> tuple[int, str, str]:
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LINE = st.text(st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=40)
-
-
-@pytest.fixture
-def cheap_hashes(monkeypatch):
-    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
 
 
 def expect(check, *args) -> str | None:

@@ -128,14 +128,10 @@ def test_kappa_counts_only_items_judged_by_both(run):
     assert result.pairs.set_index(["a", "b"]).loc[("ana", "bob"), "items"] == 2
 
 
-def test_a_team_workspace_assigns_only_to_its_accounts(run, monkeypatch):
-    from argon2 import PasswordHasher
-    from argon2.profiles import CHEAPEST
-
+def test_a_team_workspace_assigns_only_to_its_accounts(run, cheap_hashes):
     from core import accounts
 
     store, run_id = run
-    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
     accounts.add(store, "ana", "annotator", "correct horse battery")
     with pytest.raises(UserError, match="no account named 'bob'"):
         assignments.assign(store, run_id, ["ana", "bob"], overlap=1)

@@ -8,8 +8,6 @@ import getpass
 import json
 
 import pytest
-from argon2 import PasswordHasher
-from argon2.profiles import CHEAPEST
 from typer.testing import CliRunner
 
 from core import accounts, assignments, audit, guidelines, judging, roles, triage
@@ -23,9 +21,7 @@ from core.workspace import open_workspace
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 @pytest.fixture

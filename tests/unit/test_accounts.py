@@ -8,7 +8,6 @@ import time
 
 import pytest
 from argon2 import PasswordHasher
-from argon2.profiles import CHEAPEST
 
 from core import accounts, auth, judging, roles, triage
 from core.errors import UserError
@@ -18,10 +17,7 @@ from core.store import Store
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch):
-    """Argon2 at its cheapest parameters: the tests are about what is stored and checked, not about cost."""
-    monkeypatch.setattr(accounts, "HASHER", PasswordHasher.from_parameters(CHEAPEST))
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 @pytest.fixture

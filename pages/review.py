@@ -228,6 +228,7 @@ top = st.columns([1.2, 1.5, 0.9, 2])
 mode = top[0].segmented_control("Mode", modes, default="Queries", key="ns_mode") or "Queries"
 scope = top[1].segmented_control("Candidates", review.SCOPES, default="kept", key="ns_scope",
                                  format_func={"kept": "kept negatives", "all": "all mined"}.get,
+                                 disabled=mode == "Triage queue",  # the queue ranks all mined candidates
                                  help="The candidates a query shows in *Queries* mode; the triage queue always "
                                       "ranks all mined candidates.") or "kept"
 sort = top[2].segmented_control("Sort by", review.SORTS, default="rank", key="ns_sort", disabled=not scored,

@@ -288,6 +288,7 @@ def test_the_triage_queue_says_its_scope_its_count_and_why_in_words(monkeypatch,
     total = triage.unjudged(store, run_id, "reviewer")
     assert total == len(store.candidates(run_id)) > 50, "the count is the queue's length, not the 50 read"
     assert any("all mined candidates" in c.value and f"item 1 of the {total:,}" in c.value for c in at.caption)
+    assert at.button_group(key="ns_scope").disabled, "the Candidates choice does not apply to the queue"
     queue = next(d.value for d in at.dataframe if "raised most by" in d.value.columns)
     assert "signals" not in queue.columns and len(queue) == 50
     descriptions = [s.description for s in risk.SIGNALS.values()]

@@ -506,13 +506,22 @@ def signal_frame(store: Store, workspace: Workspace, run_id: str, verdicts: pd.D
 
 def configure_second_model(workspace: Workspace, model: str | None) -> None:
     """Use a second local sentence-transformers model's opinion as a signal (None turns it off); admins only,
-    once accounts exist (core.roles), as it changes every run's risk."""
+    once accounts exist (core.roles), as it changes every run's risk: a change marks every scored run for
+    scoring again (pages rescore in the background when a run is opened)."""
     from core import roles
     from core.encoders import resolve_model_path
 
     roles.require(roles.TRAIN)
 
-    workspace.update_settings(**{SECOND_MODEL_SETTING: str(resolve_model_path(model)) if model else None})
+    value = str(resolve_model_path(model)) if model else None
+    if workspace.settings().get(SECOND_MODEL_SETTING) == value:
+        return
+    workspace.update_settings(**{SECOND_MODEL_SETTING: value})
+    store = workspace.store()
+    try:
+        store.mark_risk_stale()  # every run's second_model signal read the old opinion (or none)
+    finally:
+        store.close()
 
 
 def compute_risk(store: Store, workspace: Workspace, run_id: str, device: str = "auto",

@@ -302,6 +302,10 @@ class RunTables(Connection):
                          (run_id, now(), signal_set))
         self.write(write)
 
+    def mark_risk_stale(self) -> None:
+        """Every scored run needs scoring again: an input of every run's risk changed (risk's second model)."""
+        self.write(lambda conn: conn.execute("UPDATE risk_scored SET signal_set = NULL"))
+
     def risk_scored_at(self, run_id: str) -> str | None:
         """When the run's risk was last written (None: never); a cheap key for caches of its candidates."""
         return self.scalar("SELECT scored_at FROM risk_scored WHERE run_id = ?", (self.rows_of(run_id),))

@@ -177,8 +177,13 @@ def test_second_model_opinion_is_a_signal_once_configured(private):
     assert (_signals(store, run_id)["second_model"] == 0).all()
     with pytest.raises(UserError, match="not a folder"):
         risk.configure_second_model(ws, str(ws.root / "no-such-model"))
+    assert not store.risk_missing(run_id, risk.signal_set())
     risk.configure_second_model(ws, str(default_model_path()))  # any local model; the bundled one will do
+    assert store.risk_missing(run_id, risk.signal_set()), "a new second model makes every run's risk stale"
     risk.compute_risk(store, ws, run_id)
+    assert not store.risk_missing(run_id, risk.signal_set())
+    risk.configure_second_model(ws, str(default_model_path()))  # the same model again: nothing to redo
+    assert not store.risk_missing(run_id, risk.signal_set())
     frame = _signals(store, run_id)
     cands = store.candidates(run_id).set_index(["query_id", "doc_id"])
     for query_id in ("q1", "q5"):

@@ -83,12 +83,11 @@ export default function (component) {
   }
 
   function send(event) {
-    // event null: send the queue again (it went out while no copy of the list was mounted, or got no answer)
+    // event null: send the queue again (it got no answer, e.g. it went out while no copy of the list was mounted)
     if (event) {
       state.seq += 1;
       state.queue.push({ ...event, seq: state.seq });
     }
-    state.unsent = !onPage();
     state.sends = (state.sends || 0) + 1;  // a resend differs from the last value, so it reaches the server
     state.setStateValue("events", { token: data().token, events: state.queue, sent: state.sends });
     watch(state.retryMs || RETRY_MS);
@@ -243,9 +242,9 @@ export default function (component) {
 
   // Streamlit remounts the list when a rerun replaces it, and for a moment no copy is on the page: a listener that
   // came and went with each copy lost a key pressed in that gap. So the window keeps one listener for good, and
-  // it hands each key to the newest copy's handler, which works from the shared state even between copies; an
-  // event sent while no copy was on the page is sent again by the next one. Once the list has been gone for
-  // longer than a remount (another page), keys are left alone.
+  // it hands each key to the newest copy's handler, which works from the shared state even between copies (an
+  // event that goes unanswered is sent again, see watch). Once the list has been gone for longer than a remount
+  // (another page), keys are left alone.
   const onKey = (ev) => {
     const active = document.activeElement;
     if (!onPage() && (location.pathname !== state.path || Date.now() - state.seen > GAP_MS)) return;
@@ -283,8 +282,7 @@ export default function (component) {
     state.path = location.pathname;
     if (data().acked > (state.ackedSeen || 0)) state.retryMs = RETRY_MS;  // the server answers: back to quick
     state.ackedSeen = Math.max(state.ackedSeen || 0, data().acked);
-    if (state.unsent && state.queue.length) send(null);
-    else watch(state.retryMs || RETRY_MS);  // a screen from the server: wait afresh before sending again
+    watch(state.retryMs || RETRY_MS);  // a screen from the server: wait afresh before sending again
   }
   return () => state.renders.delete(box);
 }

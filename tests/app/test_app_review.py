@@ -221,6 +221,17 @@ def _spread(at) -> None:
     timed(at)
 
 
+def _judge_twin_spread(monkeypatch, root):
+    """Review open on q1's near-copy pair, judged a false negative by click, its spreading waited for."""
+    at = open_app(monkeypatch, root, PAGE)
+    at.session_state["ns_cursor"] = "py-join-dup"
+    timed(at)
+    at.button(key="ns_false_negative").click()
+    timed(at)
+    _spread(at)
+    return at
+
+
 def test_verdict_propagates_as_suggestion_and_promotion_round_trip(monkeypatch, mined_twins):
     """Judging q1's near-copy pair on Review stores the verdict at once and spreads it as a suggestion in the
     background; confirming it records a verdict; a false negative can be promoted and demoted."""
@@ -257,12 +268,7 @@ def test_suggestions_are_decided_by_key_and_read_in_words(monkeypatch, mined_twi
     """The list carries the query's open suggestions with their labels in words; `a` accepts the first one it
     showed (by id), through the same exactly-once path as a verdict key, and says so beside the list."""
     ws, store, _ = mined_twins
-    at = open_app(monkeypatch, ws.root, PAGE)
-    at.session_state["ns_cursor"] = "py-join-dup"
-    timed(at)
-    at.button(key="ns_false_negative").click()
-    timed(at)
-    _spread(at)
+    at = _judge_twin_spread(monkeypatch, ws.root)
     shown = candidate_list(at)["suggestions"]
     first = shown[0]
     assert first["doc_id"] == "py-join-mirror" and first["label"] == "false negative"
@@ -299,12 +305,7 @@ def test_the_triage_queue_says_its_scope_its_count_and_why_in_words(monkeypatch,
 def test_a_map_lasso_verdict_spreads_the_same_suggestions_as_a_review_click(monkeypatch, mined_twins):
     ws, store, _ = mined_twins
     columns = ["query_id", "doc_id", "label", "reason"]
-    at = open_app(monkeypatch, ws.root, PAGE)
-    at.session_state["ns_cursor"] = "py-join-dup"
-    timed(at)
-    at.button(key="ns_false_negative").click()
-    timed(at)
-    _spread(at)
+    at = _judge_twin_spread(monkeypatch, ws.root)
     by_click = triage.suggestions(store, "tiny")[columns]
     assert not by_click.empty
     at.button(key="ns_undo").click()

@@ -14,6 +14,16 @@ from core.selection import select
 
 
 @pytest.fixture
+def private(mined, ws_root):
+    """A private copy of the mined fixture: an export writes an audit row, which the session's workspace must
+    not collect."""
+    from core.workspace import open_workspace
+
+    ws = open_workspace(ws_root)
+    return ws, ws.store(), mined[2]
+
+
+@pytest.fixture
 def labelled(mined, ws_root):
     """A private copy of the mined fixture, and two kept candidates of q1 to judge in it."""
     from core.workspace import open_workspace
@@ -33,10 +43,10 @@ def _docs(store):
 
 
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f.startswith("st-")])
-def test_sentence_transformers_formats_load_with_datasets(mined, tmp_path, fmt):
+def test_sentence_transformers_formats_load_with_datasets(private, tmp_path, fmt):
     from datasets import load_dataset
 
-    ws, store, result = mined
+    ws, store, result = private
     out = tmp_path / fmt
     manifest = export(store, result.run_id, fmt, out, data="raw")
     ds = load_dataset("json", data_files=str(out / "data.jsonl"), split="train")
@@ -62,8 +72,8 @@ def test_sentence_transformers_formats_load_with_datasets(mined, tmp_path, fmt):
     assert manifest_file["model_fingerprint"] == store.run(result.run_id)["model_fingerprint"]
 
 
-def test_flag_and_tevatron_jsonl(mined, tmp_path):
-    ws, store, result = mined
+def test_flag_and_tevatron_jsonl(private, tmp_path):
+    ws, store, result = private
     docs = _docs(store)
     export(store, result.run_id, "flag", tmp_path / "flag", data="raw")
     rows = [json.loads(line) for line in (tmp_path / "flag" / "data.jsonl").read_text().splitlines()]
@@ -101,10 +111,10 @@ def test_curated_drops_judged_and_beir_qrels_round_trip(labelled, tmp_path):
     assert len(back.documents) == len(store.documents("tiny"))
 
 
-def test_export_is_atomic_and_rejects_bad_format(mined, tmp_path):
+def test_export_is_atomic_and_rejects_bad_format(private, tmp_path):
     from core.errors import UserError
 
-    ws, store, result = mined
+    ws, store, result = private
     out = tmp_path / "x"
     export(store, result.run_id, "flag", out, data="raw")
     before = (out / "data.jsonl").read_bytes()

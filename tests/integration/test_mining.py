@@ -9,7 +9,8 @@ import pytest
 
 from core import rules
 from core.errors import UserError
-from core.mining import DIFF_CHANGES, compare_runs, derive_run, diff_runs, judged_mask, mine, preview
+from core.mining import (DIFF_CHANGES, compare_runs, compute_preview, derive_run, diff_runs, judged_mask, mine,
+                         preview)
 from core.rules import RuleSpec
 from tests.fixtures import PLANTED_FALSE_NEGATIVES, TRAIN
 
@@ -213,6 +214,36 @@ def test_preview_and_diff_equal_the_pandas_computation(mined, ws_root):
     store.close()
 
 
+def test_the_runs_own_rule_previews_from_its_stored_shape_with_the_computed_numbers(mined, ws_root):
+    """The Mine page opens on the run's own rule: that preview comes from the run's stored shape (no rule applied
+    to every candidate) and gives the numbers applying the rule gives, on mined and derived runs of several rules;
+    committing still applies the rule."""
+    from core.mining import run_spec
+    from core.workspace import open_workspace
+
+    store = open_workspace(ws_root).store()
+    base = mined[2].run_id
+    runs = [base] + [derive_run(store, base, spec).run_id for spec in (
+        RuleSpec("percpos", num_negatives=3), RuleSpec("range", num_negatives=2, range_min=1, range_max=9, seed=4),
+        RuleSpec("simans", num_negatives=3, seed=2, max_score=0.9))]
+    for run_id in runs:
+        spec = run_spec(store.run(run_id))
+        stored, computed = preview(store, run_id, spec), compute_preview(store, run_id, spec)
+        assert stored.candidates.empty and not computed.candidates.empty, "the stored preview applied no rule"
+        assert stored.summary == computed.summary and computed.summary["added"] == computed.summary["removed"] == 0
+        pd.testing.assert_frame_equal(stored.per_query, computed.per_query, check_dtype=False)
+        pd.testing.assert_frame_equal(stored.survivors, computed.survivors)
+        np.testing.assert_array_equal(stored.margins.edges, computed.margins.edges)
+        for group in ("kept", "dropped"):
+            np.testing.assert_array_equal(stored.margins.counts[group], computed.margins.counts[group])
+        assert stored.flips.empty and computed.flips.empty
+        assert stored.short_queries["query_id"].tolist() == computed.short_queries["query_id"].tolist()
+    again = derive_run(store, runs[1], run_spec(store.run(runs[1])), preview(store, runs[1], RuleSpec("percpos",
+                                                                                                      num_negatives=3)))
+    assert store.candidates(again.run_id)["kept"].tolist() == store.candidates(runs[1])["kept"].tolist()
+    store.close()
+
+
 def test_a_derived_run_stores_only_its_decisions_and_shares_its_base_rows(mined, ws_root):
     """Re-ruling writes one small row per query, never a copy of the candidates; a run derived from a derived run
     reads the same base rows; risk written through any of them is theirs; a lost or damaged snapshot is rebuilt."""
@@ -330,7 +361,7 @@ def test_skip_judged_refills_each_query_from_its_next_candidates(mined, ws_root)
         assert group[group.kept]["rank"].tolist() == unjudged["rank"].tolist()[:3]
     assert "skip judged" in spec.describe()
     # without the option the same verdicts leave the rule untouched
-    plain = preview(store, result.run_id, RuleSpec("top", num_negatives=3))
+    plain = compute_preview(store, result.run_id, RuleSpec("top", num_negatives=3))
     assert plain.candidates.kept.tolist() == before.kept.tolist()
 
 

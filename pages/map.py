@@ -124,8 +124,7 @@ if view == "Whole dataset":
 query_id = st.session_state.get(common.QUERY)
 own = store.candidates(run_id, query_id, with_signals=False, with_risk=False) if query_id else None
 if own is None or own.empty:
-    pairs = pairs_of(str(ws.root), run_id)
-    query_id = pairs.query_ids[pairs.query[0]]
+    query_id = store.first_query(run_id)
     own = store.candidates(run_id, query_id, with_signals=False, with_risk=False)
 with cols[2]:
     st.markdown(f"Anchored on query **{common.escape_markdown(query_id)}** (change it on the Review page):")

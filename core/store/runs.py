@@ -125,6 +125,11 @@ class RunTables(Connection):
         frame["kept"] = frame["kept"].astype(bool)
         return frame
 
+    def first_query(self, run_id: str) -> str | None:
+        """The run's first query in id order, by the (run, query, rank) index: what a page opens on when none is
+        chosen, without reading the run's ten million rows for it. None for a run without candidates."""
+        return self.scalar("SELECT MIN(query_id) FROM candidates WHERE run_id = ?", (self.rows_of(run_id),))
+
     def _decisions(self, run_id: str, query_id: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A derived run's kept flags and rule reasons, concatenated in (query, rank) order."""
         clause, params = where({"run_id": run_id, "query_id": query_id})

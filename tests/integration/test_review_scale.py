@@ -168,6 +168,9 @@ def test_neighbour_steps_through_the_list_and_stops_at_its_ends(runs):
     assert [outline.neighbour(q, 1) for q in ids] == ids[1:] + ids[-1:]
     assert [outline.neighbour(q, -1) for q in ids] == ids[:1] + ids[:-1]
     assert outline.neighbour("no-such-query", 1) == ids[1]
+    for run_id in run_ids:  # what the Map opens on without a chosen query: the list's first, by the index
+        assert store.first_query(run_id) == review.run_outline(store, run_id).queries["query_id"].iat[0]
+    assert store.first_query("no-such-run") is None
 
 
 @pytest.mark.parametrize("limit", [1, 5, 12, 70, 10_000])

@@ -1,7 +1,7 @@
 """Team: how far each annotator got (overall and on their share of the run's split), how well they agree
 (Cohen's κ per pair, Krippendorff's α overall, per dataset or per query), and the disagreement queue where an
 adjudicator records the final verdict; admins also split the run's queries among annotators and edit the
-dataset's guidelines here.
+dataset's guidelines here, and read or download the workspace's audit trail (who wrote what, and when).
 
 All numbers come from core.agreement and core.assignments; the writes are an adjudication through core.judging
 (the same path as every other verdict, marked as an adjudication), an assignment (core.assignments), a
@@ -11,18 +11,20 @@ job). Document and query text is shown literally (st.text / dataframes); guideli
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import agreement, assignments, guidelines, judging, labels, llm_judge, lookups, roles, run_stats
+from core import agreement, assignments, audit, guidelines, judging, labels, llm_judge, lookups, roles, run_stats
 from core.errors import UserError
 from core.jobs import Job
 from pages import common
 
 QUEUE_PAGE = 10
+AUDIT_SHOWN = 200  # newest audit rows listed; the downloads hold them all
 VERDICT_NAME = {"false_negative": "false negative", "true_negative": "true negative", "unsure": "unsure"}
 MESSAGE = "ns_team_message"  # (place, kind, text): what the last action said, shown beside that action
 JUDGE_JOB = "ns_team_llm_job"  # the LLM judge this session started, while it runs and until its report is shown
@@ -308,6 +310,25 @@ def llm_judge_controls(run_id: str) -> None:
                 st.rerun()
 
 
+def show_audit(store) -> None:
+    """The audit trail (core.audit: audited writes and label events merged, oldest first), read only when asked:
+    it holds every verdict of the workspace. The downloads are what ``python -m core audit export`` writes,
+    rendered when clicked."""
+    st.subheader("Audit trail", anchor=False)
+    if not st.toggle("Show who wrote what, and when", key="ns_team_audit",
+                     help="Every promotion, import, mining run, export, account change … and every verdict, "
+                          "with its actor and UTC time."):
+        return
+    trail = audit.log(store)
+    st.caption(f"{len(trail):,} rows; the newest {min(len(trail), AUDIT_SHOWN):,} first.")
+    newest = trail.tail(AUDIT_SHOWN).iloc[::-1]
+    st.dataframe(newest.assign(detail=[json.dumps(d, ensure_ascii=False, sort_keys=True) for d in newest["detail"]]),
+                 hide_index=True, height=300)
+    for col, fmt in zip(st.columns(len(audit.FORMATS)), audit.FORMATS):
+        col.download_button(f"Download the whole trail ({fmt.upper()})", lambda fmt=fmt: audit.render(store, fmt)[0],
+                            file_name=f"audit.{fmt}", mime="text/plain", key=f"ns_team_audit_{fmt}")
+
+
 # -- page -----------------------------------------------------------------------------------------------------------
 common.through_app(__file__)
 st.header("Team", anchor=False)
@@ -354,3 +375,5 @@ if common.may(roles.ADJUDICATE):  # core.judging refuses an adjudication by othe
 show_verdicts(store, dataset, who)
 if run_id and common.may(roles.RUNS):
     llm_judge_controls(run_id)
+if common.may(roles.ACCOUNTS):  # who did what is the admins' to read
+    show_audit(store)

@@ -185,3 +185,26 @@ def test_an_admin_splits_the_run_and_edits_guidelines_on_the_page(ws):
     at.button(key="ns_guidelines_save").click().run()
     assert guidelines.latest(store, "tiny").text == "Judge the <b>document</b>."
     assert any("version 1" in s.value for s in at.success)
+
+
+def test_the_audit_trail_lists_the_newest_writes_first_when_asked(ws):
+    """Who wrote what, and when: read only when the toggle asks (it holds every verdict), newest first, the same rows
+    core.audit exports; the page's own writes (a guidelines version) join it."""
+    from core import audit
+
+    workspace, store = ws
+    at = open_page(workspace.root)
+    assert not any("rows; the newest" in c.value for c in at.caption), "not read until asked"
+    at.text_area(key="ns_guidelines_text").input("Judge the document.")
+    at.button(key="ns_guidelines_save").click().run()
+    at.toggle(key="ns_team_audit").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    trail = audit.log(store)
+    assert any(c.value.startswith(f"{len(trail):,} rows; the newest") for c in at.caption)
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == audit.COLUMNS)
+    for column in ("at", "actor", "action", "target"):
+        assert shown[column].tolist() == trail[column].tolist()[::-1], column
+    assert shown["action"].iloc[0] == "guidelines" and shown["target"].iloc[0] == "tiny"
+    assert (shown["actor"] == "ana").sum() == 4 and (shown["actor"] == "bob").sum() == 4
+    assert [b.label for b in at.get("download_button")] == [f"Download the whole trail ({f.upper()})"
+                                                           for f in audit.FORMATS]

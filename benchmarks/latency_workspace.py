@@ -12,7 +12,8 @@ the app never scores it and page timings exclude scoring. BM25 is random too (no
 A 10M-candidate run is one DataFrame handed to ``save_run``: ids and rules are object columns that share one Python
 string per distinct value (10M pointers, not 10M strings), so the build peaks at 6.3 GB RSS (the frame, the rule's
 copy, save_run's reindexed copy and the snapshot's sort) and needs no other way in; the search runs 4,096 queries at
-a time. 10M took 35 minutes on a busy 2-core machine (save_run 18 of them) and 4.9 GB of disk.
+a time. 10M took 35 minutes on a busy 2-core AVX2 machine (save_run 18 of them), 4.4 minutes on a quiet one with
+AVX512 (save_run 3.2), and 5 GB of disk.
 
     python3 benchmarks/latency_workspace.py 100000       # → benchmarks/.cache/latency-100000/
 """

@@ -154,6 +154,11 @@ def score_controls(run_id: str, spec: RuleSpec) -> None:
                 st.rerun()
 
 
+def change(delta: int) -> str | None:
+    """A metric's delta against the current run; none when nothing changes (a "+0" would still get an arrow)."""
+    return f"{delta:+,}" if delta else None
+
+
 def show_preview(run_id: str, spec: RuleSpec) -> None:
     try:
         result = preview(store, run_id, spec)
@@ -162,11 +167,11 @@ def show_preview(run_id: str, spec: RuleSpec) -> None:
         return
     s = result.summary
     cols = st.columns(5)
-    cols[0].metric("kept negatives", f"{s['kept']:,}", f"{s['kept'] - s['kept_before']:+,}")
+    cols[0].metric("kept negatives", f"{s['kept']:,}", change(s["kept"] - s["kept_before"]))
     cols[1].metric("newly kept", f"{s['added']:,}")
     cols[2].metric("no longer kept", f"{s['removed']:,}")
     cols[3].metric(f"queries short of {spec.num_negatives}", f"{s['short_queries']:,}",
-                   f"{s['short_queries'] - s['short_queries_before']:+,}", delta_color="inverse")
+                   change(s["short_queries"] - s["short_queries_before"]), delta_color="inverse")
     cols[4].metric("mean kept / query", f"{s['mean_kept_per_query']:.2f}")
     pos_scores = run_stats.run_shape(store, run_id).pos_scores
     left, right = st.columns(2)

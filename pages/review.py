@@ -299,7 +299,7 @@ left, right = st.columns([1.35, 1], gap="medium")
 # left: the query, its positives and its candidates ----------------------------------------------------------------
 with left:
     with st.container(border=True):
-        st.caption(f"Query {query_id} · {index + 1} of {len(queries)}")
+        st.caption(f"Query {query_id} · {index + 1:,} of {len(queries):,}")
         st.text(view.text)
     pos_score = cand["pos_score"].iloc[0] if len(cand) else None
     with st.expander(f"Positives ({len(view.positives)})" +
@@ -345,10 +345,10 @@ with right:
                       width="stretch", disabled=index == len(queries) - 1,
                       on_click=_step_query, args=(st.session_state, outline, query_id, 1))
     st.progress(done.query_done / done.query_total if done.query_total else 1.0,
-                text=f"This query: {done.query_done} / {done.query_total} judged")
+                text=f"This query: {done.query_done:,} / {done.query_total:,} judged")
     st.progress(done.done / done.total if done.total else 1.0,
-                text=f"Overall ({'all mined' if scope == 'all' else 'kept negatives'}): {done.done} / {done.total} "
-                     f"judged · {done.complete} of {done.queries} queries complete")
+                text=f"Overall ({'all mined' if scope == 'all' else 'kept negatives'}): {done.done:,} / {done.total:,} "
+                     f"judged · {done.complete:,} of {done.queries:,} queries complete")
     if cursor is None:
         st.stop()
     current = cand.iloc[order.index(cursor)]

@@ -102,7 +102,7 @@ def finish_commit() -> None:
         raise job.error
     else:
         common.select_run(job.result.run_id)
-        st.toast(f"New run {job.result.run_id}: {job.result.kept} negatives kept")
+        st.toast(f"New run {job.result.run_id}: {job.result.kept:,} negatives kept")
         st.rerun()
 
 

@@ -19,6 +19,7 @@ common.through_app(__file__)
 PAGE = 200  # rows shown of a long table (flips, short queries, changed negatives); the count above says how many
 COMMIT = "mine_commit_job"  # the background job committing the previewed rule, while it runs
 SCORING = "mine_ce_job"  # the background job scoring the selected run with a cross-encoder, until it is reported
+MINED = "mine_done"  # what the last "Mine" click made, shown once after the rerun that selects its run
 
 st.title("Mine")
 dataset = common.require_dataset()
@@ -222,6 +223,8 @@ def show_diff(ids: list[str]) -> None:
     st.dataframe(diff.table(store, dataset, PAGE), hide_index=True, height=300)
 
 
+if mined := st.session_state.pop(MINED, None):
+    st.success(mined)
 tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])
 with tab_preview:
     if run is None:
@@ -258,9 +261,10 @@ with tab_new:
             common.user_error(exc)
         else:
             common.select_run(result.run_id)
-            st.success(f"Run {result.run_id}: {result.queries} queries, {result.kept} negatives kept "
-                       f"({result.encoded} texts encoded, {result.cached} from cache, {result.seconds:.0f} s).")
-            st.rerun()
+            st.session_state[MINED] = (f"Run {result.run_id}: {result.queries:,} queries, {result.kept:,} negatives "
+                                       f"kept ({result.encoded:,} texts encoded, {result.cached:,} from cache, "
+                                       f"{result.seconds:.0f} s).")
+            st.rerun()  # the sidebar and the preview switch to the new run; the message waits above the tabs
 
 with tab_runs:
     if not runs:

@@ -94,6 +94,24 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     assert gone_rows["rank A → B"].str.endswith(" → —").all() and len(gone_rows) == gone
 
 
+def test_mine_anew_selects_the_new_run_and_says_what_it_made(monkeypatch, ws_root):
+    """The report of a Mine click survives the rerun that selects the new run (it was drawn, then wiped at once)."""
+    at = open_app(monkeypatch, ws_root, "pages/mine.py")
+    before = {r["run_id"] for r in _store(ws_root).runs("tiny")}
+    at.number_input(key="mine_depth").set_value(5)
+    at.button(key="mine_go").click()
+    timed(at)
+    assert not at.exception, [e.value for e in at.exception]
+    new = [r for r in _store(ws_root).runs("tiny") if r["run_id"] not in before]
+    assert len(new) == 1 and at.session_state["ns_run"] == new[0]["run_id"]
+    stats = new[0]["stats"]
+    assert [s.value for s in at.success] == [
+        f"Run {new[0]['run_id']}: {stats['queries']:,} queries, {stats['kept']:,} negatives kept "
+        f"({stats['encoded']:,} texts encoded, {stats['cached']:,} from cache, {stats['seconds']:.0f} s)."]
+    timed(at)
+    assert not at.success, "shown once"
+
+
 def test_mine_skip_judged_refills_in_the_preview(monkeypatch, ws_root):
     from core import labels
 

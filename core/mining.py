@@ -207,6 +207,26 @@ def mine(store: Store, workspace: Workspace, dataset: str, split: str = "train",
                       round(time.perf_counter() - started, 3), index)
 
 
+def mine_job(store: Store, workspace: Workspace, dataset: str, split: str = "train", model: str | None = None,
+             depth: int = 100, spec: RuleSpec | None = None, bm25_depth: int = 0, device: str = "auto",
+             engine: str = "local") -> Job:
+    """``mine`` in a background thread (``Job.result`` is its ``MineResult``), then the new run's risk scoring started
+    as the shared job every page polls (``core.risk.scoring_job``). Mining a real corpus takes minutes: run in the
+    page's script, any click on the page stopped it half-way, and the tab waited blind. The role is checked here,
+    as the job's thread has no signed-in account."""
+    from core.risk import scoring_job
+
+    roles.require(roles.RUNS)
+
+    def work(stage: StageProgress) -> MineResult:
+        result = mine(store, workspace, dataset, split, model, depth, spec, bm25_depth, stage=stage, device=device,
+                      engine=engine)
+        scoring_job(store, workspace.root, result.run_id)  # started, not waited on: Review shows its progress
+        return result
+
+    return Job(f"mine:{dataset}:{split}:{uuid.uuid4().hex[:8]}", work)
+
+
 def _fill_cache_with(engine: str, encoder: Encoder, store: Store, dataset: str, queries: pd.DataFrame,
                      stage: StageProgress) -> int:
     """Let a non-local engine encode what the cache lacks (documents streamed from the store, then queries), so

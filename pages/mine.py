@@ -10,8 +10,7 @@ from core.engines import ENGINES
 from core.errors import UserError
 from core.cross_encoder import score_job
 from core.jobs import Job
-from core.mining import DIFF_WORDS, compare_runs, derive_job, mine, preview, run_spec
-from core.risk import ensure_risk
+from core.mining import DIFF_WORDS, compare_runs, derive_job, mine_job, preview, run_spec
 from core.rules import RuleSpec
 from pages import common
 
@@ -19,7 +18,8 @@ common.through_app(__file__)
 PAGE = 200  # rows shown of a long table (flips, short queries, changed negatives); the count above says how many
 COMMIT = "mine_commit_job"  # the background job committing the previewed rule, while it runs
 SCORING = "mine_ce_job"  # the background job scoring the selected run with a cross-encoder, until it is reported
-MINED = "mine_done"  # what the last "Mine" click made, shown once after the rerun that selects its run
+MINING = "mine_anew_job"  # the background job mining anew, until its run is selected
+MINED = "mine_done"  # what the last mining job made, shown once after the rerun that selects its run
 
 st.title("Mine")
 dataset = common.require_dataset()
@@ -155,6 +155,33 @@ def score_controls(run_id: str, spec: RuleSpec) -> None:
                 st.rerun()
 
 
+@st.fragment(run_every=1)
+def wait_for_mining(job: Job) -> None:
+    """Poll the mining job; rerun the whole page once it ended, so its run becomes the selected one."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"Mining: {job.message}")
+
+
+def finish_mining() -> None:
+    """Once this session's mining job ended: select its run and say what it made (or what stopped it)."""
+    job = st.session_state.get(MINING)
+    if job is None or not job.done:
+        return
+    del st.session_state[MINING]
+    if isinstance(job.error, UserError):
+        common.user_error(job.error)
+    elif job.error is not None:
+        raise job.error
+    else:
+        result = job.result
+        common.select_run(result.run_id)
+        st.session_state[MINED] = (f"Run {result.run_id}: {result.queries:,} queries, {result.kept:,} negatives kept "
+                                   f"({result.encoded:,} texts encoded, {result.cached:,} from cache, "
+                                   f"{result.seconds:.0f} s).")
+        st.rerun()  # the sidebar and the preview switch to the new run; the message waits above the tabs
+
+
 def change(delta: int) -> str | None:
     """A metric's delta against the current run; none when nothing changes (a "+0" would still get an arrow)."""
     return f"{delta:+,}" if delta else None
@@ -225,6 +252,7 @@ def show_diff(ids: list[str]) -> None:
 
 if mined := st.session_state.pop(MINED, None):
     st.success(mined)
+finish_mining()
 tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])
 with tab_preview:
     if run is None:
@@ -249,22 +277,17 @@ with tab_new:
     device = common.device_choice(cols[0], "mine_device")
     engine = cols[1].selectbox("Engine", list(ENGINES), key="mine_engine",
                                help="; ".join(f"**{name}**: {what}" for name, what in ENGINES.items()))
-    if st.button("Mine", type="primary", key="mine_go"):
-        bar = st.progress(0.0, text="loading the model")
+    if st.button("Mine", type="primary", key="mine_go", disabled=MINING in st.session_state,
+                 help="Runs in the background: the page stays usable, and the new run is selected when it is saved."):
         try:
-            result = mine(store, common.workspace(), dataset, split, model or None, int(depth), spec,
-                          int(bm25_depth), stage=lambda msg, frac: bar.progress(0.9 * frac, text=msg), device=device,
-                          engine=engine)
-            bar.progress(0.9, text="scoring false-negative risk")
-            ensure_risk(store, common.workspace(), result.run_id, device)
+            st.session_state[MINING] = mine_job(store, common.workspace(), dataset, split, model or None, int(depth),
+                                                spec, int(bm25_depth), device, engine)
         except UserError as exc:
             common.user_error(exc)
         else:
-            common.select_run(result.run_id)
-            st.session_state[MINED] = (f"Run {result.run_id}: {result.queries:,} queries, {result.kept:,} negatives "
-                                       f"kept ({result.encoded:,} texts encoded, {result.cached:,} from cache, "
-                                       f"{result.seconds:.0f} s).")
-            st.rerun()  # the sidebar and the preview switch to the new run; the message waits above the tabs
+            st.rerun()
+    if (job := st.session_state.get(MINING)) is not None and not job.done:
+        wait_for_mining(job)
 
 with tab_runs:
     if not runs:

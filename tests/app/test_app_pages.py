@@ -94,13 +94,28 @@ def test_mine_preview_commit_and_diff(monkeypatch, ws_root):
     assert gone_rows["rank A → B"].str.endswith(" → —").all() and len(gone_rows) == gone
 
 
-def test_mine_anew_selects_the_new_run_and_says_what_it_made(monkeypatch, ws_root):
-    """The report of a Mine click survives the rerun that selects the new run (it was drawn, then wiped at once)."""
+def test_mine_anew_runs_in_the_background_then_selects_the_new_run_and_says_what_it_made(monkeypatch, ws_root):
+    """Mining runs as a background job (a click meanwhile no longer stops it half-way) whose progress the page
+    polls; when it ends the new run is selected, its risk scoring has started, and the report survives the rerun
+    that selects it (it was drawn, then wiped at once)."""
+    from core.risk import signal_set
+
     at = open_app(monkeypatch, ws_root, "pages/mine.py")
     before = {r["run_id"] for r in _store(ws_root).runs("tiny")}
+    first = at.session_state["ns_run"]
     at.number_input(key="mine_depth").set_value(5)
     at.button(key="mine_go").click()
     timed(at)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.button(key="mine_go").disabled, "one mining job per session at a time"
+    at.number_input(key="mine_num_negatives").set_value(4)  # a click meanwhile: the job goes on
+    timed(at)
+    job = at.session_state["mine_anew_job"]
+    assert job.wait(120) and job.error is None, job.error
+    for _ in range(20):  # the page's poll notices the end and reruns
+        timed(at)
+        if at.session_state["ns_run"] != first:
+            break
     assert not at.exception, [e.value for e in at.exception]
     new = [r for r in _store(ws_root).runs("tiny") if r["run_id"] not in before]
     assert len(new) == 1 and at.session_state["ns_run"] == new[0]["run_id"]
@@ -110,6 +125,12 @@ def test_mine_anew_selects_the_new_run_and_says_what_it_made(monkeypatch, ws_roo
         f"({stats['encoded']:,} texts encoded, {stats['cached']:,} from cache, {stats['seconds']:.0f} s)."]
     timed(at)
     assert not at.success, "shown once"
+    store = _store(ws_root)  # the Mine page never asks for risk: the job started its scoring
+    for _ in range(240):
+        if not store.risk_missing(new[0]["run_id"], signal_set()):
+            break
+        time.sleep(0.5)
+    assert not store.risk_missing(new[0]["run_id"], signal_set()), "risk scored without a page asking"
 
 
 def test_mine_skip_judged_refills_in_the_preview(monkeypatch, ws_root):

@@ -19,6 +19,7 @@ import pandas as pd
 from core.encoders import Encoder, load_encoder
 from core.errors import UserError
 from core.index import encode_and_search
+from core.jobs import Job
 from core.lookups import document_texts, positive_qrels, require_dataset
 
 if TYPE_CHECKING:
@@ -140,6 +141,23 @@ def score(qrels: Qrels, run: Run) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(METRICS))
     frame.index.name = "query_id"
     return frame.sort_index()
+
+
+def evaluate_job(store: Store, dataset: str, split: str, models: list[tuple[str, str | None]],
+                 cache_dir: Path | None = None, device: str = "auto") -> Job:
+    """``evaluate`` of each (label, model) on one split in a background thread; ``Job.result`` maps each label to
+    its ``Evaluation``. Encoding a corpus per model takes minutes on a CPU, which a click on the page would
+    otherwise stop half-way; vectors already in the embedding cache are not encoded again."""
+    def work(stage: StageProgress) -> dict[str, Evaluation]:
+        collection = collection_from_store(store, dataset, split)
+        results: dict[str, Evaluation] = {}
+        for i, (label, model) in enumerate(models):
+            def told(message: str, fraction: float, i: int = i, label: str = label) -> None:
+                stage(f"{label}: {message}", (i + fraction) / len(models))
+            results[label] = evaluate(model, collection, cache_dir, progress=told, device=device)
+        return results
+
+    return Job(f"evaluate:{dataset}:{split}", work)
 
 
 def evaluate(model: str | None, collection: Collection, cache_dir: Path | None = None, precision: str = "auto",

@@ -58,6 +58,11 @@ class Job:
         return self._done.wait(timeout)
 
 
+def counted(stage: StageProgress, what: str) -> CountProgress:
+    """A ``CountProgress`` (training steps, encoded batches) told to a job's ``stage`` as "what i/n"."""
+    return lambda done, total: stage(f"{what} {done}/{total}", done / max(total, 1))
+
+
 _JOBS: dict[str, Job] = {}
 _JOBS_LOCK = threading.Lock()
 

@@ -29,7 +29,7 @@ from core.devices import resolve_device
 from core.encoders import default_model_path, model_fingerprint, resolve_model_path
 from core.errors import UserError
 from core.files import atomic_dir
-from core.jobs import CountProgress
+from core.jobs import CountProgress, Job, counted
 from core.lookups import document_texts, positive_qrels, require_dataset, require_run
 from core.train import progress_callback, require_empty_out, training_arguments
 
@@ -169,6 +169,17 @@ def _dataset(store: Store, dataset: str, pairs: TrainingPairs):
     doc_text = dict(zip(docs["doc_id"], document_texts(docs)))
     return Dataset.from_dict({"query": [query_text[q] for q in pairs.query_ids],
                               "document": [doc_text[d] for d in pairs.doc_ids], "label": pairs.labels})
+
+
+def train_reranker_job(store: Store, dataset: str, out: str | Path, options: RerankerOptions) -> Job:
+    """``train_reranker`` in a background thread (``Job.result`` is its manifest, with ``path``: where it was
+    saved), as ``core.train.train_job``."""
+    from core import roles
+
+    roles.require(roles.TRAIN)
+    return Job(f"train-reranker:{dataset}:{Path(out).name}",
+               lambda stage: {**train_reranker(store, dataset, out, options,
+                                                progress=counted(stage, "training step")), "path": str(out)})
 
 
 def train_reranker(store: Store, dataset: str, out: str | Path, options: RerankerOptions | None = None,

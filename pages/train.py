@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import plotly.express as px
@@ -10,15 +11,17 @@ import streamlit as st
 
 from core import leakage, risk
 from core.errors import UserError
-from core.evaluate import METRICS, collection_from_store, comparison_table, evaluate
-from core.jobs import CountProgress
+from core.evaluate import METRICS, comparison_table, evaluate_job
+from core.jobs import Job
 from core.selection import TrainingData, select
-from core.train import LOSSES, TrainOptions, default_out, estimate, train, trained_models
-from core.train_reranker import RerankerOptions, train_reranker, trained_rerankers
+from core.train import LOSSES, TrainOptions, default_out, estimate, train_job, trained_models
+from core.train_reranker import RerankerOptions, train_reranker_job, trained_rerankers
 from core.train_reranker import default_out as reranker_out
 from pages import common
 
 common.through_app(__file__)
+TRAINING, RERANKER, EVALUATION = "tr_job", "rr_job", "tr_eval_job"  # this session's background jobs, until reported
+RESCORED = "rs_done"  # the second model just set: said once, after the rerun that starts the rescoring
 
 
 @st.cache_resource(ttl=common.CACHE_TTL_S, show_spinner=False, max_entries=4)
@@ -33,26 +36,41 @@ def leakage_report(path: str, run_id: str, data: str, split: str) -> leakage.Lea
     return leakage.check(common.get_store(path), training_data(path, run_id, data), split)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def evaluation(path: str, model: str, dataset: str, split: str, device: str):
-    """One model on one split; cached per model folder (trained models never change once saved)."""
-    ws = common.get_workspace(path)
-    return evaluate(model, collection_from_store(common.get_store(path), dataset, split),
-                    cache_dir=ws.embeddings_dir, device=device)
+@st.fragment(run_every=1)
+def wait_for(job: Job, what: str) -> None:
+    """Poll a background job; rerun the whole page once it ended, so its report is shown."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"{what}: {job.message}")
 
 
-def with_progress(first: str, status: str, work: Callable[[CountProgress], dict]) -> dict | None:
-    """Run one training with a progress bar fed by ``work``'s (step, total) callback; its manifest, or None after
-    showing the user error that stopped it."""
-    bar = st.progress(0.0, text=first)
+def job_slot(key: str, what: str, report: Callable[[Any], None]) -> bool:
+    """This session's job under ``key`` (training, a reranker's training, an evaluation: minutes on a CPU, run in
+    the background so that a click on the page does not stop them half-way): its progress while it runs, then
+    ``report(result)`` once, or the error that stopped it. True while it runs (its button stays disabled)."""
+    job = st.session_state.get(key)
+    if job is None:
+        return False
+    if not job.done:
+        wait_for(job, what)
+        return True
+    del st.session_state[key]
+    if isinstance(job.error, UserError):
+        common.user_error(job.error)
+    elif job.error is not None:
+        raise job.error
+    else:
+        report(job.result)
+    return False
+
+
+def start(key: str, make: Callable[[], Job]) -> None:
     try:
-        with st.status(status, expanded=True):
-            manifest = work(lambda step, total: bar.progress(step / max(total, 1), text=f"step {step}/{total}"))
-    except UserError as exc:
+        st.session_state[key] = make()
+    except UserError as exc:  # refused before starting: e.g. a role, an output folder in use
         common.user_error(exc)
-        return None
-    bar.progress(1.0, text="done")
-    return manifest
+    else:
+        st.rerun()
 
 
 def model_label(manifest: dict) -> str:
@@ -105,13 +123,11 @@ try:
     st.caption(estimate(store, ws, training_data(path, run_id, data), options).describe())
 except UserError as exc:  # e.g. a device torch cannot see: the same error training would stop with
     common.user_error(exc)
-if st.button("Train", type="primary", key="tr_go"):
-    out = default_out(ws, run_id, options)
-    manifest = with_progress("preparing the training data", "Training: this takes minutes on a CPU",
-                             lambda progress: train(store, run_id, out, options, progress=progress))
-    if manifest is not None:
-        st.success(f"Trained {manifest['steps']} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s "
-                   f"on {manifest['device']}; saved to {out}")
+training = job_slot(TRAINING, "Training (minutes on a CPU; the page stays usable)", lambda manifest: st.success(
+    f"Trained {manifest['steps']:,} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s on "
+    f"{manifest['device']}; saved to {manifest['path']}"))
+if st.button("Train", type="primary", key="tr_go", disabled=training):
+    start(TRAINING, lambda: train_job(store, run_id, default_out(ws, run_id, options), options))
 
 st.subheader("Train a reranker")
 st.caption("A cross-encoder teacher for the ce rules and the ce_score risk signal (RocketQA): the split's labelled "
@@ -132,17 +148,17 @@ rr_batch = cols[1].number_input("Batch size", 1, 512, 32, key="rr_batch")
 rr_length = cols[2].number_input("Tokens per pair", 16, 512, 256, 32, key="rr_len",
                                  help="Kept by the saved model; 128 halves the time on a CPU.")
 rr_device = common.device_choice(cols[3], "rr_device")
-if st.button("Train reranker", key="rr_go"):
-    options = RerankerOptions(split=rr_split, run=run_id if rr_from == "this run" else None,
-                              negatives=int(rr_negatives), epochs=float(rr_epochs), batch_size=int(rr_batch),
-                              max_steps=int(rr_steps) or None, max_length=int(rr_length), seed=int(seed),
-                              device=rr_device)
-    out = reranker_out(ws, dataset, options)
-    manifest = with_progress("sampling the training pairs", "Training a cross-encoder: this takes minutes on a CPU",
-                             lambda progress: train_reranker(store, dataset, out, options, progress=progress))
-    if manifest is not None:
-        st.success(f"Trained a cross-encoder for {manifest['steps']} steps on {manifest['counts']['pairs']:,} pairs "
-                   f"in {manifest['seconds']:.0f}s on {manifest['device']}; saved to {out}")
+reranking = job_slot(RERANKER, "Training a cross-encoder (minutes on a CPU; the page stays usable)",
+                     lambda manifest: st.success(
+                         f"Trained a cross-encoder for {manifest['steps']:,} steps on "
+                         f"{manifest['counts']['pairs']:,} pairs in {manifest['seconds']:.0f}s on "
+                         f"{manifest['device']}; saved to {manifest['path']}"))
+if st.button("Train reranker", key="rr_go", disabled=reranking):
+    rr_options = RerankerOptions(split=rr_split, run=run_id if rr_from == "this run" else None,
+                                 negatives=int(rr_negatives), epochs=float(rr_epochs), batch_size=int(rr_batch),
+                                 max_steps=int(rr_steps) or None, max_length=int(rr_length), seed=int(seed),
+                                 device=rr_device)
+    start(RERANKER, lambda: train_reranker_job(store, dataset, reranker_out(ws, dataset, rr_options), rr_options))
 rerankers = [m for m in trained_rerankers(ws) if m["dataset"] == dataset]
 if rerankers:
     st.dataframe(pd.DataFrame([{"finished": m["finished"], "split": m["split"], **m["counts"], "steps": m["steps"],
@@ -160,13 +176,15 @@ folder = cols[1].text_input("…or another local sentence-transformers folder", 
 if cols[2].button("Use and re-score this run", key="rs_go"):
     try:
         risk.configure_second_model(ws, folder.strip() or picked)
-        with st.spinner("Scoring this run's risk again"):
-            risk.compute_risk(store, ws, run_id, device)
     except UserError as exc:
         common.user_error(exc)
     else:
-        st.success(f"Risk of run {run_id} scored again with second model "
-                   f"{ws.settings().get(risk.SECOND_MODEL_SETTING) or 'none'}; other runs use it when scored again.")
+        st.session_state[RESCORED] = (f"Second model now {ws.settings().get(risk.SECOND_MODEL_SETTING) or 'none'}: "
+                                      f"run {run_id} is scored again in the background; other runs when opened.")
+        st.rerun()
+if rescored := st.session_state.pop(RESCORED, None):
+    st.success(rescored)
+    common.risk_ready(run_id)  # starts the scoring as the shared job every page polls, and shows its progress
 
 st.subheader("Compare")
 models = [m for m in trained_models(ws) if m["dataset"] == dataset]
@@ -179,17 +197,11 @@ if not eval_splits:
 by_path = {m["path"]: m for m in models}
 chosen = st.multiselect("Models (compared with the base model)", list(by_path),
                         default=list(by_path)[:3], format_func=lambda p: model_label(by_path[p]), key="tr_models")
-if st.button("Evaluate", key="tr_eval") and chosen:
-    results = {}
-    with st.spinner(f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}"):
-        try:
-            results["base"] = evaluation(path, "default", dataset, eval_split, device)
-            for model in chosen:
-                results[model_label(by_path[model])] = evaluation(path, model, dataset, eval_split, device)
-        except UserError as exc:
-            common.user_error(exc)
-            st.stop()
-    st.session_state["tr_results"] = (dataset, eval_split, results)
+evaluating = job_slot(EVALUATION, f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}",
+                      lambda results: st.session_state.update(tr_results=(dataset, eval_split, results)))
+if st.button("Evaluate", key="tr_eval", disabled=evaluating or not chosen):
+    models = [("base", "default"), *[(model_label(by_path[m]), m) for m in chosen]]
+    start(EVALUATION, lambda: evaluate_job(store, dataset, eval_split, models, ws.embeddings_dir, device))
 
 stored = st.session_state.get("tr_results")
 if stored and stored[:2] == (dataset, eval_split):

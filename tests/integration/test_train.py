@@ -172,6 +172,14 @@ def test_cli_train_saves_a_loadable_model_with_manifest(leaky, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+def finish(at, key: str) -> None:
+    """Wait for the page's background job under ``key``, then run the page once: it reports the result."""
+    job = at.session_state[key]
+    assert job.wait(600) and job.error is None, job.error
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
 def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch, tmp_path):
     from tests.app_helpers import copy_workspace, open_app
 
@@ -189,6 +197,8 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     at.checkbox(key="tr_exclude").check()
     at.button(key="tr_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert at.button(key="tr_go").disabled, "training runs in the background, one at a time per session"
+    finish(at, "tr_job")
     assert any("Trained 1 steps" in s.value for s in at.success)
     at.run()  # the same settings again: the estimate now reads the training just timed
     assert any("1 steps on" in c.value and "an estimate, measured: the last training with these settings" in c.value
@@ -197,6 +207,7 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     assert manifest["data"] == "curated" and manifest["leakage"]["excluded"]
     at.button(key="tr_eval").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    finish(at, "tr_eval_job")
     table = at.dataframe[0].value
     assert list(table.index)[0] == "base" and len(table) == 2
     assert {"ndcg@10", "mrr@10", "recall@100", "wins", "losses", "p (t-test)", "95% CI"} <= set(table.columns)
@@ -217,3 +228,33 @@ def test_train_page_without_a_run(monkeypatch, tmp_path):
     at = open_app(monkeypatch, root, "pages/train.py")
     assert any("no mining run yet" in i.value for i in at.info)
     assert not [b for b in at.button if (b.key or "").startswith("tr_")]
+
+
+def test_the_estimate_from_a_bf16_mining_run_is_in_fp32_terms(mined, tmp_path):
+    """A run encoded under bf16 autocast ran its measured speed-up faster than fp32 training will: the estimate
+    from its encoding speed is scaled by that speed-up, and says so; a bf16 training keeps the run's speed."""
+    from core.train import TrainOptions, estimate
+    from tests.app_helpers import copy_workspace
+
+    ws, _, result = mined
+    workspace = open_workspace_at(copy_workspace(ws.root, tmp_path / "ws"))
+    store = workspace.store()
+    training = select(store, result.run_id, "raw")
+    for model in workspace.root.joinpath("models").glob("*"):  # no trained model: the estimate reads the run
+        shutil.rmtree(model)
+
+    def with_stats(**stats) -> None:
+        stored = {**store.run(result.run_id)["stats"], **stats}
+        store.write(lambda conn: conn.execute("UPDATE runs SET stats_json = ? WHERE run_id = ?",
+                                              (json.dumps(stored), result.run_id)))
+
+    options = TrainOptions(max_steps=5, device="cpu")
+    with_stats(precision="fp32", bf16_speedup=None)
+    fp32 = estimate(store, workspace, training, options)
+    with_stats(precision="bf16", bf16_speedup=2.5)
+    bf16 = estimate(store, workspace, training, options)
+    assert bf16.seconds_per_step == pytest.approx(2.5 * fp32.seconds_per_step)
+    assert "in bf16" in bf16.basis and "in fp32" in bf16.basis and "in bf16" not in fp32.basis
+    same = estimate(store, workspace, training, TrainOptions(max_steps=5, device="cpu", precision="bf16"))
+    assert same.seconds_per_step == pytest.approx(fp32.seconds_per_step)
+    store.close()

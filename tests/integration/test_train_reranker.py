@@ -186,6 +186,7 @@ def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypa
     from core.train_reranker import trained_rerankers
     from core.workspace import open_workspace
     from tests.app_helpers import copy_workspace, open_app
+    from tests.integration.test_train import finish
 
     ws, _, _ = judged
     root = copy_workspace(ws.root, tmp_path / "ws")
@@ -195,6 +196,7 @@ def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypa
     at.number_input(key="rr_len").set_value(32)
     at.button(key="rr_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    finish(at, "rr_job")
     assert any("Trained a cross-encoder for 1 steps" in s.value for s in at.success)
     (reranker,) = trained_rerankers(open_workspace(root, create=False))
     assert (reranker["run"], reranker["max_length"], reranker["counts"]["verdict_positives"]) == (judged[2], 32, 1)
@@ -204,4 +206,9 @@ def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypa
     at.button(key="rs_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert open_workspace(root, create=False).settings()[SECOND_MODEL_SETTING] == str(default_model_path())
-    assert any("scored again with second model" in s.value for s in at.success)
+    assert any("is scored again in the background" in s.value for s in at.success)
+    from core.risk import scoring_job, signal_set
+    store = open_workspace(root, create=False).store()
+    rescoring = scoring_job(store, root, judged[2])  # the job the page started, shared by name
+    assert rescoring is None or (rescoring.wait(600) and rescoring.error is None)
+    assert not store.risk_missing(judged[2], signal_set())

@@ -422,9 +422,14 @@ def training_arguments(device: str, arguments: type | None = None, **kwargs):
 
 
 def progress_callback(progress: CountProgress):
+    """Steps done of the trainer's total, told at the start too (step 0 of n: the model is loaded and the first
+    step, which can take tens of seconds on a CPU, is under way) and after every step."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            progress(0, state.max_steps)
+
         def on_step_end(self, args, state, control, **kwargs):
             progress(state.global_step, state.max_steps)
 

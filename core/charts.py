@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-import textwrap
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -123,11 +123,15 @@ HOVER_WIDTH = 60  # characters per hover line: a map point's text stays a readab
 HOVER_CHARS = 300  # of a document's text on hover (the list below the map shows all of it)
 
 
-def hover_lines(text: object, width: int = HOVER_WIDTH) -> str:
-    """A point's hover text for Plotly: cut to ``HOVER_CHARS``, wrapped on word boundaries every ``width``
-    characters with <br> (Plotly draws one line otherwise), each line HTML-escaped first, so a document's own
-    "<b>" or "&" shows literally and only our line breaks are markup."""
-    return "<br>".join(html.escape(line) for line in textwrap.wrap(snippet(str(text), HOVER_CHARS), width))
+_LINE = re.compile(r"\S.{0,%d}(?=\s|$)|\S{1,%d}" % (HOVER_WIDTH - 1, HOVER_WIDTH))  # greedy: words, else a cut
+
+
+def hover_lines(text: object) -> str:
+    """A point's hover text for Plotly: cut to ``HOVER_CHARS``, wrapped on word boundaries every ``HOVER_WIDTH``
+    characters with <br> (Plotly draws one line otherwise; a longer word is cut), each line HTML-escaped first, so a
+    document's own "<b>" or "&" shows literally and only our line breaks are markup. One regular expression, not
+    ``textwrap``: the whole-dataset map wraps ten thousand texts per rerun, which took textwrap 0.4 s."""
+    return "<br>".join(html.escape(line) for line in _LINE.findall(snippet(str(text), HOVER_CHARS)))
 
 
 def map_figure(points: pd.DataFrame, colour: str, title: str, continuous: bool = False) -> go.Figure:

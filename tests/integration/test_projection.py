@@ -102,6 +102,13 @@ def test_map_point_frames(own):
     risky = dataset_points(store, result.run_id, proj, pairs, judged, "risk")
     risk = risky[risky["kind"] == "document"].set_index("id")["risk"]
     np.testing.assert_allclose(risk.to_numpy(), cands.groupby("doc_id")["risk"].max().reindex(risk.index).astype(float))
+    # kept for the process until the run's risk is written again: then the new values, not the cached ones
+    from core.risk import signal_set
+
+    lone = cands[cands.groupby("doc_id")["doc_id"].transform("size") == 1].iloc[0]  # a document of one pair
+    store.set_risk(result.run_id, [(lone.query_id, lone.doc_id, 0.0, lone.signals)], signal_set=signal_set())
+    again = dataset_points(store, result.run_id, proj, pairs, judged, "risk")
+    assert again.set_index("id").at[lone.doc_id, "risk"] == 0.0 != lone.risk
 
 
 def test_whole_dataset_sample_is_stratified_and_keeps_every_judged_point(own, monkeypatch):

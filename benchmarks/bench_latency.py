@@ -53,6 +53,9 @@ SPREAD = "spreading the verdict to near-duplicates (background job)"
 RERULE_KS = (4, 6, 3, 7, 2, 8, 9, 10, 11, 12)  # a new k each time: every preview is computed, none from the cache
 TRIAGE_OPEN, TRIAGE_NEXT, RERULE = "triage queue opened", "triage next (n)", "re-rule preview (a new k each time)"
 WRITE = "verdict write (core.labels.record)"
+MAP_PLACED = "run's map placed (PCA fit on a sample, the rest transformed; background job)"
+MAP_WHOLE = ("Map whole dataset, first", "Map whole dataset rerun", "Map whole dataset by risk, first",
+             "Map whole dataset by risk, rerun")
 LARGE = 10_000_000  # from this size on, interactions repeat half as often (each costs seconds if a page is slow)
 
 
@@ -136,6 +139,19 @@ def worker(scenario: str, root: Path, repeats: int, steps: Steps) -> None:
             at.button(key="ns_next_query").click()
             steps.time(REVIEW_STEPS[3], lambda: timed(at))
         _time_writes(root, steps)
+    elif scenario == "map":
+        mp.setenv("NEGSPACE_UMAP", "0")  # PCA only: no UMAP fit competing for the two cores while timing
+        at = open_on(mp, root, PAGES["Map"], "reviewer", steps.limit)
+        steps.time("Map opened, cold (before the whole-dataset view)", lambda: timed(at))
+        steps.time(MAP_PLACED, lambda: _wait_for_map(root, steps.limit))
+        at.session_state["map_view"] = "Whole dataset"
+        steps.time(MAP_WHOLE[0], lambda: timed(at))
+        for _ in range(repeats):
+            steps.time(MAP_WHOLE[1], lambda: timed(at))
+        at.session_state["map_colour"] = "risk"
+        steps.time(MAP_WHOLE[2], lambda: timed(at))
+        for _ in range(repeats):
+            steps.time(MAP_WHOLE[3], lambda: timed(at))
     elif scenario == "triage":
         at = open_on(mp, root, PAGES["Review"], "triager", steps.limit)
         steps.time("Review opened, cold (before triage)", lambda: timed(at))
@@ -147,6 +163,22 @@ def worker(scenario: str, root: Path, repeats: int, steps: Steps) -> None:
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     mp.undo()
+
+
+def _wait_for_map(root: Path, limit: float) -> None:
+    """Until the run's PCA map is placed in full (its job was started by the Map page that just opened)."""
+    from core.projection import map_state
+    from core.workspace import open_workspace
+
+    workspace = open_workspace(root, create=False)
+    store = workspace.store()
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        state = map_state(store, workspace, RUN_ID, umap=False)
+        if state.frame is not None and state.complete:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the run's map was not placed in {limit:g} s")
 
 
 def _time_writes(root: Path, steps: Steps, n: int = 500) -> None:
@@ -335,7 +367,7 @@ def main() -> None:
         work = fresh_copy(size)
         repeats = args.repeats if size < LARGE else max(1, args.repeats // 2)
         steps: dict[str, dict] = {}
-        for name in [*PAGES, "review", "triage"]:
+        for name in [*PAGES, "review", "triage", "map"]:
             started = time.perf_counter()
             found = summarise(scenario(name, work, repeats if name != "Mine preview" else min(repeats, 10),
                                        args.step_timeout))

@@ -18,7 +18,9 @@ relative to it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -326,6 +328,46 @@ def show_document(title: str | None, text: str) -> None:
 
 def user_error(exc: Exception) -> None:
     st.error(shown_path(exc), icon="⚠️")
+
+
+@st.fragment(run_every=1)
+def wait_for(job: Job, what: str) -> None:
+    """Poll a background job; rerun the whole page once it ended, so its report is shown."""
+    if job.done:
+        st.rerun(scope="app")
+    st.progress(job.fraction, text=f"{what}: {job.message}")
+
+
+def job_slot(key: str, what: str, report: Callable[[Any], None],
+             refused: Callable[[UserError], None] = user_error) -> bool:
+    """This session's job under ``key`` (work of minutes run in the background, so that a click on the page does
+    not stop it half-way): its progress while it runs, then ``report(result)`` once, or ``refused(error)`` for the
+    user error that stopped it (any other error is raised). True while it runs (its button stays disabled)."""
+    job = st.session_state.get(key)
+    if job is None:
+        return False
+    if not job.done:
+        wait_for(job, what)
+        return True
+    del st.session_state[key]
+    if isinstance(job.error, UserError):
+        refused(job.error)
+    elif job.error is not None:
+        raise job.error
+    else:
+        report(job.result)
+    return False
+
+
+def start(key: str, make: Callable[[], Job], refused: Callable[[UserError], None] = user_error) -> None:
+    """Start ``make()`` as this session's job under ``key`` and rerun, so ``job_slot`` shows its progress;
+    ``refused(error)`` when it is refused before starting (e.g. a role, an output folder in use)."""
+    try:
+        st.session_state[key] = make()
+    except UserError as exc:
+        refused(exc)
+    else:
+        st.rerun()
 
 
 @st.cache_resource(show_spinner=False)

@@ -8,9 +8,8 @@ import streamlit as st
 from core import charts, rules, run_stats
 from core.engines import ENGINES
 from core.errors import UserError
-from core.cross_encoder import score_job
-from core.jobs import Job
-from core.mining import DIFF_WORDS, compare_runs, derive_job, mine_job, preview, run_spec
+from core.cross_encoder import ScoreResult, score_job
+from core.mining import DIFF_WORDS, MineResult, compare_runs, derive_job, mine_job, preview, run_spec
 from core.rules import RuleSpec
 from pages import common
 
@@ -80,39 +79,18 @@ except UserError as exc:
 st.caption(f"Rule: **{common.escape_markdown(spec.describe())}**")
 
 
-@st.fragment(run_every=1)
-def wait_for_commit(job: Job) -> None:
-    """Poll the commit job; rerun the whole page once the new run is saved, so it becomes the selected run."""
-    if job.done:
-        st.rerun(scope="app")
-    st.progress(job.fraction, text=f"Committing the new run: {job.message}")
+def committed(result: MineResult) -> None:
+    """Select the run the commit job saved, so the preview and the sidebar move to it."""
+    common.select_run(result.run_id)
+    st.toast(f"New run {result.run_id}: {result.kept:,} negatives kept")
+    st.rerun()
 
 
-def finish_commit() -> None:
-    """Show the running commit's progress, or select the run it saved (its error, if it failed)."""
-    job = st.session_state.get(COMMIT)
-    if job is None:
-        return
-    if not job.done:
-        wait_for_commit(job)
-        return
-    del st.session_state[COMMIT]
-    if isinstance(job.error, UserError):
-        common.user_error(job.error)
-    elif job.error is not None:
-        raise job.error
-    else:
-        common.select_run(job.result.run_id)
-        st.toast(f"New run {job.result.run_id}: {job.result.kept:,} negatives kept")
-        st.rerun()
-
-
-@st.fragment(run_every=1)
-def wait_for_scoring(job: Job) -> None:
-    """Poll the scoring job; rerun the whole page once it is done, so the preview reads the new scores."""
-    if job.done:
-        st.rerun(scope="app")
-    st.progress(job.fraction, text=f"Scoring with the cross-encoder: {job.message}")
+def scored(result: ScoreResult) -> None:
+    """Say what the scoring job scored, and how many suggestions it left for Review."""
+    st.success(f"Scored {result.scored:,} pairs ({result.cached:,} of {result.pairs:,} from the cache) "
+               f"with cross-encoder {result.model} in {result.seconds:.0f} s; {result.suggested:,} "
+               "pseudo-positive suggestion(s) wait on Review.")
 
 
 def score_controls(run_id: str, spec: RuleSpec) -> None:
@@ -130,37 +108,11 @@ def score_controls(run_id: str, spec: RuleSpec) -> None:
                                     placeholder="/path/to/cross-encoder")
         device = common.device_choice(cols[1], "mine_ce_device")
         batch_size = cols[2].number_input("Pairs per batch", 1, 4096, 32, key="mine_ce_batch")
-        if job is not None and job.done:
-            del st.session_state[SCORING]
-            if isinstance(job.error, UserError):
-                common.user_error(job.error)
-            elif job.error is not None:
-                raise job.error
-            else:
-                result = job.result
-                st.success(f"Scored {result.scored:,} pairs ({result.cached:,} of {result.pairs:,} from the cache) "
-                           f"with cross-encoder {result.model} in {result.seconds:.0f} s; {result.suggested:,} "
-                           "pseudo-positive suggestion(s) wait on Review.")
-        elif job is not None:
-            wait_for_scoring(job)
-        if st.button("Score", key="mine_ce_go", disabled=not folder.strip() or SCORING in st.session_state,
+        scoring = common.job_slot(SCORING, "Scoring with the cross-encoder", scored)
+        if st.button("Score", key="mine_ce_go", disabled=not folder.strip() or scoring,
                      help="Scores the run's candidates and its queries' positives in the background; unjudged "
                           "candidates scored above 0.9 become suggestions on Review (RocketQA's pseudo-positives)."):
-            try:
-                st.session_state[SCORING] = score_job(common.workspace().root, run_id, folder, device,
-                                                      int(batch_size))
-            except UserError as exc:
-                common.user_error(exc)
-            else:
-                st.rerun()
-
-
-@st.fragment(run_every=1)
-def wait_for_mining(job: Job) -> None:
-    """Poll the mining job; rerun the whole page once it ended, so its run becomes the selected one."""
-    if job.done:
-        st.rerun(scope="app")
-    st.progress(job.fraction, text=f"Mining: {job.message}")
+            common.start(SCORING, lambda: score_job(common.workspace().root, run_id, folder, device, int(batch_size)))
 
 
 def finish_mining() -> None:
@@ -260,7 +212,7 @@ with tab_preview:
     elif not run_stats.run_shape(store, run_id).candidates:
         st.warning("The selected run has no candidates, so there is nothing to re-threshold.")
     else:
-        finish_commit()
+        common.job_slot(COMMIT, "Committing the new run", committed)
         score_controls(run_id, spec)
         show_preview(run_id, spec)
 
@@ -279,15 +231,10 @@ with tab_new:
                                help="; ".join(f"**{name}**: {what}" for name, what in ENGINES.items()))
     if st.button("Mine", type="primary", key="mine_go", disabled=MINING in st.session_state,
                  help="Runs in the background: the page stays usable, and the new run is selected when it is saved."):
-        try:
-            st.session_state[MINING] = mine_job(store, common.workspace(), dataset, split, model or None, int(depth),
-                                                spec, int(bm25_depth), device, engine)
-        except UserError as exc:
-            common.user_error(exc)
-        else:
-            st.rerun()
+        common.start(MINING, lambda: mine_job(store, common.workspace(), dataset, split, model or None, int(depth),
+                                              spec, int(bm25_depth), device, engine))
     if (job := st.session_state.get(MINING)) is not None and not job.done:
-        wait_for_mining(job)
+        common.wait_for(job, "Mining")
 
 with tab_runs:
     if not runs:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
@@ -12,7 +9,6 @@ import streamlit as st
 from core import leakage, risk
 from core.errors import UserError
 from core.evaluate import METRICS, comparison_table, evaluate_job
-from core.jobs import Job
 from core.selection import TrainingData, select
 from core.train import LOSSES, TrainOptions, default_out, estimate, train_job, trained_models
 from core.train_reranker import RerankerOptions, train_reranker_job, trained_rerankers
@@ -34,43 +30,6 @@ def training_data(path: str, run_id: str, data: str) -> TrainingData:
 @st.cache_data(ttl=common.CACHE_TTL_S, show_spinner=False, max_entries=16)
 def leakage_report(path: str, run_id: str, data: str, split: str) -> leakage.LeakageReport:
     return leakage.check(common.get_store(path), training_data(path, run_id, data), split)
-
-
-@st.fragment(run_every=1)
-def wait_for(job: Job, what: str) -> None:
-    """Poll a background job; rerun the whole page once it ended, so its report is shown."""
-    if job.done:
-        st.rerun(scope="app")
-    st.progress(job.fraction, text=f"{what}: {job.message}")
-
-
-def job_slot(key: str, what: str, report: Callable[[Any], None]) -> bool:
-    """This session's job under ``key`` (training, a reranker's training, an evaluation: minutes on a CPU, run in
-    the background so that a click on the page does not stop them half-way): its progress while it runs, then
-    ``report(result)`` once, or the error that stopped it. True while it runs (its button stays disabled)."""
-    job = st.session_state.get(key)
-    if job is None:
-        return False
-    if not job.done:
-        wait_for(job, what)
-        return True
-    del st.session_state[key]
-    if isinstance(job.error, UserError):
-        common.user_error(job.error)
-    elif job.error is not None:
-        raise job.error
-    else:
-        report(job.result)
-    return False
-
-
-def start(key: str, make: Callable[[], Job]) -> None:
-    try:
-        st.session_state[key] = make()
-    except UserError as exc:  # refused before starting: e.g. a role, an output folder in use
-        common.user_error(exc)
-    else:
-        st.rerun()
 
 
 def model_label(manifest: dict) -> str:
@@ -123,11 +82,12 @@ try:
     st.caption(estimate(store, ws, training_data(path, run_id, data), options).describe())
 except UserError as exc:  # e.g. a device torch cannot see: the same error training would stop with
     common.user_error(exc)
-training = job_slot(TRAINING, "Training (minutes on a CPU; the page stays usable)", lambda manifest: st.success(
-    f"Trained {manifest['steps']:,} steps on {manifest['rows']:,} rows in {manifest['seconds']:.0f}s on "
-    f"{manifest['device']}; saved to {manifest['path']}"))
+training = common.job_slot(TRAINING, "Training (minutes on a CPU; the page stays usable)",
+                           lambda manifest: st.success(
+                               f"Trained {manifest['steps']:,} steps on {manifest['rows']:,} rows in "
+                               f"{manifest['seconds']:.0f}s on {manifest['device']}; saved to {manifest['path']}"))
 if st.button("Train", type="primary", key="tr_go", disabled=training):
-    start(TRAINING, lambda: train_job(store, run_id, default_out(ws, run_id, options), options))
+    common.start(TRAINING, lambda: train_job(store, run_id, default_out(ws, run_id, options), options))
 
 st.subheader("Train a reranker")
 st.caption("A cross-encoder teacher for the ce rules and the ce_score risk signal (RocketQA): the split's labelled "
@@ -148,17 +108,18 @@ rr_batch = cols[1].number_input("Batch size", 1, 512, 32, key="rr_batch")
 rr_length = cols[2].number_input("Tokens per pair", 16, 512, 256, 32, key="rr_len",
                                  help="Kept by the saved model; 128 halves the time on a CPU.")
 rr_device = common.device_choice(cols[3], "rr_device")
-reranking = job_slot(RERANKER, "Training a cross-encoder (minutes on a CPU; the page stays usable)",
-                     lambda manifest: st.success(
-                         f"Trained a cross-encoder for {manifest['steps']:,} steps on "
-                         f"{manifest['counts']['pairs']:,} pairs in {manifest['seconds']:.0f}s on "
-                         f"{manifest['device']}; saved to {manifest['path']}"))
+reranking = common.job_slot(RERANKER, "Training a cross-encoder (minutes on a CPU; the page stays usable)",
+                            lambda manifest: st.success(
+                                f"Trained a cross-encoder for {manifest['steps']:,} steps on "
+                                f"{manifest['counts']['pairs']:,} pairs in {manifest['seconds']:.0f}s on "
+                                f"{manifest['device']}; saved to {manifest['path']}"))
 if st.button("Train reranker", key="rr_go", disabled=reranking):
     rr_options = RerankerOptions(split=rr_split, run=run_id if rr_from == "this run" else None,
                                  negatives=int(rr_negatives), epochs=float(rr_epochs), batch_size=int(rr_batch),
                                  max_steps=int(rr_steps) or None, max_length=int(rr_length), seed=int(seed),
                                  device=rr_device)
-    start(RERANKER, lambda: train_reranker_job(store, dataset, reranker_out(ws, dataset, rr_options), rr_options))
+    common.start(RERANKER,
+                 lambda: train_reranker_job(store, dataset, reranker_out(ws, dataset, rr_options), rr_options))
 rerankers = [m for m in trained_rerankers(ws) if m["dataset"] == dataset]
 if rerankers:
     st.dataframe(pd.DataFrame([{"finished": m["finished"], "split": m["split"], **m["counts"], "steps": m["steps"],
@@ -197,11 +158,11 @@ if not eval_splits:
 by_path = {m["path"]: m for m in models}
 chosen = st.multiselect("Models (compared with the base model)", list(by_path),
                         default=list(by_path)[:3], format_func=lambda p: model_label(by_path[p]), key="tr_models")
-evaluating = job_slot(EVALUATION, f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}",
-                      lambda results: st.session_state.update(tr_results=(dataset, eval_split, results)))
+evaluating = common.job_slot(EVALUATION, f"Encoding the corpus and retrieving the top 100 for split {eval_split!r}",
+                             lambda results: st.session_state.update(tr_results=(dataset, eval_split, results)))
 if st.button("Evaluate", key="tr_eval", disabled=evaluating or not chosen):
     models = [("base", "default"), *[(model_label(by_path[m]), m) for m in chosen]]
-    start(EVALUATION, lambda: evaluate_job(store, dataset, eval_split, models, ws.embeddings_dir, device))
+    common.start(EVALUATION, lambda: evaluate_job(store, dataset, eval_split, models, ws.embeddings_dir, device))
 
 stored = st.session_state.get("tr_results")
 if stored and stored[:2] == (dataset, eval_split):

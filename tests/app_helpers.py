@@ -77,6 +77,22 @@ def open_app(monkeypatch, workspace: Path, page: str | None = None, password: st
     return at
 
 
+def finish_job(at: AppTest, key: str, fails: bool = False) -> None:
+    """Wait for the page's background job under ``key`` (started by a click), then run the page once: it reports
+    the result, or with ``fails`` the user error the job stopped with. A job quick enough to end before the rerun
+    that follows the click was reported by that rerun already: the page is not run again (a report is shown once).
+    """
+    assert not at.exception, [e.value for e in at.exception]
+    if key not in at.session_state:
+        assert bool(at.error) == fails, [e.value for e in at.error]
+        return
+    job = at.session_state[key]
+    assert job.wait(600), f"{key} still running"
+    assert (job.error is not None) == fails, job.error
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
 def candidate_list(at: AppTest) -> dict:
     """What the Review page's candidate list (a custom component, pages/candidate_list.py) was mounted with:
     query_id, cursor and rows (doc_id, rank, label, score, margin, rule, risk, text)."""

@@ -9,7 +9,7 @@ import pytest
 
 from core import labels
 from core.export import FORMATS
-from tests.app_helpers import open_app, store_at, timed
+from tests.app_helpers import finish_job, open_app, store_at, timed
 from tests.fixtures import make_beir
 
 
@@ -102,7 +102,6 @@ def test_mine_anew_runs_in_the_background_then_selects_the_new_run_and_says_what
 
     at = open_app(monkeypatch, ws_root, "pages/mine.py")
     before = {r["run_id"] for r in _store(ws_root).runs("tiny")}
-    first = at.session_state["ns_run"]
     at.number_input(key="mine_depth").set_value(5)
     at.button(key="mine_go").click()
     timed(at)
@@ -110,13 +109,7 @@ def test_mine_anew_runs_in_the_background_then_selects_the_new_run_and_says_what
     assert at.button(key="mine_go").disabled, "one mining job per session at a time"
     at.number_input(key="mine_num_negatives").set_value(4)  # a click meanwhile: the job goes on
     timed(at)
-    job = at.session_state["mine_anew_job"]
-    assert job.wait(120) and job.error is None, job.error
-    for _ in range(20):  # the page's poll notices the end and reruns
-        timed(at)
-        if at.session_state["ns_run"] != first:
-            break
-    assert not at.exception, [e.value for e in at.exception]
+    finish_job(at, "mine_anew_job")  # the page's poll notices the end and reruns (unless that rerun reported it)
     new = [r for r in _store(ws_root).runs("tiny") if r["run_id"] not in before]
     assert len(new) == 1 and at.session_state["ns_run"] == new[0]["run_id"]
     stats = new[0]["stats"]

@@ -172,16 +172,8 @@ def test_cli_train_saves_a_loadable_model_with_manifest(leaky, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
-def finish(at, key: str) -> None:
-    """Wait for the page's background job under ``key``, then run the page once: it reports the result."""
-    job = at.session_state[key]
-    assert job.wait(600) and job.error is None, job.error
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-
-
 def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch, tmp_path):
-    from tests.app_helpers import copy_workspace, open_app
+    from tests.app_helpers import copy_workspace, finish_job, open_app
 
     ws, _, _ = leaky
     root = tmp_path / "ws"
@@ -198,7 +190,7 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     at.button(key="tr_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.button(key="tr_go").disabled, "training runs in the background, one at a time per session"
-    finish(at, "tr_job")
+    finish_job(at, "tr_job")
     assert any("Trained 1 steps" in s.value for s in at.success)
     at.run()  # the same settings again: the estimate now reads the training just timed
     assert any("1 steps on" in c.value and "an estimate, measured: the last training with these settings" in c.value
@@ -207,7 +199,7 @@ def test_train_page_trains_then_compares_with_the_base_model(leaky, monkeypatch,
     assert manifest["data"] == "curated" and manifest["leakage"]["excluded"]
     at.button(key="tr_eval").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    finish(at, "tr_eval_job")
+    finish_job(at, "tr_eval_job")
     table = at.dataframe[0].value
     assert list(table.index)[0] == "base" and len(table) == 2
     assert {"ndcg@10", "mrr@10", "recall@100", "wins", "losses", "p (t-test)", "95% CI"} <= set(table.columns)

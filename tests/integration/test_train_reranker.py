@@ -185,8 +185,7 @@ def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypa
     from core.risk import SECOND_MODEL_SETTING
     from core.train_reranker import trained_rerankers
     from core.workspace import open_workspace
-    from tests.app_helpers import copy_workspace, open_app
-    from tests.integration.test_train import finish
+    from tests.app_helpers import copy_workspace, finish_job, open_app
 
     ws, _, _ = judged
     root = copy_workspace(ws.root, tmp_path / "ws")
@@ -196,7 +195,7 @@ def test_train_page_trains_a_reranker_and_sets_the_second_model(judged, monkeypa
     at.number_input(key="rr_len").set_value(32)
     at.button(key="rr_go").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    finish(at, "rr_job")
+    finish_job(at, "rr_job")
     assert any("Trained a cross-encoder for 1 steps" in s.value for s in at.success)
     (reranker,) = trained_rerankers(open_workspace(root, create=False))
     assert (reranker["run"], reranker["max_length"], reranker["counts"]["verdict_positives"]) == (judged[2], 32, 1)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from core import __version__, argilla_dataset, label_studio
 from core.errors import UserError
 from core.files import atomic_dir
+from core.jobs import Job, StageProgress
 from core.validation import display, user_path
 
 if TYPE_CHECKING:  # the CLI reads FORMATS for its help: keep this module's import free of pandas
@@ -319,14 +320,28 @@ def check_out(out: str | Path, workspace: Path, force: bool = False) -> Path:
     return out
 
 
+def export_job(store: Store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
+               llm_verdicts: str = "ignore", as_datasets: bool = False) -> Job:
+    """``export`` in a background thread (``Job.result`` is its manifest, with ``path``: the folder written): a run
+    of millions of candidates takes minutes to select, write and hash, which a click on the page would otherwise
+    stop half-way. The role is checked here, as the job's thread has no signed-in account."""
+    from core import roles
+
+    roles.require(roles.EXPORT)
+    return Job(f"export:{run_id}:{Path(out).name}",
+               lambda stage: {**export(store, run_id, fmt, out, data, unsure, llm_verdicts=llm_verdicts,
+                                       as_datasets=as_datasets, stage=stage), "path": str(out)})
+
+
 def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | None = None, unsure: str = "drop",
-           force: bool = False, llm_verdicts: str = "ignore", as_datasets: bool = False) -> dict:
+           force: bool = False, llm_verdicts: str = "ignore", as_datasets: bool = False,
+           stage: StageProgress | None = None) -> dict:
     """Write one export folder and return its manifest. ``data`` defaults to curated when verdicts exist;
     ``out`` is checked by ``check_out`` against the store's workspace before anything is written.
     ``llm_verdicts``: ``ignore`` curates with people's verdicts only, ``count`` lets LLM judges' verdicts vote
     (core.llm_judge); the manifest records which. ``as_datasets``: the rows as a Hugging Face ``datasets`` folder
     (``OUT/datasets``) instead of JSONL, for any format with rows. Admins only, once accounts exist
-    (core.roles)."""
+    (core.roles). ``stage`` is told each step (the app's export job shows it)."""
     from core import audit, roles
     from core.cross_encoder import export_scores
     from core.selection import select
@@ -339,6 +354,8 @@ def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | Non
         with_rows = ", ".join(name for name, f in EXPORT_FORMATS.items() if f.rows_file)
         raise UserError(f"format {fmt!r} has no rows to write as a datasets folder (use one of {with_rows})")
     out = check_out(out, store.path.parent, force)
+    stage = stage or (lambda message, fraction: None)
+    stage("selecting the run's training data", 0.0)
     td = select(store, run_id, data or default_data(store, run_id), unsure, llm_verdicts)
     run = td.run
     n_neg = int(run["params"]["rules"].get("num_negatives", 5))
@@ -352,10 +369,13 @@ def export(store: Store, run_id: str, fmt: str, out: str | Path, data: str | Non
     }
     try:
         with atomic_dir(out) as tmp:
+            stage(f"writing {fmt}", 0.3)
             manifest.update(EXPORT_FORMATS[fmt].write(store, td, tmp, n_neg))
             if as_datasets:
+                stage("saving the rows as a datasets folder", 0.6)
                 _as_datasets(tmp, rows_file)
             manifest["cross_encoder"] = export_scores(store, td, tmp)  # the teacher's scores and provenance, if any
+            stage("hashing the files", 0.8)
             manifest["files"] = {str(p.relative_to(tmp)): _file_entry(p)
                                  for p in sorted(tmp.rglob("*")) if p.is_file()}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")

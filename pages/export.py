@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
 
-from core.errors import UserError
-from core.export import EXPORT_FORMATS, curation_warning, default_data, export, export_name, read_manifest
+from core.export import EXPORT_FORMATS, curation_warning, default_data, export_job, export_name, read_manifest
 from core.selection import LLM_CHOICES
 from pages import common
 
 common.through_app(__file__)
+EXPORT = "exp_job"  # this session's export, written in the background until it is reported
 
 
 def zipped(folder: Path) -> bytes:
@@ -24,6 +25,12 @@ def zipped(folder: Path) -> bytes:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             archive.write(path, Path(folder.name) / path.relative_to(folder))
     return buffer.getvalue()
+
+
+def exported(manifest: dict) -> None:
+    """Show the finished export below until the next one, and count it: the next overwrite is asked again."""
+    st.session_state["exp_last"] = (manifest["path"], manifest)
+    st.session_state["exp_count"] = st.session_state.get("exp_count", 0) + 1
 
 
 st.title("Export")
@@ -54,19 +61,15 @@ if (previous := read_manifest(out)) is not None:
             "exporting again replaces it.")
     # keyed by the folder and the exports done so far, so a confirmation never carries over to the next one
     confirmed = st.checkbox("Overwrite", key=f"exp_overwrite_{out.name}_{st.session_state.get('exp_count', 0)}")
-if st.button("Export", type="primary", key="exp_go", disabled=not confirmed):
-    try:
-        manifest = export(store, run_id, fmt, out, chosen, unsure, llm_verdicts=llm_verdicts, as_datasets=as_datasets)
-    except UserError as exc:
-        common.user_error(exc)
-    else:
-        st.session_state["exp_last"] = (str(out), manifest)
-        st.session_state["exp_count"] = st.session_state.get("exp_count", 0) + 1
+exporting = common.job_slot(EXPORT, "Exporting (the page stays usable)", exported)
+if st.button("Export", type="primary", key="exp_go", disabled=not confirmed or exporting):
+    common.start(EXPORT, lambda: export_job(store, run_id, fmt, out, chosen, unsure, llm_verdicts, as_datasets))
 last = st.session_state.get("exp_last")
 if last and Path(last[0]).is_dir():
     folder, manifest = Path(last[0]), last[1]
     st.success(f"Exported {manifest['rows']:,} rows ({manifest['data']}) to {common.shown_path(folder)}")
-    st.download_button(f"Download {folder.name}.zip", zipped(folder), file_name=f"{folder.name}.zip",
+    # zipped only when clicked: on every rerun, a large export was zipped into memory for nothing
+    st.download_button(f"Download {folder.name}.zip", partial(zipped, folder), file_name=f"{folder.name}.zip",
                        mime="application/zip", key="exp_download")
     st.subheader("manifest.json")
     st.json(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))

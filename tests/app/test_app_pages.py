@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
 import time
 
 import pytest
@@ -153,12 +155,45 @@ def test_export_every_format(monkeypatch, ws_root, fmt):
     at = open_app(monkeypatch, ws_root, "pages/export.py")
     at.selectbox(key="exp_fmt").set_value(fmt).run()
     at.button(key="exp_go").click().run()
-    assert not at.exception and not at.error
+    finish_job(at, "exp_job")
+    assert not at.error
     manifest = at.json[0].value
     manifest = json.loads(manifest) if isinstance(manifest, str) else manifest
     assert manifest["format"] == fmt and manifest["rows"] > 0
     assert at.get("download_button")
     assert list((ws_root / "exports").glob(f"*-{fmt}-raw/manifest.json"))
+
+
+def test_export_runs_in_the_background_and_a_click_meanwhile_does_not_stop_it(monkeypatch, ws_root):
+    """The export is a background job the page polls: a widget changed while it writes reruns the page, the job
+    goes on, and the folder it wrote (not the one the widgets name now) is reported when it ends."""
+    from core import export as export_module
+    from core.export import export_name
+
+    entered, release = threading.Event(), threading.Event()
+    flag = export_module.EXPORT_FORMATS["flag"]
+
+    def held(store, td, folder, n_negatives):  # writes only once the test has clicked meanwhile
+        entered.set()
+        assert release.wait(60)
+        return flag.write(store, td, folder, n_negatives)
+
+    monkeypatch.setitem(export_module.EXPORT_FORMATS, "flag", dataclasses.replace(flag, write=held))
+    at = open_app(monkeypatch, ws_root, "pages/export.py")
+    at.selectbox(key="exp_fmt").set_value("flag").run()
+    at.button(key="exp_go").click()
+    timed(at)
+    assert at.button(key="exp_go").disabled, "one export per session at a time"
+    assert entered.wait(60)
+    at.radio(key="exp_unsure").set_value("keep")  # a click meanwhile: the job goes on
+    timed(at)
+    job = at.session_state["exp_job"]
+    assert not job.done
+    release.set()
+    finish_job(at, "exp_job")
+    folder = ws_root / "exports" / export_name(at.session_state["ns_run"], "flag", "raw", "drop")
+    assert [s.value for s in at.success] == [f"Exported 6 rows (raw) to {folder}"]
+    assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["unsure"] == "drop"
 
 
 def test_import_bad_file_shows_location_and_imports_nothing(monkeypatch, ws_root, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from core import export as export_module
 from core.errors import UserError
 from core.export import ExportFormat, export
-from tests.app_helpers import open_app, store_at
+from tests.app_helpers import finish_job, open_app, store_at
 
 
 def _ids_only(store, td, folder, n_negatives) -> dict:
@@ -31,6 +31,7 @@ def test_a_registered_format_is_offered_on_the_export_page_and_written(monkeypat
     assert "neg-counts" in choice.options[-1] and "negatives per query (test only)" in choice.options[-1]
     choice.set_value("neg-counts").run()
     at.button(key="exp_go").click().run()
+    finish_job(at, "exp_job")
     assert not at.exception and not at.error
     folder = next((ws_root / "exports").glob("*-neg-counts-raw"))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))

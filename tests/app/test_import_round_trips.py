@@ -3,7 +3,7 @@ a split; a bad file shows its line and field and imports nothing."""
 
 from __future__ import annotations
 
-from tests.app_helpers import open_app, store_at
+from tests.app_helpers import finish_job, open_app, store_at
 
 
 def test_import_page_imports_a_trec_run_and_selects_it(monkeypatch, ws_root, tmp_path):
@@ -49,8 +49,10 @@ def test_export_page_writes_a_datasets_folder(monkeypatch, ws_root):
     at.selectbox(key="exp_fmt").set_value("flag").run()
     at.checkbox(key="exp_as_datasets").check().run()
     at.button(key="exp_go").click().run()
+    finish_job(at, "exp_job")
     assert not at.exception and not at.error
     folder = next((ws_root / "exports").glob("*-flag-datasets-raw"))
     assert len(load_from_disk(str(folder / "datasets"))) == 6  # a row per train query of the fixture
     at.selectbox(key="exp_fmt").set_value("trec-run").run()
     assert not at.get("checkbox") or "exp_as_datasets" not in [c.key for c in at.checkbox]
+

@@ -14,7 +14,7 @@ from pathlib import Path
 from core import labels
 from core.export import EXPORT_FORMATS, FORMATS, curation_warning, disagreement_rule, export_name
 from core.files import locked_temp, remove_stale_temps
-from tests.app_helpers import open_app, store_at
+from tests.app_helpers import finish_job, open_app, store_at
 from tests.cli_helpers import ROOT, assert_user_error, run_cli, tree, workspace_state
 
 
@@ -186,7 +186,8 @@ def export_on_page(at, fmt: str, data: str) -> None:
     at.selectbox(key="exp_fmt").set_value(fmt)
     at.radio(key="exp_data").set_value(data).run()
     at.button(key="exp_go").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    finish_job(at, "exp_job")
+    assert not at.error, [e.value for e in at.error]
 
 
 def test_page_names_exports_by_selection(monkeypatch, ws_root):
@@ -211,7 +212,8 @@ def test_page_asks_before_replacing_an_export(monkeypatch, ws_root):
     assert at.button(key="exp_go").disabled and (folder / "marker").exists()
     next(c for c in at.checkbox if c.label == "Overwrite").check().run()
     at.button(key="exp_go").click().run()
-    assert not at.exception and not at.error
+    finish_job(at, "exp_job")
+    assert not at.error
     assert not (folder / "marker").exists() and assert_complete(folder)
     at.run()
     assert not next(c for c in at.checkbox if c.label == "Overwrite").value  # the next replace asks again

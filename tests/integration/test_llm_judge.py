@@ -25,7 +25,7 @@ from core.datasets import ingest
 from core.errors import UserError
 from core.export import export
 from core.risk import signal_set
-from tests.app_helpers import ROOT
+from tests.app_helpers import ROOT, finish_job
 from tests.cli_helpers import assert_user_error, run_cli, run_cli_signalled
 from tests.fixtures import DOCS, QUERIES
 
@@ -379,7 +379,8 @@ def test_export_page_counts_llm_verdicts_when_asked(ws, server):
     at.radio(key="exp_data").set_value("curated")
     at.radio(key="exp_llm").set_value("count").run()
     at.button(key="exp_go").click().run()
-    assert not at.exception and not at.error
+    finish_job(at, "exp_job")
+    assert not at.error
     folder = next(workspace.exports_dir.glob("*-curated-unsure-drop-llm-count"))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert (manifest["llm_verdicts"], manifest["removed_negatives"]) == ("count", 5)

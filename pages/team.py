@@ -20,7 +20,6 @@ import streamlit as st
 
 from core import agreement, assignments, audit, guidelines, judging, labels, llm_judge, lookups, roles, run_stats
 from core.errors import UserError
-from core.jobs import Job
 from pages import common
 
 QUEUE_PAGE = 10
@@ -269,29 +268,11 @@ def show_verdicts(store, dataset: str, who: str) -> None:
                  hide_index=True, height=300)
 
 
-@st.fragment(run_every=1)
-def _judge_progress(job: Job) -> None:
-    """Poll the LLM judge; rerun the whole page once it ended, so its verdicts and κ appear."""
-    if job.done:
-        st.rerun(scope="app")
-    st.progress(job.fraction, text=f"Asking the LLM judge: {job.message}")
-
-
 def llm_judge_controls(run_id: str) -> None:
     """Ask an LLM judge for verdicts on the run's riskiest candidates nobody has judged (the same as `python -m core
     judge`): it runs in the background; the key is read from the server's environment, never typed here."""
-    job = st.session_state.get(JUDGE_JOB)
-    if job is not None and not job.done:
-        _judge_progress(job)
+    if common.job_slot(JUDGE_JOB, "Asking the LLM judge", lambda report: st.success(report.summary())):
         return
-    if job is not None:
-        del st.session_state[JUDGE_JOB]
-        if isinstance(job.error, UserError):
-            common.user_error(job.error)
-        elif job.error is not None:
-            raise job.error
-        else:
-            st.success(job.result.summary())
     with st.expander("Ask an LLM judge (one more annotator)"):
         st.caption("Sends this run's riskiest candidates that no person judged to an OpenAI-compatible chat endpoint "
                    "(vLLM, llama.cpp's server, Ollama, …) with RLHN's question and records the answers as annotator "
@@ -305,9 +286,9 @@ def llm_judge_controls(run_id: str) -> None:
                                     help="Read from the app server's environment; the key itself is never typed "
                                          "here or stored.")
             if st.form_submit_button("Ask the LLM judge"):
-                st.session_state[JUDGE_JOB] = llm_judge.judge_job(common.workspace().root, run_id, endpoint.strip(),
-                                                                  model.strip(), int(budget), key_env.strip() or None)
-                st.rerun()
+                common.start(JUDGE_JOB, lambda: llm_judge.judge_job(common.workspace().root, run_id, endpoint.strip(),
+                                                                    model.strip(), int(budget),
+                                                                    key_env.strip() or None))
 
 
 def show_audit(store) -> None:

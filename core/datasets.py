@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import DatasetError, UserError
+from core.jobs import Job, StageProgress
 from core.validation import DuplicateKey, check_name, display, user_path, unique_keys
 
 if TYPE_CHECKING:
@@ -639,6 +641,50 @@ class ImportResult:
         splits = ", ".join(f"{k}: {v}" for k, v in sorted(self.splits.items()))
         return (f"{self.status} dataset {self.name!r}: {self.documents} documents, {self.queries} queries, "
                 f"{self.qrels} qrels ({splits})")
+
+
+def import_job(name: str, action: str | None, upload: Path | None, work: Callable[[], object]) -> Job:
+    """``work`` (one import: a dataset, qrels, another miner's run, verdicts) in a background thread; ``Job.result``
+    is what it returns. Checking a file of millions of lines takes minutes, which a click on the page would
+    otherwise stop half-way. The role ``action`` (None: none needed) is checked here, as the job's thread has no
+    signed-in account. ``upload``: the temporary folder a page wrote an uploaded file into; the job removes it when
+    it ends (the page's run ends long before the job reads it), and a refusal here removes it at once."""
+    from core import roles
+
+    try:
+        if action is not None:
+            roles.require(action)
+    except UserError:
+        if upload is not None:
+            shutil.rmtree(upload, ignore_errors=True)
+        raise
+
+    def run(stage: StageProgress) -> object:
+        stage("checking every line, then saving", 0.0)
+        try:
+            return work()
+        finally:
+            if upload is not None:
+                shutil.rmtree(upload, ignore_errors=True)
+
+    return Job(name, run)
+
+
+def ingest_job(store: Store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False,
+               upload: Path | None = None) -> Job:
+    """``ingest`` as an ``import_job`` (``Job.result`` is its ``ImportResult``)."""
+    from core import roles
+
+    return import_job(f"ingest:{name}", roles.DATASETS, upload, lambda: ingest(store, path, name, fmt, replace))
+
+
+def import_qrels_job(store: Store, dataset: str, path: str | Path, split: str, replace: bool = False,
+                     upload: Path | None = None) -> Job:
+    """``import_qrels`` as an ``import_job`` (``Job.result`` is its ``ImportResult``)."""
+    from core import roles
+
+    return import_job(f"qrels:{dataset}:{split}", roles.DATASETS, upload,
+                      lambda: import_qrels(store, dataset, path, split, replace))
 
 
 def ingest(store: Store, path: str | Path, name: str, fmt: str = "auto", replace: bool = False) -> ImportResult:

@@ -22,6 +22,7 @@ from core.lookups import require_dataset
 from core.validation import check_name, user_path
 
 if TYPE_CHECKING:
+    from core.jobs import Job
     from core.store import Store
 
 LABELS = ("false_negative", "true_negative", "unsure")
@@ -211,6 +212,18 @@ def import_tsv(store: Store, dataset: str, path: str | Path, annotator: str | No
     from core.verdict_import import import_verdicts
 
     return import_verdicts(store, dataset, path, "tsv", annotator)
+
+
+def import_verdicts_job(store: Store, dataset: str, path: str | Path, fmt: str = "tsv", annotator: str | None = None,
+                        upload: Path | None = None) -> Job:
+    """``core.verdict_import.import_verdicts`` as a ``core.datasets.import_job`` (``Job.result`` is its
+    ``LabelImport``): a large project's export takes a while to check, which a click on the page would otherwise
+    stop half-way. No role is checked, as the import itself checks none."""
+    from core.datasets import import_job
+    from core.verdict_import import import_verdicts
+
+    return import_job(f"verdicts:{dataset}", None, upload,
+                      lambda: import_verdicts(store, dataset, path, fmt, annotator))
 
 
 def read_tsv(path: Path, known: KnownIds, annotator: str | None = None) -> list[dict]:

@@ -30,6 +30,7 @@ from core.validation import display, user_path
 
 if TYPE_CHECKING:
     from core.datasets import _Table
+    from core.jobs import Job
     from core.rules import RuleSpec
     from core.store import Store
 
@@ -419,6 +420,17 @@ def file_sha256(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def import_run_job(store: Store, path: str | Path, dataset: str, fmt: str, split: str = "train",
+                   upload: Path | None = None) -> Job:
+    """``import_run`` as a ``core.datasets.import_job`` (``Job.result`` is its ``ImportedRun``): matching a run of
+    millions of lines to the corpus takes minutes, which a click on the page would otherwise stop half-way."""
+    from core import roles
+    from core.datasets import import_job
+
+    return import_job(f"import-run:{dataset}:{split}", roles.RUNS, upload,
+                      lambda: import_run(store, path, dataset, fmt, split))
 
 
 def import_run(store: Store, path: str | Path, dataset: str, fmt: str, split: str = "train") -> ImportedRun:

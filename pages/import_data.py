@@ -4,26 +4,33 @@ annotation tool's export (core.verdict_import); uploaded or from a path.
 
 Uploads are written under fixed names into a temporary folder (the browser's file names never become paths);
 the importer validates everything before writing, and its file / line / field errors are shown as given,
-with the temporary path replaced by the name you uploaded.
+with the temporary path replaced by the name you uploaded. Every import runs as a background job the page polls
+(a click meanwhile would stop a page run half-way); the job removes the temporary folder when it ends.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-from core.datasets import FORMATS, PAIR_SUFFIXES, import_qrels, ingest
+from core.datasets import FORMATS, PAIR_SUFFIXES, ImportResult, import_qrels_job, ingest_job
 from core.errors import UserError
-from core.run_import import RUN_FORMATS, import_run
+from core.jobs import Job
+from core.labels import LabelImport, import_verdicts_job
+from core.run_import import RUN_FORMATS, ImportedRun, import_run_job
 from core.validation import check_upload_size, confined_path, max_upload_mb
-from core.verdict_import import VERDICT_FORMATS, import_verdicts
+from core.verdict_import import VERDICT_FORMATS
 from pages import common
 
 common.through_app(__file__)
+DATASET_JOB = "imp_job"  # this session's dataset import; one_file's imports run under "<its key>_job"
+MakeJob = Callable[[Path, Path | None], Job]  # (path to import, temporary upload folder or None) -> the import job
 
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 
@@ -64,12 +71,41 @@ def show_refusal(exc: UserError, renames: dict[str, str] | None) -> None:
     st.error(f"Nothing was imported. {message}", icon="⚠️")
 
 
-def run_import(path: Path, name: str, fmt: str, replace: bool, renames: dict[str, str] | None = None) -> None:
+def staged_upload(sizes: list[int], write: Callable[[Path], tuple[Path, dict[str, str]]]
+                  ) -> tuple[Path, dict[str, str], Path] | None:
+    """``write(folder)`` into a new temporary folder: (import path, tmp→upload names, folder), the folder to be
+    handed to the import job, which removes it when it ends (this run ends long before the job reads it). None,
+    with the folder removed and the refusal shown, when the upload is refused."""
     try:
-        result = ingest(common.store(), path, name.strip(), fmt, replace)
+        check_upload_size(sizes)
     except UserError as exc:
-        show_refusal(exc, renames)
-        return
+        common.user_error(exc)
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="negspace-upload-"))
+    try:
+        return (*write(folder), folder)
+    except BaseException as exc:  # no job will own the folder: remove it now
+        shutil.rmtree(folder, ignore_errors=True)
+        if not isinstance(exc, UserError):
+            raise
+        common.user_error(exc)
+        return None
+
+
+def start_import(key: str, make: MakeJob, path: Path, renames: dict[str, str], upload: Path | None = None) -> None:
+    """Start ``make(path, upload)`` as this session's import job under ``key``; ``renames`` are kept until it is
+    reported, so its refusal names uploaded files as they were uploaded."""
+    st.session_state[f"{key}_names"] = renames
+    common.start(key, lambda: make(path, upload), refused=lambda exc: show_refusal(exc, renames))
+
+
+def import_slot(key: str, what: str, report: Callable[[Any], None]) -> bool:
+    """``common.job_slot`` for an import job: its refusal names uploaded files as they were uploaded."""
+    return common.job_slot(key, what, report,
+                           refused=lambda exc: show_refusal(exc, st.session_state.get(f"{key}_names")))
+
+
+def dataset_imported(result: ImportResult) -> None:
     st.session_state["imp_done"] = result.summary().capitalize() + ". Next: mine it on the **Mine** page."
     common.select_dataset(result.name)
     st.rerun()  # so the sidebar shows the new dataset
@@ -86,27 +122,27 @@ cols = st.columns(3)
 name = cols[0].text_input("Dataset name", key="imp_name", max_chars=200)
 fmt = cols[1].selectbox("Format", list(FORMATS), key="imp_fmt")
 replace = cols[2].checkbox("Replace a dataset of the same name (labels are kept)", key="imp_replace")
+
+
+def dataset_job(path: Path, upload: Path | None) -> Job:
+    return ingest_job(common.store(), path, name.strip(), fmt, replace, upload)
+
+
+importing = import_slot(DATASET_JOB, "Importing the dataset (the page stays usable)", dataset_imported)
 upload_tab, path_tab = st.tabs(["Upload files", "Path on this server"])
 with upload_tab:
     files = st.file_uploader("Files", accept_multiple_files=True, key="imp_files", max_upload_size=max_upload_mb(),
                              type=["jsonl", "json", "csv", "tsv", "parquet"])
-    if st.button("Import upload", type="primary", disabled=not files, key="imp_go_upload"):
+    if st.button("Import upload", type="primary", disabled=not files or importing, key="imp_go_upload"):
         if not name.strip():
             st.error("Give the dataset a name first.")
-        else:
-            with tempfile.TemporaryDirectory(prefix="negspace-upload-") as tmp:
-                try:
-                    check_upload_size([upload.size for upload in files])
-                    staged, renames = stage_upload(Path(tmp), files)
-                except UserError as exc:
-                    common.user_error(exc)
-                else:
-                    run_import(staged, name, fmt, replace, renames)
+        elif staged := staged_upload([upload.size for upload in files], lambda folder: stage_upload(folder, files)):
+            start_import(DATASET_JOB, dataset_job, *staged)
 with path_tab:
     root = common.server_root()
     path = st.text_input("Folder or file on the machine running the app" if root is None else
                          "Folder or file inside the server's folder (relative to it)", key="imp_path")
-    if st.button("Import path", type="primary", disabled=not path, key="imp_go_path"):
+    if st.button("Import path", type="primary", disabled=not path or importing, key="imp_go_path"):
         if not name.strip():
             st.error("Give the dataset a name first.")
         else:
@@ -115,73 +151,67 @@ with path_tab:
             except UserError as exc:
                 common.user_error(exc)
             else:
-                run_import(chosen, name, fmt, replace)
+                start_import(DATASET_JOB, dataset_job, chosen, {})
 
 
 UPLOAD_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
 
 
-def one_file(key: str, what: str, act: Callable[[Path, dict[str, str]], None]) -> None:
-    """Upload and path tabs for one input file: once a button is pressed, ``act(path, tmp→upload names)`` runs on
-    the upload (under a fixed name in a temporary folder, removed afterwards) or on the path typed (confined like
-    the dataset path)."""
+def one_file(key: str, what: str, make: MakeJob, report: Callable[[Any], None]) -> None:
+    """Upload and path tabs for one input file: once a button is pressed, the import job ``make(path, upload
+    folder)`` starts on the upload (under a fixed name in a temporary folder the job removes) or on the path typed
+    (confined like the dataset path), and ``report(result)`` says what it imported once it ended."""
+    job_key = f"{key}_job"
+    importing = import_slot(job_key, f"Importing the {what.lower()} (the page stays usable)", report)
     upload_tab, server_tab = st.tabs(["Upload a file", "Path on this server"])
     with upload_tab:
         upload = st.file_uploader(what, key=f"{key}_file", max_upload_size=max_upload_mb())
-        if st.button(f"Import uploaded {what.lower()}", disabled=upload is None, key=f"{key}_go_upload"):
+        if st.button(f"Import uploaded {what.lower()}", disabled=upload is None or importing,
+                     key=f"{key}_go_upload"):
             suffix = Path(upload.name).suffix.lower()
-            with tempfile.TemporaryDirectory(prefix="negspace-upload-") as tmp:
-                target = Path(tmp) / ("upload" + (suffix if UPLOAD_SUFFIX.fullmatch(suffix) else ""))
-                try:
-                    check_upload_size([upload.size])
-                    target.write_bytes(upload.getvalue())
-                except UserError as exc:
-                    common.user_error(exc)
-                else:
-                    act(target, {str(target): upload.name})
+
+            def write(folder: Path) -> tuple[Path, dict[str, str]]:
+                target = folder / ("upload" + (suffix if UPLOAD_SUFFIX.fullmatch(suffix) else ""))
+                target.write_bytes(upload.getvalue())
+                return target, {str(target): upload.name}
+
+            if staged := staged_upload([upload.size], write):
+                start_import(job_key, make, *staged)
     with server_tab:
         typed = st.text_input(f"{what} on the machine running the app", key=f"{key}_path")
-        if st.button(f"Import {what.lower()} from the path", disabled=not typed, key=f"{key}_go_path"):
+        if st.button(f"Import {what.lower()} from the path", disabled=not typed or importing, key=f"{key}_go_path"):
             try:
                 chosen = confined_path(typed, common.server_root(), what.lower(), must_exist=True)
             except UserError as exc:
                 common.user_error(exc)
             else:
-                act(chosen, {})
+                start_import(job_key, make, chosen, {})
 
 
-def import_foreign_run(path: Path, renames: dict[str, str]) -> None:
-    try:
-        imported = import_run(common.store(), path, st.session_state["imp_run_dataset"],
-                              st.session_state["imp_run_fmt"], st.session_state["imp_run_split"])
-    except UserError as exc:
-        show_refusal(exc, renames)
-        return
+def foreign_run_job(path: Path, upload: Path | None) -> Job:
+    return import_run_job(common.store(), path, st.session_state["imp_run_dataset"], st.session_state["imp_run_fmt"],
+                          st.session_state["imp_run_split"], upload)
+
+
+def foreign_run_imported(imported: ImportedRun) -> None:
     st.session_state["imp_done"] = f"{imported.summary()}. Next: review it on the **Review** page."
-    common.select_dataset(st.session_state["imp_run_dataset"])
+    common.select_dataset(common.store().run(imported.run_id)["dataset"])
     common.select_run(imported.run_id)
     st.rerun()
 
 
-def import_split(path: Path, renames: dict[str, str]) -> None:
-    try:
-        imported = import_qrels(common.store(), st.session_state["imp_qrels_dataset"], path,
-                                st.session_state["imp_qrels_split"], st.session_state["imp_qrels_replace"])
-    except UserError as exc:
-        show_refusal(exc, renames)
-        return
-    st.session_state["imp_done"] = imported.summary().capitalize() + "."
-    st.rerun()
+def split_job(path: Path, upload: Path | None) -> Job:
+    return import_qrels_job(common.store(), st.session_state["imp_qrels_dataset"], path,
+                            st.session_state["imp_qrels_split"], st.session_state["imp_qrels_replace"], upload)
 
 
-def import_verdict_file(path: Path, renames: dict[str, str]) -> None:
-    try:
-        imported = import_verdicts(common.store(), st.session_state["imp_lab_dataset"], path,
-                                   st.session_state["imp_lab_fmt"], st.session_state["imp_lab_annotator"] or None)
-    except UserError as exc:
-        show_refusal(exc, renames)
-        return
-    st.session_state["imp_done"] = imported.summary().capitalize() + "."
+def verdicts_job(path: Path, upload: Path | None) -> Job:
+    return import_verdicts_job(common.store(), st.session_state["imp_lab_dataset"], path,
+                               st.session_state["imp_lab_fmt"], st.session_state["imp_lab_annotator"] or None, upload)
+
+
+def imported(result: ImportResult | LabelImport) -> None:
+    st.session_state["imp_done"] = result.summary().capitalize() + "."
     st.rerun()
 
 
@@ -201,14 +231,14 @@ else:
                       format_func=lambda n: f"{n}: {RUN_FORMATS[n].description}")
     splits = common.store().splits(run_dataset)
     cols[2].selectbox("Split", splits, index=splits.index("train") if "train" in splits else 0, key="imp_run_split")
-    one_file("imp_run", "Run file", import_foreign_run)
+    one_file("imp_run", "Run file", foreign_run_job, foreign_run_imported)
 
     st.subheader("TREC qrels, as a split")
     cols = st.columns(3)
     cols[0].selectbox("Dataset", datasets, key="imp_qrels_dataset")
     cols[1].text_input("Split", key="imp_qrels_split", max_chars=200)
     cols[2].checkbox("Replace the split's qrels if it exists", key="imp_qrels_replace")
-    one_file("imp_qrels", "Qrels file", import_split)
+    one_file("imp_qrels", "Qrels file", split_job, imported)
 
     st.subheader("Verdicts: a labels TSV, Label Studio or Argilla")
     st.write("A Label Studio project's JSON export (made from *Export → label-studio*) or an Argilla dataset folder "
@@ -219,4 +249,4 @@ else:
     cols[1].selectbox("Verdict format", list(VERDICT_FORMATS), key="imp_lab_fmt",
                       format_func=lambda n: f"{n}: {VERDICT_FORMATS[n].description}")
     cols[2].text_input("Annotator of rows that name none", key="imp_lab_annotator", max_chars=100)
-    one_file("imp_lab", "Verdicts file", import_verdict_file)
+    one_file("imp_lab", "Verdicts file", verdicts_job, imported)

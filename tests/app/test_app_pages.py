@@ -6,6 +6,7 @@ import dataclasses
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -204,6 +205,7 @@ def test_import_bad_file_shows_location_and_imports_nothing(monkeypatch, ws_root
     at.text_input(key="imp_name").input("broken")
     at.text_input(key="imp_path").input(str(bad)).run()
     at.button(key="imp_go_path").click().run()
+    finish_job(at, "imp_job", fails=True)
     message = " ".join(e.value for e in at.error)
     assert "corpus.jsonl:2" in message and "'text'" in message and "Nothing was imported" in message
     assert _store(ws_root).table_checksums() == before
@@ -214,8 +216,46 @@ def test_import_good_folder_selects_it(monkeypatch, tmp_path):
     at.text_input(key="imp_name").input("mine")
     at.text_input(key="imp_path").input(str(make_beir(tmp_path / "good"))).run()
     at.button(key="imp_go_path").click().run()
+    finish_job(at, "imp_job")
     assert any("imported dataset 'mine'" in s.value.lower() for s in at.success)
     assert at.session_state["ns_dataset"] == "mine"
+
+
+def test_import_upload_runs_in_the_background_and_a_click_meanwhile_does_not_stop_it(monkeypatch, tmp_path):
+    """An import is a background job the page polls: a widget changed while it runs does not stop it, the uploaded
+    files it reads outlive the page run that wrote them (the job removes them when it ends), and what it imported
+    is said once."""
+    from core import datasets
+
+    entered, release, read_from = threading.Event(), threading.Event(), []
+    ingest = datasets.ingest
+
+    def held(store, path, *args):  # imports only once the test has clicked meanwhile
+        read_from.append(Path(path))
+        entered.set()
+        assert release.wait(60)
+        return ingest(store, path, *args)
+
+    monkeypatch.setattr(datasets, "ingest", held)
+    beir = make_beir(tmp_path / "good")
+    at = open_app(monkeypatch, tmp_path / "fresh", "pages/import_data.py")
+    at.text_input(key="imp_name").input("mine")
+    at.file_uploader(key="imp_files").set_value(
+        [(f.name, f.read_bytes(), "application/octet-stream")
+         for f in (beir / "corpus.jsonl", beir / "queries.jsonl", beir / "qrels" / "train.tsv")]).run()
+    at.button(key="imp_go_upload").click()
+    timed(at)
+    assert at.button(key="imp_go_upload").disabled, "one dataset import per session at a time"
+    assert entered.wait(60)
+    at.text_input(key="imp_name").input("another")  # a click meanwhile: the job goes on
+    timed(at)
+    assert not at.session_state["imp_job"].done and (read_from[0] / "corpus.jsonl").is_file()
+    release.set()
+    finish_job(at, "imp_job")
+    assert len(at.success) == 1 and "imported dataset 'mine'" in at.success[0].value.lower(), at.success
+    assert at.session_state["ns_dataset"] == "mine" and not read_from[0].exists()
+    timed(at)
+    assert not at.success, "shown once"
 
 
 def test_map_shows_projection_views(monkeypatch, ws_root):

@@ -7,7 +7,7 @@ import json
 
 from core import labels
 from core.export import export
-from tests.app_helpers import open_app, store_at
+from tests.app_helpers import finish_job, open_app, store_at
 
 
 def test_label_studio_export_imports_from_the_import_page(monkeypatch, ws_root, tmp_path):
@@ -24,13 +24,14 @@ def test_label_studio_export_imports_from_the_import_page(monkeypatch, ws_root, 
     at.selectbox(key="imp_lab_fmt").set_value("label-studio")
     at.text_input(key="imp_lab_path").input(str(tmp_path / "bad.json")).run()
     at.button(key="imp_lab_go_path").click().run()
-    assert not at.exception
+    finish_job(at, "imp_lab_job", fails=True)
     assert "bad.json:2: field 'tasks[0].annotations[0].result[0].from_name'" in at.error[0].value
     assert labels.current(store, "tiny").empty
 
     at.text_input(key="imp_lab_path").input(str(tmp_path / "good.json")).run()
     at.button(key="imp_lab_go_path").click().run()
-    assert not at.exception and not at.error
+    finish_job(at, "imp_lab_job")
+    assert not at.error
     assert "Imported 1 new verdicts into 'tiny'" in at.success[0].value
     got = labels.current(store, "tiny")
     assert got[["annotator", "query_id", "label"]].values.tolist() == [["ana@example.org", tasks[0]["data"]["query_id"],

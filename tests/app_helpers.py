@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -91,6 +91,23 @@ def finish_job(at: AppTest, key: str, fails: bool = False) -> None:
     assert (job.error is not None) == fails, job.error
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+
+
+def outlives_a_click(at: AppTest, button: str, key: str, entered, release, touch: Callable[[AppTest], object],
+                     while_running: Callable[[], object] = lambda: None) -> None:
+    """Click ``button`` and check its job under ``key`` survives a click meanwhile: once the job is inside its held
+    work (``entered``, a ``threading.Event`` the test's stand-in sets), ``touch`` a widget and rerun, check the job is
+    still running (and ``while_running``), then ``release`` it and let the page report it (``finish_job``)."""
+    at.button(key=button).click()
+    timed(at)
+    assert at.button(key=button).disabled, "one such job per session at a time"
+    assert entered.wait(60)
+    touch(at)
+    timed(at)
+    assert not at.session_state[key].done
+    while_running()
+    release.set()
+    finish_job(at, key)
 
 
 def candidate_list(at: AppTest) -> dict:

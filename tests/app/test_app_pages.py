@@ -12,7 +12,7 @@ import pytest
 
 from core import labels
 from core.export import FORMATS
-from tests.app_helpers import finish_job, open_app, store_at, timed
+from tests.app_helpers import finish_job, open_app, outlives_a_click, store_at, timed
 from tests.fixtures import make_beir
 
 
@@ -182,16 +182,8 @@ def test_export_runs_in_the_background_and_a_click_meanwhile_does_not_stop_it(mo
     monkeypatch.setitem(export_module.EXPORT_FORMATS, "flag", dataclasses.replace(flag, write=held))
     at = open_app(monkeypatch, ws_root, "pages/export.py")
     at.selectbox(key="exp_fmt").set_value("flag").run()
-    at.button(key="exp_go").click()
-    timed(at)
-    assert at.button(key="exp_go").disabled, "one export per session at a time"
-    assert entered.wait(60)
-    at.radio(key="exp_unsure").set_value("keep")  # a click meanwhile: the job goes on
-    timed(at)
-    job = at.session_state["exp_job"]
-    assert not job.done
-    release.set()
-    finish_job(at, "exp_job")
+    outlives_a_click(at, "exp_go", "exp_job", entered, release,
+                     lambda at: at.radio(key="exp_unsure").set_value("keep"))  # a click meanwhile: the job goes on
     folder = ws_root / "exports" / export_name(at.session_state["ns_run"], "flag", "raw", "drop")
     assert [s.value for s in at.success] == [f"Exported 6 rows (raw) to {folder}"]
     assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["unsure"] == "drop"
@@ -243,15 +235,9 @@ def test_import_upload_runs_in_the_background_and_a_click_meanwhile_does_not_sto
     at.file_uploader(key="imp_files").set_value(
         [(f.name, f.read_bytes(), "application/octet-stream")
          for f in (beir / "corpus.jsonl", beir / "queries.jsonl", beir / "qrels" / "train.tsv")]).run()
-    at.button(key="imp_go_upload").click()
-    timed(at)
-    assert at.button(key="imp_go_upload").disabled, "one dataset import per session at a time"
-    assert entered.wait(60)
-    at.text_input(key="imp_name").input("another")  # a click meanwhile: the job goes on
-    timed(at)
-    assert not at.session_state["imp_job"].done and (read_from[0] / "corpus.jsonl").is_file()
-    release.set()
-    finish_job(at, "imp_job")
+    outlives_a_click(at, "imp_go_upload", "imp_job", entered, release,
+                     lambda at: at.text_input(key="imp_name").input("another"),  # a click meanwhile
+                     while_running=lambda: (read_from[0] / "corpus.jsonl").is_file() or pytest.fail("upload gone"))
     assert len(at.success) == 1 and "imported dataset 'mine'" in at.success[0].value.lower(), at.success
     assert at.session_state["ns_dataset"] == "mine" and not read_from[0].exists()
     timed(at)

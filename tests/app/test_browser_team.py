@@ -96,7 +96,7 @@ def test_an_annotator_cannot_adjudicate_promote_or_manage_and_judges_only_as_the
     url, root, store = team
     page = sign_in(browser, url, "ana", "review?annotator=bob")  # a URL naming someone else changes nothing
     page.locator(".ns-list tr").nth(1).wait_for(timeout=90_000)
-    assert nav(page) == {"Overview", "Review", "Map", "Team"}
+    assert wait_for(lambda: nav(page) == {"Overview", "Review", "Map", "Team"}), nav(page)
     assert page.locator("[data-testid=stSidebar]").get_by_label("Annotator").count() == 0
     assert page.locator("[data-testid=stSidebar]").get_by_role("textbox", name="Workspace folder").is_disabled()
     bob_before = len(store.events("tiny", "bob"))
@@ -127,11 +127,11 @@ def test_an_annotator_cannot_adjudicate_promote_or_manage_and_judges_only_as_the
 
     lead = sign_in(browser, url, "lead", "team")  # the adjudicator does see the queue, and records as lead
     lead.get_by_text("Disagreements to adjudicate (1)").wait_for(timeout=60_000)
-    assert nav(lead) == {"Overview", "Review", "Map", "Team"}
+    assert wait_for(lambda: nav(lead) == {"Overview", "Review", "Map", "Team"}), nav(lead)
     lead.get_by_role("button", name="true negative").first.click()
     assert wait_for(lambda: "adjudication" in set(store.events("tiny", "lead")["kind"]))
-    boss = sign_in(browser, url, "boss")
-    assert {"Import", "Mine", "Train", "Export", "Accounts"} <= nav(boss)
+    boss = sign_in(browser, url, "boss")  # "Signed in" can be drawn before the navigation is: wait for it
+    assert wait_for(lambda: {"Import", "Mine", "Train", "Export", "Accounts"} <= nav(boss)), nav(boss)
 
 
 def delay(failures: int) -> float:

@@ -178,8 +178,7 @@ def show_preview(run_id: str, spec: RuleSpec) -> None:
     if st.button("Commit as a new run", type="primary", disabled=spec == base or COMMIT in st.session_state,
                  help="Saves the previewed rule as a new immutable run that reuses these candidates "
                       "(in the background: the page stays usable)."):
-        st.session_state[COMMIT] = derive_job(store, run_id, spec)
-        st.rerun()
+        common.start(COMMIT, lambda: derive_job(store, run_id, spec))
 
 
 @st.fragment

